@@ -1,0 +1,221 @@
+"""The one error tree of tierwise.
+
+Every error tierwise raises on purpose is a :class:`TierwiseError`. Each carries a one-line
+``message`` fit to show a user as it is, and ``exit_code`` for the CLI. Errors that come from
+an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id``.
+
+::
+
+    TierwiseError                       exit 1
+    ├── ConfigError                     exit 2  malformed or invalid config file / settings
+    │   └── MissingCredentialsError     exit 2  a provider needs an API key that is not set
+    ├── UnknownModelError               exit 2  model id not in the catalog (with suggestions)
+    ├── PolicyError                     exit 2  unknown or malformed policy name
+    ├── InvalidRequestError             exit 2  a request tierwise cannot send (e.g. no messages)
+    ├── DatasetError                    exit 1  dataset missing, download or checksum failed
+    ├── LedgerError                     exit 1  ledger database unreachable or migration failed
+    └── ProviderError                   exit 1  anything that went wrong calling an upstream
+        ├── UpstreamConnectionError             could not connect / connection dropped
+        │   └── UpstreamTimeoutError            the upstream did not answer in time
+        ├── MalformedResponseError              the upstream answered with a body we cannot parse
+        └── UpstreamStatusError                 the upstream answered with an HTTP error status
+            ├── BadRequestError          400
+            │   └── ContextLengthError   400    the prompt does not fit the context window
+            ├── AuthenticationError      401
+            ├── PermissionDeniedError    403
+            ├── NotFoundError            404
+            ├── ConflictError            409
+            ├── UnprocessableError       422
+            ├── RateLimitError           429    ``retry_after`` in seconds when the upstream said
+            └── ServerError              5xx
+                └── OverloadedError      529
+
+Vendor SDK exceptions become these in one place, ``tierwise.providers.vendor_errors``.
+Retryable means: connection errors and 408/409/429/5xx (see :attr:`ProviderError.retryable`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class TierwiseError(Exception):
+    """Base of every error tierwise raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ConfigError(TierwiseError):
+    """The config file or settings are malformed or invalid."""
+
+    exit_code = 2
+
+
+class MissingCredentialsError(ConfigError):
+    """A provider needs an API key that is not set."""
+
+
+class UnknownModelError(TierwiseError):
+    """A model id is not in the catalog."""
+
+    exit_code = 2
+
+    def __init__(self, model: str, suggestions: Sequence[str] = ()) -> None:
+        hint = f" (did you mean {', '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
+        super().__init__(f"unknown model {model!r}{hint}; `tierwise models` lists the catalog")
+        self.model = model
+        self.suggestions = list(suggestions)
+
+
+class PolicyError(TierwiseError):
+    """A policy name cannot be resolved."""
+
+    exit_code = 2
+
+
+class InvalidRequestError(TierwiseError):
+    """A request that cannot be sent as it is."""
+
+    exit_code = 2
+
+
+class DatasetError(TierwiseError):
+    """A dataset is missing, could not be downloaded or failed its checksum."""
+
+
+class LedgerError(TierwiseError):
+    """The ledger database is unreachable or could not be migrated."""
+
+
+class ProviderError(TierwiseError):
+    """Something went wrong calling an upstream model."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        status: int | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        where = f"{self.provider}:{self.model}" if self.model else self.provider
+        parts = [f"{where}: {self.message}"]
+        if self.status is not None:
+            parts.append(f"status {self.status}")
+        if self.request_id:
+            parts.append(f"request id {self.request_id}")
+        return " · ".join(parts)
+
+
+class UpstreamConnectionError(ProviderError):
+    """Could not connect to the upstream, or the connection dropped."""
+
+    retryable = True
+
+
+class UpstreamTimeoutError(UpstreamConnectionError):
+    """The upstream did not answer in time."""
+
+
+class MalformedResponseError(ProviderError):
+    """The upstream answered, but not in a format we can read."""
+
+
+class UpstreamStatusError(ProviderError):
+    """The upstream answered with an HTTP error status."""
+
+
+class BadRequestError(UpstreamStatusError):
+    """400: the upstream rejected the request."""
+
+
+class ContextLengthError(BadRequestError):
+    """400: the prompt does not fit the model's context window."""
+
+
+class AuthenticationError(UpstreamStatusError):
+    """401: the API key was rejected."""
+
+
+class PermissionDeniedError(UpstreamStatusError):
+    """403: the key may not use this model or endpoint."""
+
+
+class NotFoundError(UpstreamStatusError):
+    """404: the model or endpoint does not exist upstream."""
+
+
+class ConflictError(UpstreamStatusError):
+    """409: a conflicting request; retryable."""
+
+    retryable = True
+
+
+class UnprocessableError(UpstreamStatusError):
+    """422: the upstream could not process the request."""
+
+
+class RateLimitError(UpstreamStatusError):
+    """429: too many requests; ``retry_after`` holds the upstream's advice in seconds."""
+
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        status: int | None = 429,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(
+            message, provider=provider, model=model, status=status, request_id=request_id
+        )
+        self.retry_after = retry_after
+
+
+class ServerError(UpstreamStatusError):
+    """5xx: the upstream failed."""
+
+    retryable = True
+
+
+class OverloadedError(ServerError):
+    """529: the upstream is overloaded."""
+
+
+STATUS_ERRORS: dict[int, type[UpstreamStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableError,
+    429: RateLimitError,
+    529: OverloadedError,
+}
+
+
+def status_error_class(status: int) -> type[UpstreamStatusError]:
+    """The error class for an HTTP status (408 counts as a retryable server-side failure)."""
+    if status in STATUS_ERRORS:
+        return STATUS_ERRORS[status]
+    if status >= 500 or status == 408:
+        return ServerError
+    return UpstreamStatusError

@@ -1,0 +1,115 @@
+"""What the ledger stores: one pydantic record per row, append-only.
+
+A *task* is one user-level job (one ``Engine.complete`` call); it owns every model call,
+routing decision, escalation, gate result and outcome made for it. ``parent_id`` links a
+sub-task (a plan step, an advisor consult) to the task that spawned it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+Role = Literal["executor", "advisor", "planner", "router", "judge", "classifier"]
+CallStatus = Literal["ok", "error"]
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Record(BaseModel):
+    id: str = Field(default_factory=new_id)
+    created_at: datetime = Field(default_factory=utc_now)
+
+
+class TaskRecord(_Record):
+    """One task: what was asked and under which policy."""
+
+    parent_id: str | None = None
+    policy: str | None = None
+    source: str = "library"
+    """Where the task came from: ``library``, ``cli``, ``gateway``, ``demo``, ``shadow`` …"""
+    prompt_text: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class CallRecord(_Record):
+    """One model call, with tokens on every axis and its exact cost (``None`` = unknown)."""
+
+    task_id: str
+    parent_id: str | None = None
+    role: Role = "executor"
+    provider: str
+    model: str
+    request_id: str | None = None
+    stream: bool = False
+    status: CallStatus = "ok"
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_write_5m_tokens: int = 0
+    cache_write_1h_tokens: int = 0
+    cache_read_tokens: int = 0
+    iterations: list[dict[str, Any]] = Field(default_factory=list)
+    tokens_estimated: bool = False
+    cost_usd: Decimal | None = None
+    latency_ms: float | None = None
+    ttft_ms: float | None = None
+    stop_reason: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    http_status: int | None = None
+    prompt_text: str | None = None
+    response_text: str | None = None
+
+
+class DecisionRecord(_Record):
+    """A routing decision: who was chosen among which candidates, and why."""
+
+    task_id: str
+    router: str
+    chosen_model: str
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    """Per candidate: ``{"model", "predicted_quality", "predicted_cost"}`` (floats or null)."""
+    threshold: float | None = None
+    reason: str = ""
+
+
+class EscalationRecord(_Record):
+    task_id: str
+    from_model: str
+    to_model: str
+    trigger: str
+
+
+class GateRecord(_Record):
+    task_id: str
+    call_id: str | None = None
+    gate: str
+    passed: bool
+    score: float | None = None
+    reason: str = ""
+
+
+class OutcomeRecord(_Record):
+    """How a task ended, and whether its answer was right when that is known."""
+
+    task_id: str
+    outcome: Literal["success", "failure", "error"]
+    correct: bool | None = None
+    source: str = "engine"
+    """Who judged: ``engine``, ``gate``, ``judge``, ``user``, ``dataset``."""
+    detail: str = ""
+
+
+LedgerRecord = (
+    TaskRecord | CallRecord | DecisionRecord | EscalationRecord | GateRecord | OutcomeRecord
+)

@@ -1,0 +1,54 @@
+"""The provider seam: one client for one upstream host, two methods."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from tierwise.catalog import ModelSpec
+from tierwise.messages import Request, Response, StreamEvent
+
+ProviderKind = Literal["anthropic", "openai", "replay"]
+
+
+class ProviderConfig(BaseModel):
+    """One upstream host, as a config row (``[providers.NAME]``).
+
+    ``kind`` picks the wire format: ``anthropic`` (Messages API), ``openai`` (any
+    OpenAI-compatible Chat Completions host) or ``replay`` (recorded outcomes, no network).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: ProviderKind
+    base_url: str | None = None
+    api_key_env: str | None = None
+    api_key: SecretStr | None = None
+    requires_key: bool = True
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_retry_wait_s: float = Field(default=60.0, ge=0)
+    data_dir: str | None = None
+    """Replay only: the folder holding recorded outcomes."""
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Sends canonical requests to one upstream host.
+
+    ``model`` is the catalog spec to call; ``request.model`` is ignored. Errors raised are
+    :class:`tierwise.errors.ProviderError` subclasses, never vendor exceptions. Retries live
+    in :class:`tierwise.providers.retry.RetryingProvider`, not here.
+    """
+
+    name: str
+
+    async def complete(self, request: Request, model: ModelSpec) -> Response: ...
+
+    def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]: ...
+
+    async def aclose(self) -> None: ...
