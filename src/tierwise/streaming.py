@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Iterator
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -16,8 +16,12 @@ from tierwise.messages import (
     ContentBlock,
     MessageDelta,
     MessageStart,
+    MessageStop,
     Response,
     StreamEvent,
+    TextBlock,
+    ThinkingBlock,
+    ToolUseBlock,
 )
 
 _BLOCK = TypeAdapter[ContentBlock](ContentBlock)
@@ -91,3 +95,37 @@ async def collect(events: AsyncIterable[StreamEvent]) -> Response:
     async for event in events:
         accumulator.feed(event)
     return accumulator.response()
+
+
+def _opening(block: ContentBlock) -> tuple[ContentBlock, list[dict[str, Any]]]:
+    """A block as it opens in a stream (empty) and the deltas that fill it."""
+    if isinstance(block, TextBlock):
+        return block.model_copy(update={"text": ""}), [{"type": "text_delta", "text": block.text}]
+    if isinstance(block, ToolUseBlock):
+        partial = json.dumps(block.input)
+        return block.model_copy(update={"input": {}}), [
+            {"type": "input_json_delta", "partial_json": partial}
+        ]
+    if isinstance(block, ThinkingBlock):
+        deltas = [{"type": "thinking_delta", "thinking": block.thinking}]
+        if block.signature is not None:
+            deltas.append({"type": "signature_delta", "signature": block.signature})
+        return block.model_copy(update={"thinking": "", "signature": None}), deltas
+    return block, []
+
+
+def events_from_response(response: Response) -> Iterator[StreamEvent]:
+    """The event sequence a streaming upstream would have sent for ``response``."""
+    yield MessageStart(message=response.model_copy(update={"content": [], "stop_reason": None}))
+    for index, block in enumerate(response.content):
+        opening, deltas = _opening(block)
+        yield BlockStart(index=index, block=opening)
+        for delta in deltas:
+            yield BlockDelta(index=index, delta=delta)
+        yield BlockStop(index=index)
+    yield MessageDelta(
+        stop_reason=response.stop_reason,
+        stop_sequence=response.stop_sequence,
+        usage=response.usage,
+    )
+    yield MessageStop()

@@ -157,8 +157,9 @@ def _parse_specs(rows: Iterable[Mapping[str, Any]], origin: str) -> list[ModelSp
         except ValidationError as exc:
             where = row.get("id", f"entry {index + 1}")
             first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise ConfigError(f"{origin}: model {where}: {field}: {first['msg']}") from None
+            field = ".".join(str(p) for p in first["loc"]) or "id"
+            message = first["msg"].removeprefix("Value error, ")
+            raise ConfigError(f"{origin}: model {where}: {field}: {message}") from None
     return specs
 
 

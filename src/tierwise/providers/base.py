@@ -32,8 +32,10 @@ class ProviderConfig(BaseModel):
     connect_timeout_s: float = Field(default=10.0, gt=0)
     max_retries: int = Field(default=2, ge=0, le=10)
     max_retry_wait_s: float = Field(default=60.0, ge=0)
+    dataset: str | None = None
+    """Replay only: the recorded-outcome dataset to answer from (e.g. ``routellm-gsm8k``)."""
     data_dir: str | None = None
-    """Replay only: the folder holding recorded outcomes."""
+    """Replay only: a local copy of the datasets; default: download and cache."""
 
 
 @runtime_checkable

@@ -1,0 +1,34 @@
+# Two commands do all the set-up:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA_DIR ?=
+LIMIT  ?= 200
+
+.PHONY: demo test lint install install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet -e ".[dev]"
+
+## Replay real recorded prompts through the engine (no API key) and print the spend report.
+demo: install
+	$(BIN)/tierwise demo --limit $(LIMIT) $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+lint: install-dev
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+## The whole test suite (lint, types, tests; SQLite and the local PostgreSQL).
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,180 @@
+"""Typed, layered settings: shipped defaults < config file (TOML) < environment < flags.
+
+The config file is found at ``--config``, else ``$TIERWISE_CONFIG``, else
+``<user config dir>/tierwise/config.toml`` if it exists. Environment variables are
+``TIERWISE_<FIELD>`` (nested with ``__``, e.g. ``TIERWISE_PROVIDERS__OPENAI__BASE_URL``).
+
+Example file::
+
+    default_policy = "fixed:anthropic:claude-haiku-4-5"
+    ledger_url = "postgresql://tierwise@db.internal/tierwise"
+
+    [providers.openrouter]          # every host is a row; kind picks the wire format
+    kind = "openai"
+    base_url = "https://openrouter.ai/api/v1"
+    api_key_env = "OPENROUTER_API_KEY"
+
+    [policies]                      # named policies
+    cheap = "fixed:openai:gpt-5-nano"
+
+    [[models]]                      # add or override catalog rows (same shape as the catalog)
+    id = "ollama:llama3.1:8b"
+    prices = { input = 0, output = 0 }
+    profile = { tier = 1 }
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from tierwise.errors import ConfigError, MissingCredentialsError
+from tierwise.providers.base import ProviderConfig
+
+APP_NAME = "tierwise"
+
+
+def _row(kind: str, base_url: str | None, key_env: str | None, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "base_url": base_url, "api_key_env": key_env, **extra}
+
+
+DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
+    "anthropic": _row("anthropic", None, "ANTHROPIC_API_KEY"),
+    "openai": _row("openai", None, "OPENAI_API_KEY"),
+    "openrouter": _row("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "together": _row("openai", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+    "ollama": _row("openai", "http://127.0.0.1:11434/v1", None, requires_key=False),
+    "vllm": _row("openai", "http://127.0.0.1:8000/v1", "VLLM_API_KEY", requires_key=False),
+    "llamacpp": _row("openai", "http://127.0.0.1:8080/v1", None, requires_key=False),
+}
+
+
+def user_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+def user_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir(APP_NAME))
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+class Settings(BaseSettings):
+    """Everything tierwise can be told; validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="TIERWISE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    default_policy: str = "fixed:anthropic:claude-haiku-4-5"
+    ledger_url: str | None = None
+    """SQLAlchemy URL; default: a SQLite file in the user data directory."""
+    log_content: bool = True
+    """Store prompt and response text in the ledger (needed to calibrate routers later)."""
+    data_dir: Path | None = None
+    """A local copy of the recorded-outcome datasets (e.g. ``../shared/data``)."""
+    cache_dir: Path = Field(default_factory=user_cache_dir)
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    policies: dict[str, str] = Field(default_factory=dict)
+    models: list[dict[str, Any]] = Field(default_factory=list)
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> dict[str, Any]:
+        rows: dict[str, Any] = {name: dict(row) for name, row in DEFAULT_PROVIDERS.items()}
+        for name, row in (value or {}).items():
+            given = row.model_dump(exclude_unset=True) if isinstance(row, ProviderConfig) else row
+            rows[name] = {**rows.get(name, {}), **given} if isinstance(given, dict) else given
+        return rows
+
+    def resolved_ledger_url(self) -> str:
+        if self.ledger_url:
+            return self.ledger_url
+        return f"sqlite:///{user_data_dir() / 'ledger.db'}"
+
+    def provider(self, name: str) -> ProviderConfig:
+        if name not in self.providers:
+            known = ", ".join(sorted(self.providers))
+            raise ConfigError(f"no provider named {name!r} in the config (known: {known})")
+        return self.providers[name]
+
+    def api_key(self, name: str) -> str | None:
+        """The provider's key from the config or its environment variable."""
+        row = self.provider(name)
+        if row.api_key is not None:
+            return row.api_key.get_secret_value()
+        key = os.environ.get(row.api_key_env) if row.api_key_env else None
+        if key or not row.requires_key:
+            return key or None
+        where = f"set {row.api_key_env}" if row.api_key_env else "set api_key_env"
+        raise MissingCredentialsError(
+            f"provider {name!r} needs an API key: {where} "
+            f"(or providers.{name}.api_key_env in the config)"
+        )
+
+
+def _config_file(path: Path | None) -> Path | None:
+    if path is not None:
+        return path
+    if env := os.environ.get("TIERWISE_CONFIG"):
+        return Path(env)
+    default = default_config_path()
+    return default if default.exists() else None
+
+
+def read_config_file(path: Path | None) -> dict[str, Any]:
+    """The config file's table, or ``{}`` when there is none; ConfigError when malformed."""
+    found = _config_file(path)
+    if found is None:
+        return {}
+    try:
+        return tomllib.loads(found.read_text("utf-8"), parse_float=Decimal)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {found} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {found} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {found} cannot be read: {exc.strerror}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    return f"{where}: {error['msg']}"
+
+
+def load_settings(path: Path | None = None, **flags: Any) -> Settings:
+    """Settings from defaults, the config file, the environment and ``flags`` (highest)."""
+    file_data = read_config_file(path)
+    source = _config_file(path) or "settings"
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, InitSettingsSource(settings_cls, file_data)
+
+    try:
+        return _Layered(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(f"config {source}: {_first_error(exc)}") from None

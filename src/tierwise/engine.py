@@ -1,0 +1,221 @@
+"""The engine: the one door to models for the library, the CLI and the gateway.
+
+``await engine.complete(request, policy="fixed:anthropic:claude-haiku-4-5")`` resolves the
+policy to a strategy, runs it through a task context that calls providers, and returns the
+response with its trace and exact cost. Everything is recorded in the ledger as it happens,
+so a failure midway loses nothing already done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
+from types import TracebackType
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from tierwise.catalog import Catalog, ModelSpec, load_catalog
+from tierwise.config import Settings, load_settings
+from tierwise.errors import InvalidRequestError, TierwiseError
+from tierwise.ledger.records import (
+    CallRecord,
+    DecisionRecord,
+    LedgerRecord,
+    OutcomeRecord,
+    TaskRecord,
+)
+from tierwise.ledger.store import Ledger
+from tierwise.messages import Request, Response, StreamEvent
+from tierwise.policies import resolve_policy
+from tierwise.providers.base import Provider
+from tierwise.providers.factory import build_provider
+from tierwise.strategies.base import Strategy, TaskContext
+
+
+class Result(BaseModel):
+    """A finished task: the response, what it cost and how it got there."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    task_id: str
+    policy: str
+    response: Response
+    cost_usd: Decimal | None
+    """Exact total over every call of the task; ``None`` when any price is unknown."""
+    calls: list[CallRecord]
+    decisions: list[DecisionRecord]
+
+    def explain(self) -> str:
+        """One line per decision: who was chosen and why."""
+        return "\n".join(f"{d.router}: {d.chosen_model} — {d.reason}" for d in self.decisions)
+
+
+def _as_request(request: Request | Mapping[str, Any] | str) -> Request:
+    if isinstance(request, Request):
+        return request
+    if isinstance(request, str):
+        return Request.from_prompt(request)
+    try:
+        return Request.model_validate(request)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidRequestError(f"invalid request: {where}: {first['msg']}") from None
+
+
+class Engine:
+    """Routes, calls, verifies and accounts; async. See :class:`SyncEngine` for sync code."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        catalog: Catalog | None = None,
+        ledger: Ledger | None = None,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.catalog = catalog or load_catalog(extra_models=self.settings.models)
+        self._ledger = ledger
+        self._providers: dict[str, Provider] = dict(providers or {})
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger, opened (and migrated) on first use."""
+        if self._ledger is None:
+            self._ledger = Ledger.open(self.settings.resolved_ledger_url())
+        return self._ledger
+
+    def provider_for(self, spec: ModelSpec) -> Provider:
+        if spec.provider not in self._providers:
+            self._providers[spec.provider] = build_provider(spec.provider, self.settings)
+        return self._providers[spec.provider]
+
+    def strategy(self, policy: str | None = None) -> Strategy:
+        name = policy or self.settings.default_policy
+        return resolve_policy(name, self.catalog, self.settings.policies)
+
+    async def record(self, record: LedgerRecord) -> None:
+        """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
+        ledger = self.ledger
+        await asyncio.to_thread(ledger.append, record)
+
+    async def _open_task(
+        self, request: Request, strategy: Strategy, source: str, parent_id: str | None
+    ) -> TaskContext:
+        task = TaskRecord(
+            parent_id=parent_id,
+            policy=strategy.name,
+            source=source,
+            prompt_text=request.prompt_text() if self.settings.log_content else None,
+        )
+        await self.record(task)
+        return TaskContext(
+            task.id,
+            catalog=self.catalog,
+            provider_for=self.provider_for,
+            record=self.record,
+            log_content=self.settings.log_content,
+            parent_id=parent_id,
+        )
+
+    async def _close_task(self, task: TaskContext, error: TierwiseError | None) -> None:
+        outcome = "error" if error else "success"
+        detail = str(error) if error else ""
+        await task.record(OutcomeRecord(task_id=task.task_id, outcome=outcome, detail=detail))
+
+    async def complete(
+        self,
+        request: Request | Mapping[str, Any] | str,
+        policy: str | None = None,
+        *,
+        source: str = "library",
+        parent_id: str | None = None,
+    ) -> Result:
+        """Run one task under ``policy`` (default: the config's ``default_policy``)."""
+        canonical = _as_request(request)
+        strategy = self.strategy(policy)
+        task = await self._open_task(canonical, strategy, source, parent_id)
+        try:
+            response = await strategy.run(canonical, task)
+        except TierwiseError as exc:
+            await self._close_task(task, exc)
+            raise
+        await self._close_task(task, None)
+        return Result(
+            task_id=task.task_id,
+            policy=strategy.name,
+            response=response,
+            cost_usd=task.total_cost(),
+            calls=task.calls,
+            decisions=[r for r in task.records if isinstance(r, DecisionRecord)],
+        )
+
+    async def stream(
+        self,
+        request: Request | Mapping[str, Any] | str,
+        policy: str | None = None,
+        *,
+        source: str = "library",
+        parent_id: str | None = None,
+    ) -> AsyncIterator[StreamEvent]:
+        """Like :meth:`complete`, as canonical stream events; recorded when it ends."""
+        canonical = _as_request(request)
+        strategy = self.strategy(policy)
+        task = await self._open_task(canonical, strategy, source, parent_id)
+        try:
+            async for event in strategy.stream(canonical, task):
+                yield event
+        except TierwiseError as exc:
+            await self._close_task(task, exc)
+            raise
+        await self._close_task(task, None)
+
+    async def aclose(self) -> None:
+        for provider in self._providers.values():
+            await provider.aclose()
+        self._providers.clear()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+
+
+class SyncEngine:
+    """A blocking wrapper around :class:`Engine` for scripts and notebooks."""
+
+    def __init__(self, settings: Settings | None = None, **engine_args: Any) -> None:
+        self._runner = asyncio.Runner()
+        self.engine = Engine(settings, **engine_args)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def complete(
+        self, request: Request | Mapping[str, Any] | str, policy: str | None = None, **kw: Any
+    ) -> Result:
+        return self._runner.run(self.engine.complete(request, policy, **kw))
+
+    def close(self) -> None:
+        self._runner.run(self.engine.aclose())
+        self._runner.close()

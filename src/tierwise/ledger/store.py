@@ -1,0 +1,307 @@
+"""The ledger: an append-only record of every model call and every decision.
+
+``Ledger.open(url)`` connects (SQLite by default, PostgreSQL by URL), migrates the schema to
+the newest revision and hands back a ledger that can only ``append`` and read — there is no
+update or delete. The API is synchronous and thread-safe (the async engine calls it through a
+thread): every operation checks a connection out of SQLAlchemy's pool for its own
+transaction. Every database failure surfaces as a one-line :class:`~tierwise.errors.LedgerError`
+whose URL has its password masked.
+
+SQLite runs in WAL mode with a busy timeout, and tierwise issues ``BEGIN`` itself (``BEGIN
+IMMEDIATE`` for writes) so that migrations are transactional and concurrent writers queue
+instead of failing.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from platformdirs import user_data_dir
+from pydantic import BaseModel
+from sqlalchemy import (
+    URL,
+    Connection,
+    Engine,
+    Select,
+    Table,
+    create_engine,
+    event,
+    insert,
+    make_url,
+    select,
+)
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from tierwise.errors import LedgerError
+from tierwise.ledger import migrate
+from tierwise.ledger.records import (
+    CallRecord,
+    DecisionRecord,
+    EscalationRecord,
+    GateRecord,
+    LedgerRecord,
+    OutcomeRecord,
+    TaskRecord,
+)
+from tierwise.ledger.schema import record_columns, table_for, tasks
+
+R = TypeVar("R", bound=BaseModel)
+
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+POSTGRES_CONNECT_TIMEOUT_S = 10
+_WRITE = "tierwise_write"
+_URL_HINT = "expected sqlite:///path/to/ledger.db or postgresql://user@host/db"
+_PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
+
+
+def default_ledger_url() -> str:
+    """The default ledger: ``ledger.db`` in the user's data directory for tierwise."""
+    path = Path(user_data_dir("tierwise", appauthor=False)) / "ledger.db"
+    return f"sqlite:///{path.as_posix()}"
+
+
+def normalize_url(url: str) -> URL:
+    """``url`` parsed; ``postgresql://`` and ``postgres://`` use the psycopg 3 driver."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise LedgerError(f"invalid ledger URL {mask_password(url)!r}: {_URL_HINT}") from None
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def mask_password(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return _PASSWORD_IN_URL.sub(r"\1:***@", url)
+
+
+def one_line(exc: BaseException, secret: str | None = None) -> str:
+    """The reason a database error gives, on one line, without ``secret``."""
+    cause = getattr(exc, "orig", None) or exc
+    reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+    reason = reason or type(cause).__name__
+    return reason.replace(secret, "***") if secret else reason
+
+
+class Ledger:
+    """An append-only ledger in a SQL database; build it with :meth:`open`."""
+
+    def __init__(self, engine: Engine, display_url: str) -> None:
+        self._engine: Engine | None = engine
+        self._secret = engine.url.password if isinstance(engine.url.password, str) else None
+        self._serial: AbstractContextManager[Any] = (
+            threading.Lock() if isinstance(engine.pool, StaticPool) else nullcontext()
+        )
+        self.url = display_url
+        """The database URL with its password masked, for messages."""
+
+    @classmethod
+    def open(cls, url: str) -> Ledger:
+        """Connect to ``url`` and migrate its schema to the newest revision."""
+        ledger = cls(_create_engine(normalize_url(url), mask_password(url)), mask_password(url))
+        try:
+            ledger._migrate()
+        except LedgerError:
+            ledger.close()
+            raise
+        return ledger
+
+    def append(self, *records: LedgerRecord) -> None:
+        """Store ``records`` in one transaction: all of them or, on error, none."""
+        rows = _rows_by_table(records)
+        if not rows:
+            return
+        with self._connection("could not write to the ledger", write=True) as conn:
+            for table, batch in rows.items():
+                conn.execute(insert(table), batch)
+
+    def read(
+        self,
+        record_type: type[R],
+        *,
+        task_ids: Collection[str] | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[R]:
+        """Records of one type, oldest first.
+
+        ``task_ids`` keeps the records of those tasks (for tasks: those ids); ``since`` keeps
+        records created at or after it; ``limit`` keeps the newest ``limit`` of them.
+        """
+        stmt = _select(table_for(record_type), task_ids, since, limit)
+        with self._connection("could not read the ledger") as conn:
+            rows = conn.execute(stmt).mappings().all()
+        records = [record_type.model_validate(dict(row)) for row in rows]
+        return records if limit is None else records[::-1]
+
+    def tasks(
+        self, task_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[TaskRecord]:
+        """Tasks, oldest first (see :meth:`read` for the filters)."""
+        return self.read(TaskRecord, task_ids=_ids(task_id), since=since, limit=limit)
+
+    def calls(
+        self, task_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[CallRecord]:
+        """Model calls, oldest first (see :meth:`read` for the filters)."""
+        return self.read(CallRecord, task_ids=_ids(task_id), since=since, limit=limit)
+
+    def decisions(
+        self, task_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[DecisionRecord]:
+        """Routing decisions, oldest first (see :meth:`read` for the filters)."""
+        return self.read(DecisionRecord, task_ids=_ids(task_id), since=since, limit=limit)
+
+    def escalations(
+        self, task_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[EscalationRecord]:
+        """Escalations, oldest first (see :meth:`read` for the filters)."""
+        return self.read(EscalationRecord, task_ids=_ids(task_id), since=since, limit=limit)
+
+    def gate_results(
+        self, task_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[GateRecord]:
+        """Gate results, oldest first (see :meth:`read` for the filters)."""
+        return self.read(GateRecord, task_ids=_ids(task_id), since=since, limit=limit)
+
+    def outcomes(
+        self, task_id: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[OutcomeRecord]:
+        """Task outcomes, oldest first (see :meth:`read` for the filters)."""
+        return self.read(OutcomeRecord, task_ids=_ids(task_id), since=since, limit=limit)
+
+    def revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self._connection("could not read the ledger") as conn:
+            return migrate.current_revision(conn)
+
+    def close(self) -> None:
+        """Release the connections; further use raises :class:`LedgerError`."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({self.url!r})"
+
+    def _migrate(self) -> None:
+        with self._connection("ledger migration failed", write=True) as conn:
+            migrate.upgrade(conn)
+
+    @contextmanager
+    def _connection(self, action: str, *, write: bool = False) -> Iterator[Connection]:
+        """A connection in a transaction; database errors become one-line LedgerErrors."""
+        engine = self._engine
+        if engine is None:
+            raise LedgerError(f"the ledger at {self.url} is closed")
+        with self._serial:
+            conn = self._connect(engine)
+            with conn, self._translated(action):
+                with conn.execution_options(**{_WRITE: write}).begin():
+                    yield conn
+
+    def _connect(self, engine: Engine) -> Connection:
+        with self._translated("ledger database unreachable"):
+            return engine.connect()
+
+    @contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise LedgerError(f"{action} at {self.url}: {one_line(exc, self._secret)}") from exc
+
+
+def _ids(task_id: str | None) -> list[str] | None:
+    return None if task_id is None else [task_id]
+
+
+def _rows_by_table(records: tuple[LedgerRecord, ...]) -> Mapping[Table, list[dict[str, Any]]]:
+    rows: dict[Table, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        table = table_for(type(record))
+        fields = {column.name for column in record_columns(table)}
+        rows[table].append(record.model_dump(include=fields))
+    return rows
+
+
+def _select(
+    table: Table, task_ids: Collection[str] | None, since: datetime | None, limit: int | None
+) -> Select[Any]:
+    stmt = select(*record_columns(table))
+    if task_ids is not None:
+        key = table.c.id if table is tasks else table.c.task_id
+        stmt = stmt.where(key.in_(list(task_ids)))
+    if since is not None:
+        stmt = stmt.where(table.c.created_at >= since)
+    if limit is None:
+        return stmt.order_by(table.c.created_at, table.c.seq)
+    return stmt.order_by(table.c.created_at.desc(), table.c.seq.desc()).limit(limit)
+
+
+def _create_engine(url: URL, display_url: str) -> Engine:
+    """An engine for ``url``; a missing driver or a bad URL is a LedgerError."""
+    try:
+        if url.get_backend_name() == "sqlite":
+            return _sqlite_engine(url)
+        return create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        hint = " (PostgreSQL needs: pip install 'tierwise[postgres]')" if "postgres" in str(
+            url.drivername
+        ) else ""
+        raise LedgerError(f"cannot open the ledger at {display_url}: {one_line(exc)}{hint}") from exc
+    except OSError as exc:
+        raise LedgerError(f"cannot create the ledger at {display_url}: {one_line(exc)}") from exc
+
+
+def _connect_args(url: URL) -> dict[str, Any]:
+    if url.get_backend_name() == "postgresql" and "connect_timeout" not in url.query:
+        return {"connect_timeout": POSTGRES_CONNECT_TIMEOUT_S}
+    return {}
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    """A SQLite engine: parent folder created, WAL, busy timeout, our own BEGIN."""
+    memory = url.database in (None, "", ":memory:")
+    if not memory and "uri" not in url.query:
+        Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {"poolclass": StaticPool} if memory else {}
+    engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # tierwise emits BEGIN itself (_on_sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get(_WRITE, False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

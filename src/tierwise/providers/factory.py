@@ -1,0 +1,53 @@
+"""Building a provider from its config row; the wire format is picked by ``kind``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from tierwise.config import Settings
+from tierwise.datasets import dataset_file, get_dataset
+from tierwise.errors import ConfigError
+from tierwise.providers.base import Provider, ProviderConfig, ProviderKind
+from tierwise.providers.retry import RetryingProvider
+
+Builder = Callable[[str, ProviderConfig, Settings], Provider]
+
+
+def _anthropic(name: str, row: ProviderConfig, settings: Settings) -> Provider:
+    from tierwise.providers.anthropic import AnthropicProvider  # noqa: PLC0415 (SDK import is slow)
+
+    return AnthropicProvider(name, row, settings.api_key(name))
+
+
+def _openai(name: str, row: ProviderConfig, settings: Settings) -> Provider:
+    from tierwise.providers.openai_compat import OpenAICompatProvider  # noqa: PLC0415
+
+    return OpenAICompatProvider(name, row, settings.api_key(name))
+
+
+def _replay(name: str, row: ProviderConfig, settings: Settings) -> Provider:
+    from tierwise.providers.replay import ReplayProvider  # noqa: PLC0415
+
+    if row.dataset is None:
+        raise ConfigError(f"replay provider {name!r} needs `dataset` in its config row")
+    source = get_dataset(row.dataset)
+    data_dir = Path(row.data_dir) if row.data_dir else settings.data_dir
+    path = dataset_file(source, data_dir=data_dir, cache_dir=settings.cache_dir)
+    return ReplayProvider(name, source.load(path))
+
+
+BUILDERS: dict[ProviderKind, Builder] = {
+    "anthropic": _anthropic,
+    "openai": _openai,
+    "replay": _replay,
+}
+
+
+def build_provider(name: str, settings: Settings) -> Provider:
+    """The provider for config row ``name``, wrapped in the retry layer."""
+    row = settings.provider(name)
+    inner = BUILDERS[row.kind](name, row, settings)
+    if row.kind == "replay":
+        return inner
+    return RetryingProvider(inner, max_retries=row.max_retries, max_wait_s=row.max_retry_wait_s)

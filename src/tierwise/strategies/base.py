@@ -1,0 +1,177 @@
+"""The strategy seam and the task context every strategy calls models through."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from decimal import Decimal
+from typing import Protocol
+
+from tierwise.catalog import Catalog, ModelSpec
+from tierwise.cost import price_usage
+from tierwise.errors import ProviderError
+from tierwise.ledger.records import CallRecord, LedgerRecord, Role
+from tierwise.messages import Request, Response, StreamEvent
+from tierwise.providers.base import Provider
+from tierwise.streaming import StreamAccumulator
+
+Recorder = Callable[[LedgerRecord], Awaitable[None]]
+
+
+class Strategy(Protocol):
+    """Runs one task to a response, calling models only through ``task``."""
+
+    name: str
+
+    async def run(self, request: Request, task: TaskContext) -> Response: ...
+
+    def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]: ...
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+class TaskContext:
+    """One task's view of the engine: call a model, record what happened."""
+
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        catalog: Catalog,
+        provider_for: Callable[[ModelSpec], Provider],
+        record: Recorder,
+        log_content: bool = True,
+        parent_id: str | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.parent_id = parent_id
+        self.catalog = catalog
+        self._provider_for = provider_for
+        self._record = record
+        self._log_content = log_content
+        self.records: list[LedgerRecord] = []
+
+    async def record(self, record: LedgerRecord) -> None:
+        """Keep ``record`` in this task's trace and append it to the ledger."""
+        self.records.append(record)
+        await self._record(record)
+
+    @property
+    def calls(self) -> list[CallRecord]:
+        return [r for r in self.records if isinstance(r, CallRecord)]
+
+    def total_cost(self) -> Decimal | None:
+        """The task's exact cost so far; ``None`` if any call's cost is unknown."""
+        costs = [c.cost_usd for c in self.calls]
+        if any(cost is None for cost in costs):
+            return None
+        return sum((c for c in costs if c is not None), Decimal(0))
+
+    async def call(self, request: Request, spec: ModelSpec, role: Role = "executor") -> Response:
+        """One model call, timed, costed and recorded (failures too)."""
+        start = time.perf_counter()
+        try:
+            response = await self._provider_for(spec).complete(request, spec)
+        except ProviderError as exc:
+            failed = self._failed_call(request, spec, exc, role=role, latency_ms=_ms_since(start))
+            await self.record(failed)
+            raise
+        latency = _ms_since(start)
+        record = self._call_record(
+            request, response, spec, role=role, latency_ms=latency, ttft_ms=None
+        )
+        await self.record(record)
+        return response
+
+    async def stream(
+        self, request: Request, spec: ModelSpec, role: Role = "executor"
+    ) -> AsyncIterator[StreamEvent]:
+        """A streamed model call; recorded when the stream ends (or fails)."""
+        start = time.perf_counter()
+        ttft: float | None = None
+        accumulator = StreamAccumulator()
+        try:
+            async for event in self._provider_for(spec).stream(request, spec):
+                ttft = ttft if ttft is not None else _ms_since(start)
+                accumulator.feed(event)
+                yield event
+        except ProviderError as exc:
+            latency = _ms_since(start)
+            failed = self._failed_call(
+                request, spec, exc, role=role, latency_ms=latency, ttft_ms=ttft
+            )
+            await self.record(failed)
+            raise
+        response = accumulator.response()
+        latency = _ms_since(start)
+        record = self._call_record(
+            request, response, spec, role=role, latency_ms=latency, ttft_ms=ttft
+        )
+        await self.record(record.model_copy(update={"stream": True}))
+
+    def _call_record(
+        self,
+        request: Request,
+        response: Response,
+        spec: ModelSpec,
+        *,
+        role: Role,
+        latency_ms: float,
+        ttft_ms: float | None,
+    ) -> CallRecord:
+        usage = response.usage
+        cost = price_usage(
+            usage, spec, lambda name: self.catalog.find_upstream(spec.provider, name)
+        )
+        return CallRecord(
+            task_id=self.task_id,
+            parent_id=self.parent_id,
+            role=role,
+            provider=spec.provider,
+            model=spec.id,
+            request_id=response.id,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            iterations=[it.model_dump() for it in usage.iterations],
+            tokens_estimated=usage.estimated,
+            cost_usd=None if cost is None else cost.total,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            stop_reason=response.stop_reason,
+            prompt_text=request.prompt_text() if self._log_content else None,
+            response_text=response.text() if self._log_content else None,
+        )
+
+    def _failed_call(
+        self,
+        request: Request,
+        spec: ModelSpec,
+        exc: ProviderError,
+        *,
+        role: Role,
+        latency_ms: float,
+        ttft_ms: float | None = None,
+    ) -> CallRecord:
+        # Upstreams do not bill a request that failed before producing anything; a stream
+        # that failed midway may have been billed for what it produced, which we cannot see.
+        return CallRecord(
+            task_id=self.task_id,
+            parent_id=self.parent_id,
+            role=role,
+            provider=spec.provider,
+            model=spec.id,
+            request_id=exc.request_id,
+            status="error",
+            cost_usd=Decimal(0) if ttft_ms is None else None,
+            latency_ms=latency_ms,
+            ttft_ms=ttft_ms,
+            error_type=type(exc).__name__,
+            error_message=exc.message,
+            http_status=exc.status,
+            prompt_text=request.prompt_text() if self._log_content else None,
+        )
