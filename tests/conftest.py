@@ -11,7 +11,9 @@ import pytest
 from tierwise.catalog import Catalog, load_catalog
 from tierwise.config import Settings, load_settings
 
-SHARED_DATA = Path(os.environ.get("TIERWISE_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("TIERWISE_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data")
+)
 
 
 @pytest.fixture(autouse=True)

@@ -43,7 +43,7 @@ def test_user_models_add_and_override(tmp_path: Path) -> None:
     extra = tmp_path / "models.toml"
     extra.write_text(
         '[[models]]\nid = "ollama:llama3.1:8b"\nprices = { input = 0, output = 0 }\n'
-        'profile = { tier = 1 }\n'
+        "profile = { tier = 1 }\n"
     )
     catalog = load_catalog([extra], [{"id": "vllm:my-model", "profile": {"tier": 2}}])
     assert catalog.get("ollama:llama3.1:8b").prices.input == Decimal(0)

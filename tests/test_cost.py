@@ -49,9 +49,14 @@ def test_iterations_bill_each_model_and_ignore_top_level(catalog: Catalog) -> No
                 cache_read_tokens=10000,
             ),
             UsageIteration(
-                kind="advisor_message", model="claude-opus-4-7", input_tokens=14500, output_tokens=1600
+                kind="advisor_message",
+                model="claude-opus-4-7",
+                input_tokens=14500,
+                output_tokens=1600,
             ),
-            UsageIteration(kind="message", input_tokens=2100, output_tokens=700, cache_read_tokens=13000),
+            UsageIteration(
+                kind="message", input_tokens=2100, output_tokens=700, cache_read_tokens=13000
+            ),
         ],
     )
     cost = price_usage(usage, haiku, _lookup(catalog))
@@ -62,7 +67,11 @@ def test_iterations_bill_each_model_and_ignore_top_level(catalog: Catalog) -> No
 
 def test_unknown_iteration_model_makes_cost_unknown(catalog: Catalog) -> None:
     haiku = catalog.get("anthropic:claude-haiku-4-5")
-    usage = Usage(iterations=[UsageIteration(kind="advisor_message", model="claude-mystery-9", input_tokens=10)])
+    usage = Usage(
+        iterations=[
+            UsageIteration(kind="advisor_message", model="claude-mystery-9", input_tokens=10)
+        ]
+    )
     assert price_usage(usage, haiku, _lookup(catalog)) is None
 
 
@@ -86,7 +95,9 @@ def test_reprice_flattens_iterations(catalog: Catalog) -> None:
     usage = Usage(
         iterations=[
             UsageIteration(input_tokens=100, output_tokens=10),
-            UsageIteration(kind="advisor_message", model="claude-opus-4-7", input_tokens=200, output_tokens=20),
+            UsageIteration(
+                kind="advisor_message", model="claude-opus-4-7", input_tokens=200, output_tokens=20
+            ),
         ]
     )
     cost = reprice(usage, opus)

@@ -20,7 +20,9 @@ from tierwise.streaming import collect, events_from_response
 
 
 def _response(spec: ModelSpec) -> Response:
-    return Response(id="msg_1", model=spec.id, content=[TextBlock(text="ok")], stop_reason="end_turn")
+    return Response(
+        id="msg_1", model=spec.id, content=[TextBlock(text="ok")], stop_reason="end_turn"
+    )
 
 
 class ScriptedProvider:
@@ -81,7 +83,10 @@ async def test_rate_limit_honours_retry_after(haiku: ModelSpec) -> None:
 
 async def test_server_and_connection_errors_retry_with_backoff(haiku: ModelSpec) -> None:
     inner = ScriptedProvider(
-        [ServerError("boom", provider="p", status=503), UpstreamConnectionError("reset", provider="p")]
+        [
+            ServerError("boom", provider="p", status=503),
+            UpstreamConnectionError("reset", provider="p"),
+        ]
     )
     provider, sleep = _wrap(inner)
     await provider.complete(Request.from_prompt("hi"), haiku)

@@ -29,7 +29,16 @@ _EXPORTS = {
     "TextBlock": "tierwise.messages",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "Engine",
+    "Message",
+    "Request",
+    "Response",
+    "Result",
+    "SyncEngine",
+    "TextBlock",
+    "TierwiseError",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -41,6 +41,7 @@ from pydantic_settings import (
 )
 
 from tierwise.errors import ConfigError, MissingCredentialsError
+from tierwise.ledger.store import default_ledger_url
 from tierwise.providers.base import ProviderConfig
 
 APP_NAME = "tierwise"
@@ -102,9 +103,7 @@ class Settings(BaseSettings):
         return rows
 
     def resolved_ledger_url(self) -> str:
-        if self.ledger_url:
-            return self.ledger_url
-        return f"sqlite:///{user_data_dir() / 'ledger.db'}"
+        return self.ledger_url or default_ledger_url()
 
     def provider(self, name: str) -> ProviderConfig:
         if name not in self.providers:

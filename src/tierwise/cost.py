@@ -88,11 +88,13 @@ def price_usage(usage: Usage, spec: ModelSpec, lookup: SpecLookup) -> CostBreakd
 
 def reprice(usage: Usage, spec: ModelSpec) -> CostBreakdown | None:
     """What the same tokens would have cost on ``spec`` (for savings counterfactuals)."""
-    flat = usage if not usage.iterations else _flatten(usage)
-    return price_tokens(flat, spec.prices)
+    return price_tokens(billed_tokens(usage), spec.prices)
 
 
-def _flatten(usage: Usage) -> TokenCounts:
+def billed_tokens(usage: Usage) -> TokenCounts:
+    """Tokens billed on each axis: the iterations' sum when present, else the top level."""
+    if not usage.iterations:
+        return TokenCounts.model_validate(usage.model_dump(include=set(TokenCounts.model_fields)))
     totals = TokenCounts()
     for it in usage.iterations:
         totals = TokenCounts(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 JsonObject = dict[str, Any]
 
@@ -38,10 +38,39 @@ class ToolUseBlock(_Block):
     input: JsonObject = Field(default_factory=dict)
 
 
+class OtherBlock(_Block):
+    """A block type tierwise does not model (``document``, ``web_search_tool_result``, ...).
+
+    Kept verbatim (all its fields are extras), so it survives a round trip untouched.
+    """
+
+    type: str
+
+
+def _block_tagger(known: frozenset[str]) -> Discriminator:
+    """A discriminator that sends any block ``type`` outside ``known`` to :class:`OtherBlock`."""
+
+    def tag(value: Any) -> str:
+        if isinstance(value, OtherBlock):
+            return "other"
+        kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+        return kind if kind in known else "other"
+
+    return Discriminator(tag)
+
+
+ToolResultContent = Annotated[
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ImageBlock, Tag("image")]
+    | Annotated[OtherBlock, Tag("other")],
+    _block_tagger(frozenset({"text", "image"})),
+]
+
+
 class ToolResultBlock(_Block):
     type: Literal["tool_result"] = "tool_result"
     tool_use_id: str
-    content: str | list[TextBlock | ImageBlock] = ""
+    content: str | list[ToolResultContent] = ""
     is_error: bool | None = None
 
 
@@ -78,17 +107,32 @@ class AdvisorToolResultBlock(_Block):
     content: JsonObject
 
 
+_KNOWN_BLOCKS = frozenset(
+    {
+        "text",
+        "image",
+        "tool_use",
+        "tool_result",
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "advisor_tool_result",
+    }
+)
+
 ContentBlock = Annotated[
-    TextBlock
-    | ImageBlock
-    | ToolUseBlock
-    | ToolResultBlock
-    | ThinkingBlock
-    | RedactedThinkingBlock
-    | ServerToolUseBlock
-    | AdvisorToolResultBlock,
-    Field(discriminator="type"),
+    Annotated[TextBlock, Tag("text")]
+    | Annotated[ImageBlock, Tag("image")]
+    | Annotated[ToolUseBlock, Tag("tool_use")]
+    | Annotated[ToolResultBlock, Tag("tool_result")]
+    | Annotated[ThinkingBlock, Tag("thinking")]
+    | Annotated[RedactedThinkingBlock, Tag("redacted_thinking")]
+    | Annotated[ServerToolUseBlock, Tag("server_tool_use")]
+    | Annotated[AdvisorToolResultBlock, Tag("advisor_tool_result")]
+    | Annotated[OtherBlock, Tag("other")],
+    _block_tagger(_KNOWN_BLOCKS),
 ]
+"""Any content block; a ``type`` tierwise does not model becomes an :class:`OtherBlock`."""
 
 Role = Literal["user", "assistant"]
 
@@ -141,6 +185,8 @@ class Request(BaseModel):
     model: str | None = None
     messages: list[Message]
     system: list[TextBlock] = Field(default_factory=list)
+    system_role: Literal["system", "developer"] | None = None
+    """OpenAI wire only: the role ``system`` arrived in, so it is sent back the same way."""
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -208,8 +254,11 @@ class Usage(TokenCounts):
     When ``iterations`` is non-empty it is the billing truth: each entry is billed at its own
     model's prices, and the top-level figures (which cover only the first executor iteration
     for input and cache reads) are informational. ``estimated`` marks counts tierwise
-    estimated from text rather than read from the upstream.
+    estimated from text rather than read from the upstream. Vendor usage fields tierwise does
+    not model (e.g. Anthropic's ``service_tier``, ``server_tool_use``) are kept as extras.
     """
+
+    model_config = ConfigDict(extra="allow")
 
     iterations: list[UsageIteration] = Field(default_factory=list)
     reasoning_tokens: int | None = None

@@ -121,7 +121,9 @@ def demo(
     state = ctx.ensure_object(CliState)
     run = state.demo(data_dir=data_dir, limit=limit, console=out)
     out.print(render.demo_summary(run))
-    out.print(render.spend_report(state.spend_report(since=run.started_at, strongest=run.strongest_model)))
+    out.print(
+        render.spend_report(state.spend_report(since=run.started_at, strongest=run.strongest_model))
+    )
 
 
 @config_app.command("check")

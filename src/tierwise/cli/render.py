@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -17,7 +17,7 @@ from tierwise.engine import Result
 if TYPE_CHECKING:
     from tierwise.cli.state import ConfigReport
     from tierwise.demo import DemoRun
-    from tierwise.ledger.report import SpendReport
+    from tierwise.ledger.report import SpendLine, SpendReport
 
 UNKNOWN = "[dim]unknown[/]"
 
@@ -73,28 +73,42 @@ def explain_panel(result: Result) -> Panel:
     return Panel(table, title="explain", title_align="left")
 
 
-def _breakdown(title: str, rows: dict[str, Decimal | None], label: str) -> Table:
+def _breakdown(title: str, rows: Mapping[str, SpendLine], label: str) -> Table:
     table = Table(title=title, title_justify="left")
-    table.add_column(label)
-    table.add_column("cost", justify="right")
-    for key, cost in rows.items():
-        table.add_row(key, dollars(cost))
+    for column in (label, "calls", "input", "output", "cache write", "cache read", "cost"):
+        table.add_column(column, justify="left" if column == label else "right", no_wrap=True)
+    for key, line in rows.items():
+        t = line.tokens
+        unknown = f" + {line.unknown_cost_calls} unknown" if line.unknown_cost_calls else ""
+        table.add_row(
+            key,
+            f"{line.calls:,}",
+            f"{t.input_tokens:,}",
+            f"{t.output_tokens:,}",
+            f"{t.cache_write_tokens:,}",
+            f"{t.cache_read_tokens:,}",
+            dollars(line.cost_usd) + unknown,
+        )
     return table
 
 
 def spend_report(report: SpendReport) -> RenderableType:
     summary = Table.grid(padding=(0, 2))
     summary.add_row("calls", f"{report.calls:,}")
-    summary.add_row("spend", dollars(report.total_cost))
+    summary.add_row("spend", dollars(report.total_cost_usd))
     if report.unknown_cost_calls:
-        summary.add_row("calls of unknown cost", f"{report.unknown_cost_calls:,} (not in the total)")
-    summary.add_row(f"all on {report.strongest_model}", dollars(report.counterfactual_cost))
+        summary.add_row(
+            "calls of unknown cost", f"{report.unknown_cost_calls:,} (not in the total)"
+        )
+    summary.add_row(
+        f"same tokens all on {report.strongest_model}", dollars(report.counterfactual_cost_usd)
+    )
     pct = "" if report.savings_pct is None else f" ({report.savings_pct:.1f}%)"
-    summary.add_row("saved", f"{dollars(report.savings)}{pct}")
+    summary.add_row("saved", f"{dollars(report.savings_usd)}{pct}")
     return Group(
         Panel(summary, title="spend", title_align="left"),
-        _breakdown("by model", dict(report.by_model), "model"),
-        _breakdown("by role", dict(report.by_role), "role"),
+        _breakdown("by model", report.by_model, "model"),
+        _breakdown("by role", report.by_role, "role"),
         _breakdown("by day (UTC)", {str(k): v for k, v in report.by_day.items()}, "day"),
     )
 
@@ -104,7 +118,7 @@ def demo_summary(run: DemoRun) -> Table:
         title=f"Replayed {run.prompts} recorded prompts from {run.dataset}", title_justify="left"
     )
     for column in ("policy", "tasks", "accuracy (recorded)", "cost"):
-        table.add_column(column, justify="left" if column == "policy" else "right")
+        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
     for outcome in run.outcomes:
         table.add_row(
             outcome.policy,

@@ -137,7 +137,8 @@ class CliState:
     def _key_detail(settings: Settings, name: str) -> str:
         key = settings.api_key(name)
         row = settings.provider(name)
-        return f"{row.kind} · {row.base_url or 'vendor default URL'} · key {'set' if key else 'not needed'}"
+        where = row.base_url or "vendor default URL"
+        return f"{row.kind} · {where} · key {'set' if key else 'not needed'}"
 
     @staticmethod
     def _default_provider(settings: Settings, catalog: Catalog) -> str | None:

@@ -49,15 +49,18 @@ def upgrade(connection: Connection) -> None:
     """Migrate ``connection``'s database to head inside its open transaction."""
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
-    _refuse_unknown(current_revision(connection))
+    script = ScriptDirectory.from_config(alembic_config())
+    current = current_revision(connection)
+    if current == script.get_current_head():
+        return
+    _refuse_unknown(script, current)
     command.upgrade(alembic_config(connection), "head")
 
 
-def _refuse_unknown(revision: str | None) -> None:
-    if revision is None:
-        return
-    script = ScriptDirectory.from_config(alembic_config())
-    if revision not in {rev.revision for rev in script.walk_revisions()}:
+def _refuse_unknown(script: ScriptDirectory, revision: str | None) -> None:
+    """A LedgerError if the database is at a revision this tierwise does not ship."""
+    known = {rev.revision for rev in script.walk_revisions()}
+    if revision is not None and revision not in known:
         raise LedgerError(
             f"the ledger schema is at revision {revision}, newer than this tierwise knows "
             f"({script.get_current_head()}); upgrade tierwise"

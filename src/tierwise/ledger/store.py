@@ -24,6 +24,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
+from alembic.util import CommandError
 from platformdirs import user_data_dir
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -59,13 +60,14 @@ R = TypeVar("R", bound=BaseModel)
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
 _WRITE = "tierwise_write"
+_POSTGRES_HINT = " (PostgreSQL needs: pip install 'tierwise[postgres]')"
 _URL_HINT = "expected sqlite:///path/to/ledger.db or postgresql://user@host/db"
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
 
 
 def default_ledger_url() -> str:
     """The default ledger: ``ledger.db`` in the user's data directory for tierwise."""
-    path = Path(user_data_dir("tierwise", appauthor=False)) / "ledger.db"
+    path = Path(user_data_dir("tierwise")) / "ledger.db"
     return f"sqlite:///{path.as_posix()}"
 
 
@@ -101,7 +103,7 @@ class Ledger:
 
     def __init__(self, engine: Engine, display_url: str) -> None:
         self._engine: Engine | None = engine
-        self._secret = engine.url.password if isinstance(engine.url.password, str) else None
+        self._secret = engine.url.password
         self._serial: AbstractContextManager[Any] = (
             threading.Lock() if isinstance(engine.pool, StaticPool) else nullcontext()
         )
@@ -111,7 +113,8 @@ class Ledger:
     @classmethod
     def open(cls, url: str) -> Ledger:
         """Connect to ``url`` and migrate its schema to the newest revision."""
-        ledger = cls(_create_engine(normalize_url(url), mask_password(url)), mask_password(url))
+        shown = mask_password(url)
+        ledger = cls(_create_engine(normalize_url(url), shown), shown)
         try:
             ledger._migrate()
         except LedgerError:
@@ -206,8 +209,11 @@ class Ledger:
         return f"Ledger({self.url!r})"
 
     def _migrate(self) -> None:
-        with self._connection("ledger migration failed", write=True) as conn:
-            migrate.upgrade(conn)
+        try:
+            with self._connection("ledger migration failed", write=True) as conn:
+                migrate.upgrade(conn)
+        except CommandError as exc:
+            raise LedgerError(f"ledger migration failed at {self.url}: {one_line(exc)}") from exc
 
     @contextmanager
     def _connection(self, action: str, *, write: bool = False) -> Iterator[Connection]:
@@ -217,9 +223,12 @@ class Ledger:
             raise LedgerError(f"the ledger at {self.url} is closed")
         with self._serial:
             conn = self._connect(engine)
-            with conn, self._translated(action):
-                with conn.execution_options(**{_WRITE: write}).begin():
-                    yield conn
+            with (
+                conn,
+                self._translated(action),
+                conn.execution_options(**{_WRITE: write}).begin(),
+            ):
+                yield conn
 
     def _connect(self, engine: Engine) -> Connection:
         with self._translated("ledger database unreachable"):
@@ -261,18 +270,16 @@ def _select(
 
 
 def _create_engine(url: URL, display_url: str) -> Engine:
-    """An engine for ``url``; a missing driver or a bad URL is a LedgerError."""
+    """An engine for ``url``; a missing driver or folder is a LedgerError."""
     try:
         if url.get_backend_name() == "sqlite":
             return _sqlite_engine(url)
         return create_engine(url, pool_pre_ping=True, connect_args=_connect_args(url))
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        hint = " (PostgreSQL needs: pip install 'tierwise[postgres]')" if "postgres" in str(
-            url.drivername
-        ) else ""
-        raise LedgerError(f"cannot open the ledger at {display_url}: {one_line(exc)}{hint}") from exc
-    except OSError as exc:
-        raise LedgerError(f"cannot create the ledger at {display_url}: {one_line(exc)}") from exc
+    except (ArgumentError, NoSuchModuleError, ImportError, OSError) as exc:
+        hint = _POSTGRES_HINT if url.get_backend_name() == "postgresql" else ""
+        raise LedgerError(
+            f"cannot open the ledger at {display_url}: {one_line(exc)}{hint}"
+        ) from exc
 
 
 def _connect_args(url: URL) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from tierwise.catalog import Catalog, ModelSpec
-from tierwise.cost import price_usage
+from tierwise.cost import billed_tokens, price_usage
 from tierwise.errors import ProviderError
 from tierwise.ledger.records import CallRecord, LedgerRecord, Role
 from tierwise.messages import Request, Response, StreamEvent
@@ -125,6 +125,7 @@ class TaskContext:
         cost = price_usage(
             usage, spec, lambda name: self.catalog.find_upstream(spec.provider, name)
         )
+        billed = billed_tokens(usage)  # the ledger stores totals over every iteration
         return CallRecord(
             task_id=self.task_id,
             parent_id=self.parent_id,
@@ -132,11 +133,11 @@ class TaskContext:
             provider=spec.provider,
             model=spec.id,
             request_id=response.id,
-            input_tokens=usage.input_tokens,
-            output_tokens=usage.output_tokens,
-            cache_write_5m_tokens=usage.cache_write_5m_tokens,
-            cache_write_1h_tokens=usage.cache_write_1h_tokens,
-            cache_read_tokens=usage.cache_read_tokens,
+            input_tokens=billed.input_tokens,
+            output_tokens=billed.output_tokens,
+            cache_write_5m_tokens=billed.cache_write_5m_tokens,
+            cache_write_1h_tokens=billed.cache_write_1h_tokens,
+            cache_read_tokens=billed.cache_read_tokens,
             iterations=[it.model_dump() for it in usage.iterations],
             tokens_estimated=usage.estimated,
             cost_usd=None if cost is None else cost.total,
