@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 
-def tierwise(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def tierwise(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tierwise", *args],
         capture_output=True,
@@ -43,13 +45,27 @@ def test_models_lists_claude_tiers_with_prices() -> None:
 
 
 def test_unknown_model_exits_2_with_did_you_mean(tmp_path: Path) -> None:
-    result = tierwise("--ledger", f"sqlite:///{tmp_path}/l.db", "ask", "hi", "--model", "anthropic:claude-haiku-45")
+    result = tierwise(
+        "--ledger",
+        f"sqlite:///{tmp_path}/l.db",
+        "ask",
+        "hi",
+        "--model",
+        "anthropic:claude-haiku-45",
+    )
     assert result.returncode == 2
     assert "did you mean 'anthropic:claude-haiku-4-5'" in _one_clean_line(result)
 
 
 def test_missing_api_key_exits_2_in_one_line(tmp_path: Path) -> None:
-    result = tierwise("--ledger", f"sqlite:///{tmp_path}/l.db", "ask", "hi", "--model", "anthropic:claude-haiku-4-5")
+    result = tierwise(
+        "--ledger",
+        f"sqlite:///{tmp_path}/l.db",
+        "ask",
+        "hi",
+        "--model",
+        "anthropic:claude-haiku-4-5",
+    )
     assert result.returncode == 2
     assert "ANTHROPIC_API_KEY" in _one_clean_line(result)
 
@@ -66,7 +82,9 @@ def test_config_check_flags_missing_key_of_default_policy(tmp_path: Path) -> Non
     result = tierwise("--ledger", f"sqlite:///{tmp_path}/l.db", "config", "check")
     assert result.returncode == 2
     assert "ANTHROPIC_API_KEY" in result.stdout and "Traceback" not in result.stderr
-    ok = tierwise("--ledger", f"sqlite:///{tmp_path}/l.db", "config", "check", env={"ANTHROPIC_API_KEY": "k"})
+    ok = tierwise(
+        "--ledger", f"sqlite:///{tmp_path}/l.db", "config", "check", env={"ANTHROPIC_API_KEY": "k"}
+    )
     assert ok.returncode == 0, ok.stdout
 
 

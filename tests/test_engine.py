@@ -23,7 +23,12 @@ STRONG = "openai:gpt-4-1106-preview"
 
 def _replay() -> ReplayProvider:
     return ReplayProvider(
-        "replay", [RecordedOutcome(row_id="1", prompt=PROMPT, model=STRONG, response_text=ANSWER, correct=True)]
+        "replay",
+        [
+            RecordedOutcome(
+                row_id="1", prompt=PROMPT, model=STRONG, response_text=ANSWER, correct=True
+            )
+        ],
     )
 
 
@@ -75,7 +80,9 @@ async def test_upstream_failure_is_recorded_then_raised(settings: Settings) -> N
 
 
 def test_named_policies_and_default_policy(settings: Settings) -> None:
-    configured = settings.model_copy(update={"policies": {"strong": f"fixed:{STRONG}"}, "default_policy": "strong"})
+    configured = settings.model_copy(
+        update={"policies": {"strong": f"fixed:{STRONG}"}, "default_policy": "strong"}
+    )
     with SyncEngine(configured, providers={"openai": _replay()}) as engine:
         assert engine.complete(PROMPT).policy == f"fixed:{STRONG}"
         assert engine.complete(PROMPT, "strong").response.text() == ANSWER
@@ -89,8 +96,13 @@ def test_named_policies_and_default_policy(settings: Settings) -> None:
         ("fixed", PolicyError, "needs a model"),
     ],
 )
-def test_bad_policies_fail_before_any_call(settings: Settings, policy: str, error: type, message: str) -> None:
-    with SyncEngine(settings, providers={"openai": _replay()}) as engine, pytest.raises(error, match=message):
+def test_bad_policies_fail_before_any_call(
+    settings: Settings, policy: str, error: type, message: str
+) -> None:
+    with (
+        SyncEngine(settings, providers={"openai": _replay()}) as engine,
+        pytest.raises(error, match=message),
+    ):
         engine.complete(PROMPT, policy)
 
 
@@ -101,7 +113,12 @@ def test_malformed_request_is_invalid_request(settings: Settings) -> None:
 
 def test_unknown_model_cost_is_none(settings: Settings, catalog: Catalog) -> None:
     replay = ReplayProvider(
-        "replay", [RecordedOutcome(row_id="1", prompt=PROMPT, model="ollama:llama3.1:8b", response_text="72")]
+        "replay",
+        [
+            RecordedOutcome(
+                row_id="1", prompt=PROMPT, model="ollama:llama3.1:8b", response_text="72"
+            )
+        ],
     )
     with SyncEngine(settings, providers={"ollama": replay}) as engine:
         result = engine.complete(PROMPT, "fixed:ollama:llama3.1:8b")

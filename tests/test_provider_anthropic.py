@@ -124,7 +124,6 @@ async def test_stream_collects_to_the_same_response_as_complete(upstream, sonnet
 
     assert streamed == whole
     assert [r.json().get("stream") for r in fake.requests] == [None, True]
-    assert fake.requests[1].headers["accept"] == "application/json"  # SDK default, unchanged
 
 
 async def test_stream_yields_canonical_events_in_wire_order(upstream, sonnet):
@@ -139,7 +138,9 @@ async def test_stream_yields_canonical_events_in_wire_order(upstream, sonnet):
     assert "ping" not in kinds
     assert isinstance(events[0], MessageStart)
     assert events[0].message.model == "anthropic:claude-sonnet-4-6"
-    signature = [e for e in events if isinstance(e, BlockDelta) and e.delta["type"] == "signature_delta"]
+    signature = [
+        e for e in events if isinstance(e, BlockDelta) and e.delta["type"] == "signature_delta"
+    ]
     assert signature[0].delta["signature"] == fx.thinking_message()["content"][0]["signature"]
 
 
@@ -153,7 +154,9 @@ async def test_tool_calls_come_back_with_their_input(upstream, sonnet):
     assert response.stop_reason == "tool_use"
     [call] = response.tool_calls()
     assert (call.name, call.input) == ("get_weather", {"location": "Oslo", "unit": None})
-    assert fake.last_request.json()["tools"] == [{"name": "get_weather", "input_schema": {"type": "object"}}]
+    assert fake.last_request.json()["tools"] == [
+        {"name": "get_weather", "input_schema": {"type": "object"}}
+    ]
 
 
 async def test_advisor_beta_header_extra_body_and_iterations(upstream, sonnet):
@@ -228,7 +231,9 @@ def _assert_one_attempt(fake: FakeAnthropic) -> None:
 
 async def test_429_is_a_rate_limit_error_with_retry_after_and_request_id(upstream, sonnet):
     fake, provider = upstream
-    fake.reply_error(429, "rate_limit_error", "Number of requests exceeded", headers={"retry-after": "17"})
+    fake.reply_error(
+        429, "rate_limit_error", "Number of requests exceeded", headers={"retry-after": "17"}
+    )
 
     with pytest.raises(RateLimitError) as info:
         await provider.complete(_prompt(), sonnet)
@@ -246,11 +251,18 @@ async def test_429_is_a_rate_limit_error_with_retry_after_and_request_id(upstrea
     [
         (500, "api_error", "Internal server error", ServerError),
         (529, "overloaded_error", "Overloaded", OverloadedError),
-        (400, "invalid_request_error", "prompt is too long: 210012 tokens > 200000 maximum", ContextLengthError),
+        (
+            400,
+            "invalid_request_error",
+            "prompt is too long: 210012 tokens > 200000 maximum",
+            ContextLengthError,
+        ),
         (401, "authentication_error", "invalid x-api-key", AuthenticationError),
     ],
 )
-async def test_status_errors_map_to_the_error_tree(upstream, sonnet, status, error_type, message, cls):
+async def test_status_errors_map_to_the_error_tree(
+    upstream, sonnet, status, error_type, message, cls
+):
     fake, provider = upstream
     fake.reply_error(status, error_type, message)
 
@@ -272,7 +284,9 @@ async def test_status_error_on_a_stream_is_raised_on_first_iteration(upstream, s
     _assert_one_attempt(fake)
 
 
-@pytest.mark.parametrize("body", [b'{"id": "msg_1", "content": [', b"<html>502 Bad Gateway</html>", b"[]"])
+@pytest.mark.parametrize(
+    "body", [b'{"id": "msg_1", "content": [', b"<html>502 Bad Gateway</html>", b"[]"]
+)
 async def test_malformed_body_is_a_malformed_response_error(upstream, sonnet, body):
     fake, provider = upstream
     fake.reply_raw(200, body)
@@ -317,7 +331,9 @@ async def test_stream_cut_before_message_stop_is_a_connection_error(upstream, so
 
 async def test_garbage_in_a_stream_is_malformed(upstream, sonnet):
     fake, provider = upstream
-    fake.reply_raw(200, b"event: message_start\ndata: {not json\n\n", content_type="text/event-stream")
+    fake.reply_raw(
+        200, b"event: message_start\ndata: {not json\n\n", content_type="text/event-stream"
+    )
 
     with pytest.raises(MalformedResponseError, match="not a JSON object"):
         await collect(provider.stream(_prompt(), sonnet))
@@ -345,7 +361,9 @@ def _closed_port() -> int:
 async def test_connection_refused_is_an_upstream_connection_error_after_one_attempt(sonnet):
     transport = _CountingTransport(httpx2.AsyncHTTPTransport())
     config = CONFIG.model_copy(update={"base_url": f"http://127.0.0.1:{_closed_port()}"})
-    provider = AnthropicProvider("local", config, KEY, http_client=httpx2.AsyncClient(transport=transport))
+    provider = AnthropicProvider(
+        "local", config, KEY, http_client=httpx2.AsyncClient(transport=transport)
+    )
 
     with pytest.raises(UpstreamConnectionError) as info:
         await provider.complete(_prompt(), sonnet)
@@ -375,7 +393,9 @@ async def test_timeout_is_an_upstream_timeout_error_after_one_attempt(sonnet):
 # --- credentials and lifecycle ---------------------------------------------------------------
 
 
-async def test_keyless_provider_sends_no_credentials_even_with_a_key_in_the_env(sonnet, monkeypatch):
+async def test_keyless_provider_sends_no_credentials_even_with_a_key_in_the_env(
+    sonnet, monkeypatch
+):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-must-not-leak")
     fake = FakeAnthropic().reply_message(fx.text_message())
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(fake.handler))
@@ -398,16 +418,35 @@ async def test_aclose_closes_the_http_client(sonnet):
     assert client.is_closed
 
 
-async def test_abandoned_stream_releases_its_response(sonnet):
-    fake = FakeAnthropic().reply_message(fx.text_message())
-    client = httpx2.AsyncClient(transport=httpx2.MockTransport(fake.handler))
+class _TrackedBody(httpx2.AsyncByteStream):
+    """A streamed response body that remembers whether it was closed."""
+
+    def __init__(self, content: bytes) -> None:
+        self.content = content
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for line in self.content.splitlines(keepends=True):
+            yield line
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_abandoned_stream_closes_its_response(sonnet):
+    body = _TrackedBody(fx.sse_body(fx.stream_events(fx.text_message())))
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, stream=body)
+
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
     provider = AnthropicProvider("anthropic", CONFIG, KEY, http_client=client)
     stream = provider.stream(_prompt(), sonnet)
 
-    first = await anext(stream)
-    second = await anext(stream)
+    assert isinstance(await anext(stream), MessageStart)
+    assert isinstance(await anext(stream), BlockStart)
+    assert not body.closed
     await stream.aclose()
 
-    assert isinstance(first, MessageStart)
-    assert isinstance(second, BlockStart)
+    assert body.closed
     await provider.aclose()

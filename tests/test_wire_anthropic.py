@@ -187,7 +187,10 @@ def test_request_built_in_code_gets_required_wire_fields_only():
                     ServerToolUseBlock(id="srvtoolu_1", name="advisor"),
                 ],
             ),
-            Message(role="user", content=[ToolResultBlock(tool_use_id="toolu_1", content="18C")]),
+            Message(
+                role="user",
+                content=[ToolResultBlock(tool_use_id="toolu_1", content=[TextBlock(text="18C")])],
+            ),
         ],
         max_tokens=256,
         stop=["###"],
@@ -211,7 +214,13 @@ def test_request_built_in_code_gets_required_wire_fields_only():
             },
             {
                 "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "18C"}],
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_1",
+                        "content": [{"type": "text", "text": "18C"}],
+                    }
+                ],
             },
         ],
         "tools": [{"name": "get_weather", "input_schema": {"type": "object"}}],

@@ -50,7 +50,9 @@ def serve(handler: Handler) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     base_url = f"http://127.0.0.1:{server.server_address[1]}"
     server.RequestHandlerClass = _make_request_handler(handler, base_url)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield base_url

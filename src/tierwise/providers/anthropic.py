@@ -4,7 +4,7 @@ Requests go out through the SDK's generic raw path (``client.post`` with
 ``cast_to=httpx2.Response``): the SDK supplies auth, versioning headers and its error types,
 while the body and the reply stay plain JSON read by :mod:`tierwise.wire.anthropic`, so
 fields and blocks the SDK's models do not know survive. The SDK makes exactly one attempt
-(``max_retries=2``); retries live in :class:`tierwise.providers.retry.RetryingProvider`.
+(``max_retries=0``); retries live in :class:`tierwise.providers.retry.RetryingProvider`.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _client(
         base_url=config.base_url,
         default_headers=headers,
         timeout=httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-        max_retries=2,
+        max_retries=0,
         http_client=http_client,
     )
 
