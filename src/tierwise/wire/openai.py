@@ -16,9 +16,15 @@ What the Chat Completions format cannot express is handled on purpose:
   are dropped. In a response rendered for an OpenAI client, advisor blocks are dropped.
 * ``tool_result.is_error`` is dropped; images inside a tool result (tool messages carry text
   only) are sent in a user message right after the tool messages.
-* Anthropic-only block fields (``cache_control``, ``citations``) are dropped; OpenAI
-  rejects unknown fields in messages. ``Request.metadata`` (Anthropic's ``{"user_id"}``) is
-  not sent; OpenAI's own ``metadata`` travels in ``Request.extra`` like any other field.
+* Anthropic-only fields are dropped, since OpenAI rejects unknown ones: on blocks
+  (``cache_control``, ``citations``, ``caller``) and in ``Request.extra``
+  (``context_management``, ``container``, ``mcp_servers``). ``Request.metadata`` (Anthropic's
+  ``{"user_id"}``) is not sent; OpenAI's own ``metadata`` travels in ``Request.extra``.
+* An Anthropic ``document`` with a base64 source becomes a ``file`` part, one with a text
+  source a text part. Other unmodelled user blocks are sent verbatim (OpenAI's own
+  ``input_audio`` and ``file`` parts round-trip this way; a foreign one is left for the host
+  to reject, rather than silently dropping what the user sent). Unmodelled blocks in
+  assistant messages (server-side tool results) are dropped.
 
 Spelling that changes but meaning that does not: ``stop`` is always sent as a list; content
 that is one plain text block is sent as a string; tool arguments are re-serialised as
@@ -90,7 +96,11 @@ STOP_TO_FINISH: dict[str, str] = {
     "refusal": "content_filter",
 }
 
-_ANTHROPIC_ONLY_FIELDS = frozenset({"cache_control", "citations"})
+_FOREIGN_BLOCK_FIELDS = frozenset({"cache_control", "citations", "caller", "string_content"})
+"""Block fields of Anthropic's (``string_content`` is :mod:`tierwise.wire.anthropic`'s
+marker for bare-string content); OpenAI rejects unknown fields, so they are not sent."""
+_FOREIGN_BODY_FIELDS = frozenset({"context_management", "container", "mcp_servers"})
+"""Anthropic-only request fields that may sit in ``Request.extra``; they are not sent."""
 _REQUEST_FIELDS = frozenset(
     {"model", "messages", "max_tokens", "temperature", "top_p", "stop", "tools", "tool_choice"}
 )
@@ -124,7 +134,7 @@ def _fields_except(obj: JsonObject, *names: str) -> JsonObject:
 def _wire_extras(model: BaseModel) -> JsonObject:
     """A canonical object's extra fields, minus those only Anthropic understands."""
     extras: JsonObject = model.model_extra or {}
-    return {k: v for k, v in extras.items() if k not in _ANTHROPIC_ONLY_FIELDS}
+    return {k: v for k, v in extras.items() if k not in _FOREIGN_BLOCK_FIELDS}
 
 
 def _dump_json(value: Any) -> str:
@@ -218,12 +228,24 @@ def _user_part(part: JsonObject) -> ContentBlock:
     return OtherBlock.model_validate(part)
 
 
+def _document_part(block: OtherBlock) -> JsonObject:
+    """An Anthropic ``document`` as a ``file`` part (base64) or text; else kept verbatim."""
+    source = (block.model_extra or {}).get("source") or {}
+    if source.get("type") == "base64":
+        data = f"data:{source.get('media_type')};base64,{source.get('data')}"
+        name = (block.model_extra or {}).get("title") or "document.pdf"
+        return {"type": "file", "file": {"filename": name, "file_data": data}}
+    if source.get("type") == "text":
+        return {"type": "text", "text": str(source.get("data", ""))}
+    return block.model_dump()
+
+
 def _user_part_to_openai(block: TextBlock | ImageBlock | OtherBlock) -> JsonObject:
     if isinstance(block, TextBlock):
         return _text_part(block)
     if isinstance(block, ImageBlock):
         return _image_part(block)
-    return block.model_dump()
+    return _document_part(block) if block.type == "document" else block.model_dump()
 
 
 def _text_blocks(content: str | list[JsonObject] | None) -> list[TextBlock]:
@@ -508,7 +530,7 @@ def _messages_to_openai(request: Request) -> list[JsonObject]:
 
 def request_to_openai(request: Request, model_name: str) -> JsonObject:
     """A Chat Completions request body for ``model_name`` (the host's own model name)."""
-    extra = dict(request.extra)
+    extra = {k: v for k, v in request.extra.items() if k not in _FOREIGN_BODY_FIELDS}
     limit_key = "max_completion_tokens" if "max_completion_tokens" in extra else "max_tokens"
     extra.pop(limit_key, None)
     body: JsonObject = {**extra, "model": model_name, "messages": _messages_to_openai(request)}
