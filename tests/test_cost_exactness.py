@@ -46,7 +46,7 @@ def _advisor_request() -> Request:
 
 
 async def test_advisor_iterations_cost_exactly(settings: Settings) -> None:
-    assert ADVISOR_EXCHANGE_COST == Decimal("0.11192")
+    assert Decimal("0.11192") == ADVISOR_EXCHANGE_COST
     fake = FakeAnthropic().reply_message(fx.advisor_message())
     async with _engine(settings, fake) as engine:
         result = await engine.complete(_advisor_request(), "fixed:anthropic:claude-sonnet-4-6")

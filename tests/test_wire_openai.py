@@ -8,6 +8,7 @@ import json
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from tests.fakes import anthropic_upstream as fxa
 from tests.fakes import openai_upstream as fx
 from tierwise.errors import InvalidRequestError
 from tierwise.messages import (
@@ -36,6 +37,7 @@ from tierwise.messages import (
     UsageIteration,
 )
 from tierwise.streaming import StreamAccumulator
+from tierwise.wire.anthropic import request_from_anthropic
 from tierwise.wire.openai import (
     SSE_DONE,
     OpenAIStreamDecoder,
@@ -470,6 +472,50 @@ def test_image_from_the_files_api_cannot_be_sent():
     request = Request(messages=[Message(role="user", content=[image])])
     with pytest.raises(InvalidRequestError, match="file"):
         request_to_openai(request, "m")
+
+
+def walk_keys(value: object) -> set[str]:
+    if isinstance(value, dict):
+        return set(value) | {k for v in value.values() for k in walk_keys(v)}
+    if isinstance(value, list):
+        return {k for v in value for k in walk_keys(v)}
+    return set()
+
+
+def test_bare_strings_from_anthropic_clients_are_sent_as_plain_strings():
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 10,
+        "system": "Be brief.",
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    assert request_to_openai(request_from_anthropic(body), "gpt-4o-mini") == {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hi"},
+        ],
+        "max_tokens": 10,
+    }
+
+
+def test_a_claude_code_request_becomes_a_clean_openai_body():
+    body = request_to_openai(request_from_anthropic(fxa.claude_code_request()), "gpt-4o-mini")
+    foreign = {"cache_control", "string_content", "citations", "caller", "context_management"}
+    assert not foreign & walk_keys(body)
+    assert not {"thinking", "metadata"} & set(body)
+    calls: set[str] = set()
+    for message in body["messages"]:
+        assert message["role"] in {"system", "user", "assistant", "tool"}
+        for call in message.get("tool_calls") or []:
+            assert isinstance(json.loads(call["function"]["arguments"]), dict)
+            calls.add(call["id"])
+        if message["role"] == "tool":
+            assert message["tool_call_id"] in calls
+    parts = [p for m in body["messages"] if isinstance(m["content"], list) for p in m["content"]]
+    (document,) = [p for p in parts if p["type"] == "file"]
+    assert document["file"]["filename"] == "parser-spec.pdf"
+    assert document["file"]["file_data"].startswith("data:application/pdf;base64,")
 
 
 # --- usage -----------------------------------------------------------------------------------

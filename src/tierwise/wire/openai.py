@@ -35,10 +35,13 @@ choice 0 of a response is read. The token limit is sent back under the name it c
 when a client used ``max_completion_tokens``, that key stays in ``Request.extra`` as the
 marker, and ``Request.max_tokens`` holds the value that is sent.
 
-Responses keep the upstream's own model name as the extra field ``upstream_model`` and the
-fields tierwise does not model (``created``, ``system_fingerprint``, ``logprobs``,
-``annotations``, usage details …) under the extra field ``openai``, so that
-``response_to_openai(response_from_openai(body, …), body["model"]) == body``.
+Responses keep the upstream's own model name as the extra field ``upstream_model``, and the
+fields tierwise does not model under the extra field ``openai`` — on the response
+(``created``, ``system_fingerprint``, ``logprobs``, ``annotations`` …) and on its usage
+(``audio_tokens``, a host's ``cost`` …) — so that
+``response_to_openai(response_from_openai(body, …), body["model"]) == body``. A refusal
+reads as text with stop reason ``refusal``; streamed back to a client it is sent as content
+with finish reason ``content_filter``.
 """
 
 from __future__ import annotations
