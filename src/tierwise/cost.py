@@ -7,7 +7,8 @@ Rules, in the order that bugs usually break them:
 * when ``usage.iterations`` is present it is the billing truth: every iteration (executor
   ``message``, ``advisor_message``, ``compaction``, ``fallback_message``) is billed at its own
   model's prices, and the top-level figures are not added again;
-* a price that is needed and not known makes the whole cost ``None`` — never 0.
+* a price that is needed and not known, or usage the upstream did not report, makes the
+  whole cost ``None`` — never 0.
 """
 
 from __future__ import annotations
@@ -72,6 +73,8 @@ def price_tokens(tokens: TokenCounts, prices: Prices) -> CostBreakdown | None:
 
 def price_usage(usage: Usage, spec: ModelSpec, lookup: SpecLookup) -> CostBreakdown | None:
     """The cost of a response by ``spec``'s model; iterations are billed per model."""
+    if usage.unreported:
+        return None
     if not usage.iterations:
         return price_tokens(usage, spec.prices)
     total = CostBreakdown()

@@ -196,6 +196,9 @@ class Request(BaseModel):
     thinking: JsonObject | None = None
     metadata: JsonObject = Field(default_factory=dict)
     extra: JsonObject = Field(default_factory=dict)
+    origin: Literal["anthropic", "openai"] | None = None
+    """The wire format the request arrived in; ``extra`` holds that format's body fields
+    and is forwarded only to an upstream of the same format."""
     headers: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
@@ -261,6 +264,8 @@ class Usage(TokenCounts):
     model_config = ConfigDict(extra="allow")
 
     iterations: list[UsageIteration] = Field(default_factory=list)
+    unreported: bool = False
+    """The upstream sent no usage at all: the counts are not zeros but unknown."""
     reasoning_tokens: int | None = None
     estimated: bool = False
 

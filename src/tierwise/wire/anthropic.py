@@ -59,7 +59,9 @@ from tierwise.messages import (
 STRING_CONTENT = "string_content"
 """Extra field on a :class:`TextBlock` that stood for a bare-string ``content`` / ``system``."""
 
-INTERNAL_RESPONSE_FIELDS = frozenset({"upstream_model"})
+INTERNAL_RESPONSE_FIELDS = frozenset(
+    {"upstream_model", "request_id", "openai", "recorded_correct", "recorded_cost_usd"}
+)
 """Response extras that are tierwise's own and never written to the wire."""
 
 _REQUEST_FIELDS = frozenset(
@@ -193,6 +195,7 @@ def _request_from(body: Mapping[str, Any], model: str | None) -> Request:
             "thinking": body.get("thinking"),
             "metadata": body.get("metadata") or {},
             "extra": {k: v for k, v in body.items() if k not in _REQUEST_FIELDS},
+            "origin": "anthropic",
         }
     )
 
@@ -203,7 +206,8 @@ def _dump_optional(model: BaseModel | None) -> JsonObject | None:
 
 def request_to_anthropic(request: Request, model_name: str) -> JsonObject:
     """The ``POST /v1/messages`` body (without ``stream``) asking ``model_name``."""
-    body = {k: v for k, v in request.extra.items() if k != "stream"}
+    extra = request.extra if request.origin in (None, "anthropic") else {}
+    body = {k: v for k, v in extra.items() if k != "stream"}
     body |= {"model": model_name, "messages": [_message_to(m) for m in request.messages]}
     optional = {
         "max_tokens": request.max_tokens,
@@ -282,7 +286,8 @@ def usage_from_anthropic(usage: Mapping[str, Any]) -> Usage:
 
 def usage_to_anthropic(usage: Usage) -> JsonObject:
     """An Anthropic ``usage`` object: the four token axes, TTL split, iterations, extras."""
-    data = dict(usage.model_extra or {}) | _token_counts_to(usage)
+    extras = {k: v for k, v in (usage.model_extra or {}).items() if k != "openai"}
+    data = extras | _token_counts_to(usage)
     if usage.iterations or "iterations" in usage.model_fields_set:
         data["iterations"] = [_iteration_to(iteration) for iteration in usage.iterations]
     if usage.reasoning_tokens is not None:

@@ -446,6 +446,7 @@ def _request_from_openai(body: JsonObject) -> Request:
         tools=[_tool_from_openai(t) for t in body.get("tools") or []],
         tool_choice=tool_choice,
         extra=_request_extra(body, raw_choice),
+        origin="openai",
     )
 
 
@@ -533,7 +534,8 @@ def _messages_to_openai(request: Request) -> list[JsonObject]:
 
 def request_to_openai(request: Request, model_name: str) -> JsonObject:
     """A Chat Completions request body for ``model_name`` (the host's own model name)."""
-    extra = {k: v for k, v in request.extra.items() if k not in _FOREIGN_BODY_FIELDS}
+    own = request.extra if request.origin in (None, "openai") else {}
+    extra = {k: v for k, v in own.items() if k not in _FOREIGN_BODY_FIELDS}
     limit_key = "max_completion_tokens" if "max_completion_tokens" in extra else "max_tokens"
     extra.pop(limit_key, None)
     body: JsonObject = {**extra, "model": model_name, "messages": _messages_to_openai(request)}
@@ -642,7 +644,7 @@ def _response_from_openai(body: JsonObject, model_id: str) -> Response:
         model=model_id,
         content=content,
         stop_reason="refusal" if refusal else _stop_reason(choice.get("finish_reason")),
-        usage=usage_from_openai(body["usage"]) if body.get("usage") else Usage(),
+        usage=usage_from_openai(body["usage"]) if body.get("usage") else Usage(unreported=True),
         upstream_model=body.get("model"),
         openai=_leftovers(body, choice, message),
     )
@@ -749,7 +751,7 @@ class OpenAIStreamDecoder:
         if self._finish is None:
             raise WireFormatError("stream ended without a finish_reason")
         stop = "refusal" if self._refusal else _stop_reason(self._finish)
-        final = MessageDelta(stop_reason=stop, usage=self._usage or Usage())
+        final = MessageDelta(stop_reason=stop, usage=self._usage or Usage(unreported=True))
         return [*self._close(), final, MessageStop()]
 
     def _feed(self, chunk: JsonObject) -> Iterator[StreamEvent]:
