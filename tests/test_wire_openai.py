@@ -39,18 +39,20 @@ from tierwise.messages import (
 from tierwise.streaming import StreamAccumulator
 from tierwise.wire.anthropic import request_from_anthropic
 from tierwise.wire.openai import (
-    SSE_DONE,
-    OpenAIStreamDecoder,
-    OpenAIStreamEncoder,
-    SSEParser,
     WireFormatError,
     request_from_openai,
     request_to_openai,
     response_from_openai,
     response_to_openai,
-    sse_encode,
     usage_from_openai,
     usage_to_openai,
+)
+from tierwise.wire.openai_stream import (
+    SSE_DONE,
+    OpenAIStreamDecoder,
+    OpenAIStreamEncoder,
+    SSEParser,
+    sse_encode,
 )
 
 MODEL_ID = "openai:gpt-4o-mini"

@@ -2,7 +2,8 @@
 
 Each host is a config row (``kind = "openai"`` and a ``base_url``), not code. The official
 SDK does the HTTP (with its retries off: retrying is :mod:`tierwise.providers.retry`'s job);
-bodies are read raw and translated by :mod:`tierwise.wire.openai`.
+bodies are read raw and translated by :mod:`tierwise.wire.openai` (streams by
+:mod:`tierwise.wire.openai_stream`).
 """
 
 from __future__ import annotations
@@ -24,13 +25,8 @@ from tierwise.errors import (
 from tierwise.messages import JsonObject, MessageStart, Request, Response, StreamEvent
 from tierwise.providers.base import ProviderConfig
 from tierwise.providers.vendor_errors import translate_vendor_error
-from tierwise.wire.openai import (
-    OpenAIStreamDecoder,
-    SSEParser,
-    WireFormatError,
-    request_to_openai,
-    response_from_openai,
-)
+from tierwise.wire.openai import WireFormatError, request_to_openai, response_from_openai
+from tierwise.wire.openai_stream import OpenAIStreamDecoder, SSEParser
 
 NO_KEY = "no-key"
 """Sent as the API key to hosts that need none (Ollama, a local vLLM), so the SDK never
