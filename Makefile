@@ -12,9 +12,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+	$(BIN)/pip install --quiet -e ".[learn]"
 
+# torch first and pinned: the CPU build; an unpinned one pulls GBs of CUDA packages.
 install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"
 
 ## Replay real recorded prompts through the engine (no API key) and print the spend report.

@@ -1,0 +1,1 @@
+"""Evaluation: recorded outcomes as a matrix, routers scored on it, reports."""
