@@ -113,3 +113,27 @@ def test_demo_without_data_or_network_fails_cleanly(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [["--help"], ["config", "--help"]])
 def test_help(args: list[str]) -> None:
     assert tierwise(*args).returncode == 0
+
+
+def test_ask_against_a_loopback_anthropic_upstream(tmp_path: Path) -> None:
+    from tests.fakes import anthropic_upstream as fx
+    from tests.fakes.anthropic_upstream import FakeAnthropic
+    from tests.fakes.loopback import serve
+
+    fake = FakeAnthropic().reply_message(fx.text_message("Renamed foo to bar."))
+    with serve(fake.handler) as base:
+        result = tierwise(
+            "--ledger",
+            f"sqlite:///{tmp_path}/l.db",
+            "ask",
+            "Rename foo to bar in: def foo(): pass",
+            "--model",
+            "anthropic:claude-haiku-4-5",
+            "--explain",
+            env={"ANTHROPIC_API_KEY": "sk-test", "TIERWISE_PROVIDERS__ANTHROPIC__BASE_URL": base},
+        )
+    assert result.returncode == 0, result.stderr
+    assert "Renamed foo to bar." in result.stdout
+    assert "pins the model" in result.stdout and "$0.0" in result.stdout
+    # this SDK version sends the key as a bearer token
+    assert fake.last_request.headers["authorization"] == "Bearer sk-test"
