@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.fakes import anthropic_upstream as fx
+from tests.fakes.anthropic_upstream import FakeAnthropic
+from tests.fakes.loopback import serve
+
 
 def tierwise(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
@@ -116,10 +120,6 @@ def test_help(args: list[str]) -> None:
 
 
 def test_ask_against_a_loopback_anthropic_upstream(tmp_path: Path) -> None:
-    from tests.fakes import anthropic_upstream as fx
-    from tests.fakes.anthropic_upstream import FakeAnthropic
-    from tests.fakes.loopback import serve
-
     fake = FakeAnthropic().reply_message(fx.text_message("Renamed foo to bar."))
     with serve(fake.handler) as base:
         result = tierwise(

@@ -70,3 +70,15 @@ async def test_openai_cached_prompt_tokens_cost_exactly(settings: Settings) -> N
         call, _ = ledger.calls()
     assert (call.input_tokens, call.cache_read_tokens, call.output_tokens) == (500, 1500, 300)
     assert call.cost_usd == Decimal("0.00083")
+
+
+def test_routing_hints_in_metadata_stay_out_of_anthropic_requests() -> None:
+    body = {
+        "model": "claude-haiku-4-5",
+        "max_tokens": 100,
+        "messages": [{"role": "user", "content": "review auth"}],
+        "metadata": {"user_id": "u-1", "files_affected": 7},
+    }
+    request = request_from_anthropic(body)
+    assert request.metadata["files_affected"] == 7  # the router can read it
+    assert request_to_anthropic(request, "claude-haiku-4-5")["metadata"] == {"user_id": "u-1"}

@@ -17,6 +17,12 @@ Example file::
     [policies]                      # named policies
     cheap = "fixed:openai:gpt-5-nano"
 
+    [gateway]                       # `tierwise serve`; the admin key comes from TIERWISE_ADMIN_KEY
+    port = 8787
+
+    [routing]                       # route:<router> policies
+    candidates = ["openai:gpt-5-nano", "anthropic:claude-sonnet-4-6"]
+
     [[models]]                      # add or override catalog rows (same shape as the catalog)
     id = "ollama:llama3.1:8b"
     prices = { input = 0, output = 0 }
@@ -32,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -41,6 +47,7 @@ from pydantic_settings import (
 )
 
 from tierwise.errors import ConfigError, MissingCredentialsError
+from tierwise.gateway.config import GatewayConfig
 from tierwise.ledger.store import default_ledger_url
 from tierwise.providers.base import ProviderConfig
 
@@ -74,6 +81,24 @@ def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
 
+class RoutingSettings(BaseModel):
+    """``[routing]``: who routers choose among, where learned routers live, rule overrides."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[str] = Field(default_factory=list)
+    """Catalog ids ``route:`` policies choose among; empty: every model whose provider has
+    a key (or needs none)."""
+    artifacts_dir: Path | None = None
+    """Trained router artifacts; default ``<user data dir>/routers``."""
+    rules: dict[str, Any] = Field(default_factory=dict)
+    """``[routing.rules]``: ``mode`` (extend | replace), ``default`` and ``[[rule]]`` rows, in
+    the shape of ``tierwise/routing/default_rules.toml``; checked when a rules router is built."""
+
+    def resolved_artifacts_dir(self) -> Path:
+        return self.artifacts_dir or user_data_dir() / "routers"
+
+
 class Settings(BaseSettings):
     """Everything tierwise can be told; validated once at start-up."""
 
@@ -92,6 +117,10 @@ class Settings(BaseSettings):
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     policies: dict[str, str] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    admin_key: SecretStr | None = None
+    """The gateway's admin API key (env ``TIERWISE_ADMIN_KEY``); full access to every model."""
 
     @field_validator("providers", mode="before")
     @classmethod

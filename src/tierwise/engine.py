@@ -9,7 +9,7 @@ so a failure midway loses nothing already done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
@@ -31,7 +31,23 @@ from tierwise.messages import Request, Response, StreamEvent
 from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
-from tierwise.strategies.base import Strategy, TaskContext
+from tierwise.routing.registry import RouterEnv
+from tierwise.strategies.base import Recorder, Strategy, TaskContext
+
+Observer = Callable[[LedgerRecord], None]
+"""Sees each record of a task as soon as it is stored (e.g. the gateway's decision header)."""
+
+
+def _observed(record: Recorder, observer: Observer | None) -> Recorder:
+    """``record`` that also shows each stored record to ``observer``."""
+    if observer is None:
+        return record
+
+    async def record_and_show(item: LedgerRecord) -> None:
+        await record(item)
+        observer(item)
+
+    return record_and_show
 
 
 class Result(BaseModel):
@@ -80,6 +96,7 @@ class Engine:
         self.catalog = catalog or load_catalog(extra_models=self.settings.models)
         self._ledger = ledger
         self._providers: dict[str, Provider] = dict(providers or {})
+        self._strategies: dict[str, Strategy] = {}
 
     async def __aenter__(self) -> Self:
         return self
@@ -105,8 +122,13 @@ class Engine:
         return self._providers[spec.provider]
 
     def strategy(self, policy: str | None = None) -> Strategy:
+        """The strategy for ``policy``, built once per engine (routers load their artifacts
+        and rules when built; a route strategy remembers each conversation's model)."""
         name = policy or self.settings.default_policy
-        return resolve_policy(name, self.catalog, self.settings.policies)
+        if name not in self._strategies:
+            env = RouterEnv.for_settings(self.settings, self.catalog)
+            self._strategies[name] = resolve_policy(name, env)
+        return self._strategies[name]
 
     async def record(self, record: LedgerRecord) -> None:
         """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
@@ -114,7 +136,12 @@ class Engine:
         await asyncio.to_thread(ledger.append, record)
 
     async def _open_task(
-        self, request: Request, strategy: Strategy, source: str, parent_id: str | None
+        self,
+        request: Request,
+        strategy: Strategy,
+        source: str,
+        parent_id: str | None,
+        observer: Observer | None = None,
     ) -> TaskContext:
         task = TaskRecord(
             parent_id=parent_id,
@@ -122,12 +149,13 @@ class Engine:
             source=source,
             prompt_text=request.prompt_text() if self.settings.log_content else None,
         )
-        await self.record(task)
+        record = _observed(self.record, observer)
+        await record(task)
         return TaskContext(
             task.id,
             catalog=self.catalog,
             provider_for=self.provider_for,
-            record=self.record,
+            record=record,
             log_content=self.settings.log_content,
             parent_id=parent_id,
         )
@@ -144,11 +172,12 @@ class Engine:
         *,
         source: str = "library",
         parent_id: str | None = None,
+        observer: Observer | None = None,
     ) -> Result:
         """Run one task under ``policy`` (default: the config's ``default_policy``)."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
-        task = await self._open_task(canonical, strategy, source, parent_id)
+        task = await self._open_task(canonical, strategy, source, parent_id, observer)
         try:
             response = await strategy.run(canonical, task)
         except TierwiseError as exc:
@@ -171,11 +200,12 @@ class Engine:
         *,
         source: str = "library",
         parent_id: str | None = None,
+        observer: Observer | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Like :meth:`complete`, as canonical stream events; recorded when it ends."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
-        task = await self._open_task(canonical, strategy, source, parent_id)
+        task = await self._open_task(canonical, strategy, source, parent_id, observer)
         try:
             async for event in strategy.stream(canonical, task):
                 yield event

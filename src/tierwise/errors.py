@@ -12,8 +12,14 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── UnknownModelError               exit 2  model id not in the catalog (with suggestions)
     ├── PolicyError                     exit 2  unknown or malformed policy name
     ├── InvalidRequestError             exit 2  a request tierwise cannot send (e.g. no messages)
+    ├── ArtifactError                   exit 2  router artifact missing, corrupt or incompatible
+    ├── CalibrationError                exit 2  a calibration objective no threshold can meet
     ├── DatasetError                    exit 1  dataset missing, download or checksum failed
     ├── LedgerError                     exit 1  ledger database unreachable or migration failed
+    ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
+    │   ├── UnauthorizedError    401            no or unknown gateway API key
+    │   ├── ForbiddenError       403            the key may not use this model or policy
+    │   └── RequestTooLargeError 413            the request body is over the size limit
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── UpstreamConnectionError             could not connect / connection dropped
         │   └── UpstreamTimeoutError            the upstream did not answer in time
@@ -83,12 +89,48 @@ class InvalidRequestError(TierwiseError):
     exit_code = 2
 
 
+class ArtifactError(TierwiseError):
+    """A router artifact is missing, corrupt, or written by an incompatible version."""
+
+    exit_code = 2
+
+
+class CalibrationError(TierwiseError):
+    """A calibration objective (quality target, cost cap, strong share) cannot be met."""
+
+    exit_code = 2
+
+
 class DatasetError(TierwiseError):
     """A dataset is missing, could not be downloaded or failed its checksum."""
 
 
 class LedgerError(TierwiseError):
     """The ledger database is unreachable or could not be migrated."""
+
+
+class GatewayError(TierwiseError):
+    """The gateway refused a request before calling any model; ``status`` is its HTTP code."""
+
+    status = 400
+
+
+class UnauthorizedError(GatewayError):
+    """401: no gateway API key, or one the gateway does not know."""
+
+    status = 401
+
+
+class ForbiddenError(GatewayError):
+    """403: the key is valid but may not use this model or policy."""
+
+    status = 403
+
+
+class RequestTooLargeError(GatewayError):
+    """413: the request body is larger than the gateway accepts."""
+
+    status = 413
 
 
 class ProviderError(TierwiseError):

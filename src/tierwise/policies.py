@@ -2,8 +2,14 @@
 
 A policy is ``kind[:argument][?key=value&...]``, e.g. ``fixed:anthropic:claude-haiku-4-5``
 or ``route:learned?target=0.95``; a bare name is looked up in the config's ``[policies]``
-table first. Each kind registers one factory here; later rungs of the ladder (routing,
-cascade, advisor, plan/execute) add theirs.
+table first. Each kind registers one factory here, which gets the policy and a
+:class:`~tierwise.routing.registry.RouterEnv` (settings, catalog, router artifacts); later
+rungs of the ladder (cascade, advisor, plan/execute) add theirs.
+
+``route:<router>?candidates=a,b&<router params>`` routes among ``candidates`` (default:
+``routing.candidates``, else every model whose provider has a key) with any router of
+:data:`tierwise.routing.registry.ROUTERS`: ``route:rules``, ``route:random?p=0.2&seed=1``,
+``route:classifier?model=openai:gpt-5-nano``, ``route:learned?artifact=gsm8k&target=0.95``.
 """
 
 from __future__ import annotations
@@ -13,8 +19,8 @@ from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, Field
 
-from tierwise.catalog import Catalog
 from tierwise.errors import PolicyError
+from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import Strategy
 from tierwise.strategies.fixed import FixedStrategy
 
@@ -25,7 +31,7 @@ class PolicySpec(BaseModel):
     params: dict[str, str] = Field(default_factory=dict)
 
 
-Factory = Callable[[PolicySpec, Catalog], Strategy]
+Factory = Callable[[PolicySpec, RouterEnv], Strategy]
 
 
 def parse_policy(text: str) -> PolicySpec:
@@ -36,26 +42,34 @@ def parse_policy(text: str) -> PolicySpec:
     return PolicySpec(kind=kind, argument=argument, params=dict(parse_qsl(query)))
 
 
-def _fixed(spec: PolicySpec, catalog: Catalog) -> Strategy:
+def _fixed(spec: PolicySpec, env: RouterEnv) -> Strategy:
     if not spec.argument:
         raise PolicyError("policy 'fixed' needs a model: fixed:<provider:model>")
-    return FixedStrategy(catalog.get(spec.argument))
+    return FixedStrategy(env.catalog.get(spec.argument))
 
 
-FACTORIES: dict[str, Factory] = {"fixed": _fixed}
+def _route(spec: PolicySpec, env: RouterEnv) -> Strategy:
+    from tierwise.strategies.route import build_route_strategy  # noqa: PLC0415
+
+    return build_route_strategy(spec.argument, spec.params, env)
+
+
+FACTORIES: dict[str, Factory] = {"fixed": _fixed, "route": _route}
 
 
 def resolve_policy(
-    name: str, catalog: Catalog, named: Mapping[str, str] = {}, depth: int = 0
+    name: str, env: RouterEnv, named: Mapping[str, str] | None = None, depth: int = 0
 ) -> Strategy:
-    """The strategy for ``name`` (a named policy from the config, or ``kind:arg?params``)."""
-    if name in named:
+    """The strategy for ``name``: a named policy (default: the settings' ``[policies]``)
+    or ``kind:arg?params``."""
+    table = env.settings.policies if named is None else named
+    if name in table:
         if depth > 8:
             raise PolicyError(f"named policy {name!r} refers to itself")
-        return resolve_policy(named[name], catalog, named, depth + 1)
+        return resolve_policy(table[name], env, table, depth + 1)
     spec = parse_policy(name)
     factory = FACTORIES.get(spec.kind)
     if factory is None:
-        known = ", ".join(sorted([*FACTORIES, *named]))
+        known = ", ".join(sorted([*FACTORIES, *table]))
         raise PolicyError(f"unknown policy {name!r} (known kinds and names: {known})")
-    return factory(spec, catalog)
+    return factory(spec, env)

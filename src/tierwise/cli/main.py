@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tierwise.cli import render
+from tierwise.cli import eval_cmd, render, serve_cmd
 from tierwise.cli.state import CliState
 from tierwise.errors import PolicyError, TierwiseError
 
@@ -134,6 +134,10 @@ def config_check(ctx: typer.Context) -> None:
     out.print(render.config_report(report))
     if not report.ok:
         raise typer.Exit(code=2)
+
+
+eval_cmd.register(app)
+serve_cmd.register(app)
 
 
 def run() -> None:

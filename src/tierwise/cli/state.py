@@ -110,14 +110,16 @@ class CliState:
 
     def _check_policies(self, settings: Settings, catalog: Catalog) -> list[CheckLine]:
         from tierwise.policies import resolve_policy  # noqa: PLC0415
+        from tierwise.routing.registry import RouterEnv  # noqa: PLC0415
 
+        env = RouterEnv.for_settings(settings, catalog)
         names = {"default_policy": settings.default_policy} | {
             f"policies.{k}": k for k in settings.policies
         }
         return [
             self._check(
                 item,
-                lambda n=name: resolve_policy(n, catalog, settings.policies).name,
+                lambda n=name: resolve_policy(n, env).name,
             )
             for item, name in names.items()
         ]

@@ -7,14 +7,27 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import httpx2
 
-from tierwise.datasets.registry import DatasetSource
 from tierwise.errors import DatasetError
 
 Progress = Callable[[int, int | None], None]
 """Called with (bytes so far, total bytes or None) while downloading."""
+
+
+class PinnedFile(Protocol):
+    """A file known by URL and sha256 (a single-file ``DatasetSource`` or a ``DatasetFile``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def sha256(self) -> str: ...
+    @property
+    def local_path(self) -> str: ...
 
 
 def sha256_of(path: Path) -> str:
@@ -25,7 +38,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _verified(path: Path, source: DatasetSource) -> Path:
+def _verified(path: Path, source: PinnedFile) -> Path:
     actual = sha256_of(path)
     if actual != source.sha256:
         raise DatasetError(
@@ -35,7 +48,7 @@ def _verified(path: Path, source: DatasetSource) -> Path:
     return path
 
 
-def _download(source: DatasetSource, target: Path, progress: Progress | None) -> None:
+def _download(source: PinnedFile, target: Path, progress: Progress | None) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".part")
     try:
@@ -58,7 +71,7 @@ def _download(source: DatasetSource, target: Path, progress: Progress | None) ->
 
 
 def dataset_file(
-    source: DatasetSource,
+    source: PinnedFile,
     *,
     data_dir: Path | None,
     cache_dir: Path,

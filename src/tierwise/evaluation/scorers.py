@@ -30,6 +30,7 @@ ScorerFactory = Callable[[Mapping[str, str]], Scorer]
 
 SCORERS: dict[str, str] = {
     "tfidf": "tierwise.evaluation.baselines:build_tfidf",
+    "constant": "tierwise.evaluation.baselines:build_constant",
     "learned": "tierwise.routing.learned:build_scorer",
 }
 """name -> "module:function" of a :data:`ScorerFactory` (params come from ``name?k=v``)."""
@@ -39,4 +40,25 @@ def scorer_factory(name: str) -> ScorerFactory:
     if name not in SCORERS:
         raise PolicyError(f"unknown scorer {name!r} (known: {', '.join(sorted(SCORERS))})")
     module, _, function = SCORERS[name].partition(":")
-    return cast(ScorerFactory, getattr(importlib.import_module(module), function))
+    try:
+        return cast(ScorerFactory, getattr(importlib.import_module(module), function))
+    except (ImportError, AttributeError) as exc:
+        raise PolicyError(f"scorer {name!r} is not available: {exc}") from None
+
+
+def parse_scorer(spec: str) -> tuple[str, dict[str, str]]:
+    """``"name?k=v&k2=v2"`` -> ``("name", {"k": "v", "k2": "v2"})``."""
+    name, _, query = spec.strip().partition("?")
+    params: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PolicyError(f"scorer {spec!r}: parameter {item!r} is not key=value")
+        params[key] = value
+    return name, params
+
+
+def build_scorer(spec: str) -> Scorer:
+    """A fresh, unfitted scorer for ``spec`` (see :func:`parse_scorer`)."""
+    name, params = parse_scorer(spec)
+    return scorer_factory(name)(params)

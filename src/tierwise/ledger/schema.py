@@ -229,6 +229,19 @@ outcomes = _record_table(
     Column("detail", Text(), nullable=False),
 )
 
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("name", String(), nullable=False, unique=True),
+    Column("salt", String(), nullable=False),
+    Column("secret_hash", String(), nullable=False),
+    Column("models", JSONValue(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked_at", UTCDateTime()),
+)
+"""Gateway API keys (not ledger records): only a salted hash of each secret is stored."""
+
 RECORD_TABLES: Mapping[type[BaseModel], Table] = {
     TaskRecord: tasks,
     CallRecord: calls,

@@ -186,6 +186,12 @@ class Ledger:
         """Task outcomes, oldest first (see :meth:`read` for the filters)."""
         return self.read(OutcomeRecord, task_ids=_ids(task_id), since=since, limit=limit)
 
+    def transaction(
+        self, action: str, *, write: bool = False
+    ) -> AbstractContextManager[Connection]:
+        """A connection in its own transaction, for tables beside the records (API keys)."""
+        return self._connection(action, write=write)
+
     def revision(self) -> str | None:
         """The schema revision the database is at."""
         with self._connection("could not read the ledger") as conn:

@@ -62,6 +62,9 @@ class RouteContext(BaseModel):
     sticky_model: str | None = None
     """The model this conversation already runs on (its prompt cache is warm)."""
     prefer_speed: bool = False
+    hints: dict[str, Any] = Field(default_factory=dict)
+    """What the strategy learned before routing, e.g. a classifier model's answer under
+    ``"classification"`` (routers stay pure: the strategy makes such calls)."""
 
 
 class Router(Protocol):

@@ -26,6 +26,11 @@ class RouterEnv(BaseModel):
     catalog: Catalog
     artifacts_dir: Path
 
+    @classmethod
+    def for_settings(cls, settings: Settings, catalog: Catalog) -> RouterEnv:
+        artifacts = settings.routing.resolved_artifacts_dir()
+        return cls(settings=settings, catalog=catalog, artifacts_dir=artifacts)
+
 
 RouterFactory = Callable[[Mapping[str, str], RouterEnv], Router]
 

@@ -204,6 +204,16 @@ def _dump_optional(model: BaseModel | None) -> JsonObject | None:
     return None if model is None else model.model_dump(exclude_unset=True)
 
 
+ANTHROPIC_METADATA_FIELDS = frozenset({"user_id"})
+"""The only ``metadata`` keys the Messages API accepts; others (routing hints such as
+``files_affected``) stay in tierwise."""
+
+
+def _upstream_metadata(metadata: JsonObject) -> JsonObject | None:
+    kept = {k: v for k, v in metadata.items() if k in ANTHROPIC_METADATA_FIELDS}
+    return kept or None
+
+
 def request_to_anthropic(request: Request, model_name: str) -> JsonObject:
     """The ``POST /v1/messages`` body (without ``stream``) asking ``model_name``."""
     extra = request.extra if request.origin in (None, "anthropic") else {}
@@ -218,7 +228,7 @@ def request_to_anthropic(request: Request, model_name: str) -> JsonObject:
         "tools": [tool.model_dump(exclude_unset=True) for tool in request.tools] or None,
         "tool_choice": _dump_optional(request.tool_choice),
         "thinking": request.thinking,
-        "metadata": request.metadata or None,
+        "metadata": _upstream_metadata(request.metadata),
     }
     return body | {k: v for k, v in optional.items() if v is not None}
 

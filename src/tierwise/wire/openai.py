@@ -299,8 +299,8 @@ def _tool_from_openai(tool: JsonObject) -> Tool:
         raise WireFormatError(f"tool type {tool.get('type')!r} is not supported")
     fn = tool["function"]
     extras = _fields_except(fn, "name", "description", "parameters")
-    schema = fn.get("parameters")
-    return Tool(name=fn["name"], description=fn.get("description"), input_schema=schema, **extras)
+    given = {k: fn[k] for k in ("description",) if fn.get(k) is not None}  # never send null
+    return Tool(name=fn["name"], input_schema=fn.get("parameters"), **given, **extras)
 
 
 def _tool_to_openai(tool: Tool) -> JsonObject | None:

@@ -1,0 +1,126 @@
+"""``tierwise serve`` and ``tierwise keys create | list | revoke``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tierwise.cli.state import CliState
+from tierwise.config import Settings
+from tierwise.errors import ConfigError
+from tierwise.gateway.keys import ApiKey, KeyStore
+from tierwise.ledger.store import Ledger
+
+out = Console()
+err = Console(stderr=True)
+DRAIN_S = 30
+"""On SIGTERM, in-flight requests (streams included) get this long to finish."""
+
+
+@contextmanager
+def _keys(ctx: typer.Context) -> Iterator[KeyStore]:
+    state = ctx.ensure_object(CliState)
+    ledger = Ledger.open(state.settings.resolved_ledger_url())
+    try:
+        yield KeyStore(ledger)
+    finally:
+        ledger.close()
+
+
+def _serve_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
+    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    return settings.model_copy(update={"gateway": settings.gateway.model_copy(update=changes)})
+
+
+def _warn_if_locked(settings: Settings) -> None:
+    if not settings.gateway.auth or settings.admin_key is not None:
+        return
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        if any(key.active for key in KeyStore(ledger).list_keys()):
+            return
+    err.print(
+        "[yellow]warning:[/] auth is on and no key exists: set TIERWISE_ADMIN_KEY "
+        "or run `tierwise keys create NAME`",
+        highlight=False,
+    )
+
+
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on [8787].")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve the OpenAI- and Anthropic-compatible gateway (point your SDK's base URL here)."""
+    try:
+        import uvicorn  # noqa: PLC0415 (optional dependency)
+
+        from tierwise.gateway.app import create_app  # noqa: PLC0415
+    except ImportError as exc:
+        raise ConfigError(f"the gateway needs: pip install 'tierwise[gateway]' ({exc})") from None
+    settings = _serve_settings(ctx.ensure_object(CliState).settings, host, port)
+    _warn_if_locked(settings)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        access_log=access_log,
+        timeout_graceful_shutdown=DRAIN_S,
+    )
+
+
+def _keys_table(keys: list[ApiKey]) -> Table:
+    table = Table(title="gateway API keys", title_justify="left")
+    for column in ("name", "id", "models", "created (UTC)", "status"):
+        table.add_column(column)
+    for key in keys:
+        status = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
+        created = f"{key.created_at:%Y-%m-%d %H:%M}"
+        table.add_row(key.name, key.id, ", ".join(key.models) or "all", created, status)
+    return table
+
+
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="A name for the key (unique).")],
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", "-m", help="Allowed models or policies (globs); repeatable."),
+    ] = None,
+) -> None:
+    """Create a key; it is printed once and only its hash is stored."""
+    with _keys(ctx) as store:
+        created = store.create(name, models or [])
+    out.print(created.token, markup=False, highlight=False)
+    allowed = ", ".join(created.key.models) or "every model and policy"
+    err.print(f"key {name!r} created for {allowed}; it is not shown again", highlight=False)
+
+
+def keys_list(ctx: typer.Context) -> None:
+    """List keys (never their secrets)."""
+    with _keys(ctx) as store:
+        out.print(_keys_table(store.list_keys()))
+
+
+def keys_revoke(
+    ctx: typer.Context, name: Annotated[str, typer.Argument(help="The key's name or id.")]
+) -> None:
+    """Revoke a key; a running gateway stops accepting it within its key cache time."""
+    with _keys(ctx) as store:
+        key = store.revoke(name)
+    out.print(f"revoked key {key.name!r} ({key.id})", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` and the ``keys`` group to the ``tierwise`` app."""
+    app.command()(serve)
+    keys = typer.Typer(help="Manage the gateway's API keys.", no_args_is_help=True)
+    keys.command("create")(keys_create)
+    keys.command("list")(keys_list)
+    keys.command("revoke")(keys_revoke)
+    app.add_typer(keys, name="keys")

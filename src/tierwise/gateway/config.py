@@ -1,0 +1,29 @@
+"""The gateway's settings: the ``[gateway]`` table of the config file."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_PORT = 8787
+MIB = 1024 * 1024
+
+
+class GatewayConfig(BaseModel):
+    """How ``tierwise serve`` listens and what it accepts.
+
+    The admin key is not here but at the top level (``admin_key``, env
+    ``TIERWISE_ADMIN_KEY``), so that it is never written next to the rest in a shared file.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    auth: bool = True
+    """Require an API key on every model endpoint (``/healthz`` and ``/readyz`` stay open)."""
+    max_body_bytes: int = Field(default=32 * MIB, gt=0)
+    """Largest request body accepted (Anthropic's own limit is 32 MB); larger is a 413."""
+    key_cache_s: float = Field(default=10.0, ge=0)
+    """How long a verified key is trusted without asking the database again (revocation lag)."""
+    metrics: bool = True
+    """Serve Prometheus metrics at ``/metrics`` (behind the admin key when auth is on)."""

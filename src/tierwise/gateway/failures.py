@@ -1,0 +1,92 @@
+"""Any exception -> the HTTP status and message the gateway answers with (one place).
+
+The wire envelope is the dialect's business (:mod:`tierwise.gateway.dialects`); this module
+only decides *what* went wrong in HTTP terms. Upstream errors keep their meaning but not
+always their status: an upstream 401/403 is the gateway's own credentials failing, which is
+a 502 for the client (whose key was fine), not a 401 that would blame the client's key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+from tierwise.errors import (
+    ConfigError,
+    GatewayError,
+    InvalidRequestError,
+    LedgerError,
+    OverloadedError,
+    PolicyError,
+    ProviderError,
+    RateLimitError,
+    TierwiseError,
+    UnknownModelError,
+    UpstreamStatusError,
+    UpstreamTimeoutError,
+)
+
+log = logging.getLogger("tierwise.gateway")
+
+DEFAULT_RETRY_AFTER_S = 1
+"""Sent with a 429 when the upstream gave no ``retry-after`` of its own."""
+
+_PASSED_THROUGH = frozenset({400, 404, 409, 413, 422})
+"""Upstream statuses that describe the client's request and keep their status."""
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the client is told: a status, a one-line message, and retry advice for a 429."""
+
+    status: int
+    message: str
+    retry_after_s: int | None = None
+
+
+def _upstream(exc: ProviderError) -> Failure:
+    text = str(exc)
+    if isinstance(exc, RateLimitError):
+        wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
+        return Failure(429, text, retry_after_s=max(1, math.ceil(wait)))
+    if isinstance(exc, OverloadedError):
+        return Failure(529, text)
+    if isinstance(exc, UpstreamTimeoutError):
+        return Failure(504, text)
+    if isinstance(exc, UpstreamStatusError) and exc.status in _PASSED_THROUGH:
+        return Failure(exc.status or 400, text)
+    if isinstance(exc, UpstreamStatusError) and exc.status in (401, 403):
+        return Failure(502, f"the upstream refused the gateway's credentials: {text}")
+    return Failure(502, text)  # other statuses, a dropped connection, a malformed response
+
+
+_LOCAL: tuple[tuple[type[TierwiseError] | tuple[type[TierwiseError], ...], int, str], ...] = (
+    (InvalidRequestError, 400, ""),
+    (LedgerError, 503, "the gateway's ledger is unavailable: "),
+    ((ConfigError, PolicyError), 500, "the gateway is misconfigured: "),
+)
+
+
+def _local(exc: TierwiseError) -> Failure:
+    if isinstance(exc, UnknownModelError):
+        hint = (
+            f" (did you mean {', '.join(map(repr, exc.suggestions))}?)" if exc.suggestions else ""
+        )
+        return Failure(404, f"unknown model {exc.model!r}{hint}; GET /v1/models lists them")
+    for kinds, status, prefix in _LOCAL:
+        if isinstance(exc, kinds):
+            return Failure(status, prefix + exc.message)
+    return Failure(500, exc.message)
+
+
+def failure(exc: BaseException) -> Failure:
+    """The status and message for ``exc``; unexpected exceptions are logged with a traceback."""
+    if isinstance(exc, GatewayError):
+        return Failure(exc.status, exc.message)
+    if isinstance(exc, ProviderError):
+        return _upstream(exc)
+    if isinstance(exc, TierwiseError):
+        return _local(exc)
+    log.error("unexpected error in the gateway", exc_info=exc)
+    return Failure(500, "internal gateway error (logged on the server)")

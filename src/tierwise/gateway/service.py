@@ -1,0 +1,78 @@
+"""What the routes share: settings, metrics, and — while running — the engine and key store.
+
+:class:`Gateway` is built by ``create_app`` without any I/O; the app's lifespan calls
+:meth:`Gateway.start` (engine, ledger opened and migrated, keys) and :meth:`Gateway.stop`.
+An engine handed in by the caller is used as it is and left for the caller to close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from tierwise.config import Settings
+from tierwise.engine import Engine
+from tierwise.gateway.auth import Authenticator
+from tierwise.gateway.config import GatewayConfig
+from tierwise.gateway.keys import KeyStore
+from tierwise.gateway.metrics import GatewayMetrics
+from tierwise.gateway.models import ModelResolver
+from tierwise.ledger.store import Ledger
+
+
+@dataclass(frozen=True)
+class Running:
+    """The parts that exist between start-up and shutdown."""
+
+    engine: Engine
+    ledger: Ledger
+    keys: KeyStore
+    auth: Authenticator
+    models: ModelResolver
+
+
+def _resolver(engine: Engine) -> ModelResolver:
+    settings = engine.settings
+    return ModelResolver(
+        engine.catalog,
+        default_policy=settings.default_policy,
+        policies=settings.policies,
+        provider_kinds={name: row.kind for name, row in settings.providers.items()},
+        check_policy=engine.strategy,
+    )
+
+
+class Gateway:
+    """The gateway's state, owned by one app."""
+
+    def __init__(self, settings: Settings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.config: GatewayConfig = settings.gateway
+        self.metrics = GatewayMetrics()
+        self._given_engine = engine
+        self._running: Running | None = None
+
+    @property
+    def running(self) -> Running:
+        if self._running is None:
+            raise RuntimeError("the gateway is not started (serve it through its lifespan)")
+        return self._running
+
+    async def start(self) -> None:
+        """Build the engine (unless given), open and migrate the ledger, load the keys."""
+        engine = self._given_engine or Engine(self.settings)
+        ledger = await asyncio.to_thread(lambda: engine.ledger)
+        keys = KeyStore(ledger)
+        admin = self.settings.admin_key
+        auth = Authenticator(
+            enabled=self.config.auth,
+            admin_key=admin.get_secret_value() if admin else None,
+            keys=keys,
+            cache_s=self.config.key_cache_s,
+        )
+        self._running = Running(engine, ledger, keys, auth, _resolver(engine))
+
+    async def stop(self) -> None:
+        running, self._running = self._running, None
+        if running is not None and self._given_engine is None:
+            await running.engine.aclose()
