@@ -11,10 +11,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# The demo's learned router uses local MiniLM embeddings: torch first, pinned to the CPU build
+# (an unpinned one pulls GBs of CUDA packages).
 install: $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[learn]"
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[learn,embed]"
 
-# torch first and pinned: the CPU build; an unpinned one pulls GBs of CUDA packages.
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[dev]"

@@ -94,16 +94,29 @@ def test_config_check_flags_missing_key_of_default_policy(tmp_path: Path) -> Non
 
 def test_demo_replays_and_prints_spend_report(tmp_path: Path, shared_data: Path) -> None:
     ledger = f"sqlite:///{tmp_path}/demo.db"
-    result = tierwise("--ledger", ledger, "demo", "--data-dir", str(shared_data), "--limit", "20")
+    result = tierwise(
+        "--ledger",
+        ledger,
+        "demo",
+        "--data-dir",
+        str(shared_data),
+        "--limit",
+        "20",
+        "--embedder",
+        "hashing",
+    )
     assert result.returncode == 0, result.stderr
-    assert "Replayed 20 recorded prompts" in result.stdout
-    assert "fixed:openai:gpt-4-1106-preview" in result.stdout
+    assert "20 recorded routellm-gsm8k prompts replayed" in result.stdout
+    for label in ("cheap model only", "capability rules", "learned router", "oracle"):
+        assert label in result.stdout
     assert "saved" in result.stdout and "by model" in result.stdout
     traces = tmp_path / "traces.jsonl"
     exported = tierwise("--ledger", ledger, "export", "--out", str(traces))
     assert exported.returncode == 0, exported.stderr
     lines = [json.loads(line) for line in traces.read_text().splitlines()]
-    assert len(lines) == 40  # 20 prompts x 2 policies
+    assert len(lines) == 100  # 20 prompts x 5 policies
+    routed = [t for t in lines if t["policy"].startswith("route:learned")]
+    assert len(routed) == 20 and all(t["decisions"][0]["router"] for t in routed)
     spend = tierwise("--ledger", ledger, "spend", "--strongest", "openai:gpt-4-1106-preview")
     assert spend.returncode == 0 and "together:mistralai/Mixtral-8x7B-Instruct-v0.1" in spend.stdout
 

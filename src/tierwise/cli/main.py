@@ -116,10 +116,14 @@ def demo(
         ),
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="How many recorded prompts to replay.")] = 200,
+    embedder: Annotated[
+        str, typer.Option(help="Learned router's embeddings: auto, minilm or hashing.")
+    ] = "auto",
 ) -> None:
-    """Replay real recorded prompts (RouteLLM GSM8K) through the engine; no API key needed."""
+    """Routers vs baselines vs the oracle on real recorded prompts (RouteLLM GSM8K), replayed
+    through the engine; no API key needed."""
     state = ctx.ensure_object(CliState)
-    run = state.demo(data_dir=data_dir, limit=limit, console=out)
+    run = state.demo(data_dir=data_dir, limit=limit, embedder=embedder, console=out)
     out.print(render.demo_summary(run))
     out.print(
         render.spend_report(state.spend_report(since=run.started_at, strongest=run.strongest_model))

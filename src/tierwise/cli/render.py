@@ -114,20 +114,35 @@ def spend_report(report: SpendReport) -> RenderableType:
 
 
 def demo_summary(run: DemoRun) -> Table:
+    strong = next(o for o in run.outcomes if o.strong_share == 1.0 and o.tasks)
     table = Table(
-        title=f"Replayed {run.prompts} recorded prompts from {run.dataset}", title_justify="left"
+        title=f"{run.prompts} recorded {run.dataset} prompts replayed under each policy "
+        f"(learned router calibrated on the other {run.calibration_prompts}, "
+        f"{run.embedder} embeddings)",
+        title_justify="left",
     )
-    for column in ("policy", "tasks", "accuracy (recorded)", "cost"):
-        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
-    for outcome in run.outcomes:
+    for column in ("policy", "accuracy", "to strong", "cost", "vs strong-only"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for outcome in [*run.outcomes, run.oracle]:
+        ratio = _ratio(outcome.cost_usd, strong.cost_usd)
         table.add_row(
-            outcome.policy,
-            str(outcome.tasks),
+            f"{outcome.label}\n[dim]{outcome.policy}[/]",
             f"{outcome.accuracy:.1%}",
+            f"{outcome.strong_share:.0%}",
             dollars(outcome.cost_usd),
+            ratio,
         )
-    table.caption = "token counts estimated from the recorded text; prices from the catalog"
+    table.caption = (
+        "accuracy = the recorded correctness of the answers served; token counts estimated "
+        "from the recorded text, prices from the catalog"
+    )
     return table
+
+
+def _ratio(cost: Decimal | None, reference: Decimal | None) -> str:
+    if cost is None or not reference:
+        return UNKNOWN
+    return f"{cost / reference:.0%} of the cost"
 
 
 def config_report(report: ConfigReport) -> Table:

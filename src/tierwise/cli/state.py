@@ -71,7 +71,9 @@ class CliState:
         finally:
             ledger.close()
 
-    def demo(self, *, data_dir: Path | None, limit: int, console: Console) -> DemoRun:
+    def demo(
+        self, *, data_dir: Path | None, limit: int, embedder: str, console: Console
+    ) -> DemoRun:
         columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn())
         with Progress(*columns, DownloadColumn(), console=console, transient=True) as bar:
             download = bar.add_task("downloading dataset", total=None, visible=False)
@@ -85,6 +87,7 @@ class CliState:
                     self.settings,
                     data_dir=data_dir or self.settings.data_dir,
                     limit=limit,
+                    embedder=embedder,
                     on_download=on_download,
                     on_task=lambda: bar.advance(replay),
                 )
