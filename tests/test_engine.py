@@ -123,3 +123,16 @@ def test_unknown_model_cost_is_none(settings: Settings, catalog: Catalog) -> Non
     with SyncEngine(settings, providers={"ollama": replay}) as engine:
         result = engine.complete(PROMPT, "fixed:ollama:llama3.1:8b")
     assert result.cost_usd is None
+
+
+async def test_abandoned_stream_is_recorded_as_an_error_outcome(settings: Settings) -> None:
+    async with Engine(settings, providers={"openai": _replay()}) as engine:
+        events = engine.stream(PROMPT, policy=f"fixed:{STRONG}")
+        await anext(events)
+        await events.aclose()
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (outcome,) = ledger.outcomes()
+        (call,) = ledger.calls()
+    assert outcome.outcome == "error" and "abandoned" in outcome.detail
+    # it had started producing tokens we never saw counted: the cost is unknown, not zero
+    assert call.status == "error" and call.stream and call.cost_usd is None

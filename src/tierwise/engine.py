@@ -212,6 +212,10 @@ class Engine:
         except TierwiseError as exc:
             await self._close_task(task, exc)
             raise
+        except GeneratorExit:
+            # the consumer stopped reading (e.g. a client disconnected): say so in the ledger
+            await self._close_task(task, InvalidRequestError("stream abandoned by the caller"))
+            raise
         await self._close_task(task, None)
 
     async def aclose(self) -> None:

@@ -104,6 +104,16 @@ class TaskContext:
             )
             await self.record(failed)
             raise
+        except GeneratorExit:
+            abandoned = ProviderError(
+                "stream abandoned by the caller", provider=spec.provider, model=spec.name
+            )
+            latency = _ms_since(start)
+            failed = self._failed_call(
+                request, spec, abandoned, role=role, latency_ms=latency, ttft_ms=ttft
+            )
+            await self.record(failed.model_copy(update={"stream": True}))
+            raise
         response = accumulator.response()
         latency = _ms_since(start)
         record = self._call_record(
