@@ -68,10 +68,10 @@ def test_eval_gsm8k_sample_writes_json_and_html(shared_data: Path, tmp_path: Pat
 async def test_eval_on_exported_demo_traces(
     shared_data: Path, tmp_path: Path, settings: Settings
 ) -> None:
-    await run_demo(settings, data_dir=shared_data, limit=20)
+    await run_demo(settings, data_dir=shared_data, limit=20, embedder="hashing")
     traces = tmp_path / "traces.jsonl"
     with Ledger.open(settings.resolved_ledger_url()) as ledger, traces.open("w") as handle:
-        assert export_traces(ledger, handle) == 40  # 20 prompts x 2 models
+        assert export_traces(ledger, handle) == 100  # 20 prompts x 5 demo policies
     out_json = tmp_path / "r.json"
     result = tierwise("eval", str(traces), "--routers", "constant", "--seeds", "2",
                       "--json", str(out_json))  # fmt: skip

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextC
 from rich.table import Table
 
 from tierwise.cli import render
+from tierwise.cli.options import DataDirOption
 from tierwise.cli.state import CliState
 from tierwise.routing.artifact import Interval, SplitFigures, list_artifacts
 from tierwise.routing.calibrate import CalibrationReport, Objective, ObjectiveKind
@@ -26,14 +27,6 @@ SourceArgument = Annotated[
     typer.Argument(
         help="routellm-gsm8k, routellm-mmlu, routerbench, routerdc, or a path: a trace "
         "JSONL from `tierwise export`, a dataset file or folder."
-    ),
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="TIERWISE_DATA_DIR",
-        help="Local copy of the datasets (e.g. ../shared/data); default: download once.",
     ),
 ]
 RoutersDirOption = Annotated[

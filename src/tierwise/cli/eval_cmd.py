@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn
 
+from tierwise.cli.options import DataDirOption
 from tierwise.cli.state import CliState
 from tierwise.errors import PolicyError, TierwiseError
 from tierwise.evaluation.harness import EvalReport, evaluate
@@ -33,14 +34,6 @@ DatasetArgument = Annotated[
 ]
 RoutersOption = Annotated[
     str, typer.Option("--routers", "-r", help="Comma-separated scorers, e.g. tfidf,learned.")
-]
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        envvar="TIERWISE_DATA_DIR",
-        help="Local copy of the datasets (e.g. ../shared/data); default: download once.",
-    ),
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")]
 HtmlOption = Annotated[

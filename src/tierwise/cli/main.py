@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from tierwise.cli import calibrate_cmd, eval_cmd, render, serve_cmd
+from tierwise.cli.options import DataDirOption
 from tierwise.cli.state import CliState
 from tierwise.errors import PolicyError, TierwiseError
 
@@ -107,14 +108,7 @@ def export(
 @app.command()
 def demo(
     ctx: typer.Context,
-    data_dir: Annotated[
-        Path | None,
-        typer.Option(
-            "--data-dir",
-            envvar="TIERWISE_DATA_DIR",
-            help="Local copy of the datasets (e.g. ../shared/data); default: download once.",
-        ),
-    ] = None,
+    data_dir: DataDirOption = None,
     limit: Annotated[int, typer.Option(min=1, help="How many recorded prompts to replay.")] = 200,
     embedder: Annotated[
         str, typer.Option(help="Learned router's embeddings: auto, minilm or hashing.")
