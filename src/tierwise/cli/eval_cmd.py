@@ -33,7 +33,12 @@ DatasetArgument = Annotated[
     ),
 ]
 RoutersOption = Annotated[
-    str, typer.Option("--routers", "-r", help="Comma-separated scorers, e.g. tfidf,learned.")
+    str,
+    typer.Option(
+        "--routers",
+        "-r",
+        help="Comma-separated routers: scorers (tfidf, learned, constant) or cascades (cascade, cascade+tfidf, cascade+learned).",
+    ),
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")]
 HtmlOption = Annotated[

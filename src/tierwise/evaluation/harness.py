@@ -1,9 +1,11 @@
 """Evaluate scorers as routers on an outcome matrix, over several seeded splits.
 
-For each seed: split (the dataset's own test set when it has one), fit every scorer on train
-and validation, predict on test, sweep the threshold, and measure the curve against every
-single model, the random mix of the cheapest and the strongest model, and the oracle. The
-report gives mean ± sd over seeds.
+For each seed: split (the dataset's own test set when it has one), fit every router on train
+and validation, trace its curves on test — a scorer's predictions swept under the ``target``
+rule (row ``name``) and the ``lambda`` rule (row ``name@lambda``); a cascade's acceptance
+threshold swept over its gated answers — and measure each curve against every single
+model, the random mix of the cheapest and the strongest model, and the oracle. The report
+gives mean ± sd over seeds.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from tierwise.errors import PolicyError
 from tierwise.evaluation import metrics as m
 from tierwise.evaluation.matrix import FloatArray, IndexArray, OutcomeMatrix
-from tierwise.evaluation.scorers import Scorer, build_scorer
+from tierwise.evaluation.scorers import build_router
 
 Kind = Literal["router", "model", "random", "oracle"]
 Progress = Callable[[int, int, str], None]
@@ -111,6 +112,8 @@ class _Context:
     quality: FloatArray
     cost: FloatArray
     order: IndexArray
+    mean_cost: FloatArray
+    """Each model's mean cost per call over the whole dataset (what a router may know)."""
     weak: int
     strong: int
     q_weak: float
@@ -142,10 +145,10 @@ def evaluate(
     progress: Progress | None = None,
     max_points: int = 400,
 ) -> EvalReport:
-    """Every scorer (``name`` or ``name?k=v``) as a threshold router, on every seed's split."""
+    """Every router (``name`` or ``name?k=v``: a scorer or a cascade) on every seed's split."""
     for spec in scorer_names:
-        build_scorer(spec)  # unknown names and bad parameters fail before any work
-    order = m.cost_order(matrix.cost)
+        build_router(spec)  # unknown names and bad parameters fail before any work
+    order, mean_cost = m.cost_order(matrix.cost), matrix.cost.mean(axis=0)
     strong = matrix.strongest()
     runs: list[_Run] = []
     sizes: list[int] = []
@@ -153,17 +156,19 @@ def evaluate(
     for seed in seeds:
         train, validation, test = matrix.splits(seed)
         sizes.append(len(test))
-        ctx = _context(test, order, strong)
+        ctx = _context(test, order, strong, mean_cost)
         runs += _reference_runs(ctx, seed, test.models)
         for spec in scorer_names:
-            runs.append(_scorer_run(spec, seed, (train, validation, test), ctx, max_points))
+            runs += _router_runs(spec, seed, (train, validation, test), ctx, max_points)
             done += 1
             if progress:
                 progress(done, total, f"seed {seed}: {spec}")
     return _report(matrix, seeds, sizes, runs, extremes=(strong, int(order[0])))
 
 
-def _context(test: OutcomeMatrix, order: IndexArray, strong: int) -> _Context:
+def _context(
+    test: OutcomeMatrix, order: IndexArray, strong: int, mean_cost: FloatArray
+) -> _Context:
     singles = [m.pinned(test.quality, test.cost, j) for j in range(len(test.models))]
     costs = [float(s.cost[0]) for s in singles]
     weak = int(order[0])
@@ -172,6 +177,7 @@ def _context(test: OutcomeMatrix, order: IndexArray, strong: int) -> _Context:
         quality=test.quality,
         cost=test.cost,
         order=order,
+        mean_cost=mean_cost,
         weak=weak,
         strong=strong,
         q_weak=float(singles[weak].quality[0]),
@@ -199,45 +205,32 @@ def _reference_runs(ctx: _Context, seed: int, models: Sequence[str]) -> list[_Ru
     return runs
 
 
-def _scorer_run(
+def _router_runs(
     spec: str,
     seed: int,
     parts: tuple[OutcomeMatrix, OutcomeMatrix, OutcomeMatrix],
     ctx: _Context,
     max_points: int,
-) -> _Run:
+) -> list[_Run]:
+    """One run per curve the router traces, each closed by the all-on-the-strongest point."""
     train, validation, test = parts
+    router = build_router(spec)
     started = time.perf_counter()
-    predicted = _predictions(build_scorer(spec), train, validation, test)
+    router.fit(train, validation)
+    curves = router.curves(test, ctx.mean_cost, max_points)
     seconds = time.perf_counter() - started
-    curve = m.sweep(predicted, ctx.quality, ctx.cost, ctx.order, max_points)
-    closed = curve.extended(m.pinned(ctx.quality, ctx.cost, ctx.strong))
-    run = _measure(spec, "router", seed, closed, ctx)
-    run.values["seconds"] = seconds
     strength = np.vstack([train.quality, validation.quality]).mean(axis=0)
-    choice = m.route(predicted, ctx.order, float(curve.thresholds[_operating(curve, ctx)]))
-    run.failures = m.failure_shapes(choice, ctx.quality, strength, test.categories)
-    return run
-
-
-def _predictions(
-    scorer: Scorer, train: OutcomeMatrix, validation: OutcomeMatrix, test: OutcomeMatrix
-) -> FloatArray:
-    try:
-        scorer.fit(train, validation)
-        predicted = np.asarray(scorer.predict(test), dtype=np.float64)
-    except ImportError as exc:
-        raise PolicyError(
-            f"scorer {scorer.name!r} needs an optional package: {exc.name or exc} "
-            "(pip install 'tierwise[learn]')"
-        ) from None
-    expected = (len(test), len(test.models))
-    if predicted.shape != expected or not np.isfinite(predicted).all():
-        raise PolicyError(
-            f"scorer {scorer.name!r} predicted {predicted.shape} values (finite: "
-            f"{bool(np.isfinite(predicted).all())}), expected {expected}, all finite"
-        )
-    return predicted
+    all_strong = np.full(len(test), ctx.strong, dtype=np.int64)
+    runs = []
+    for traced in curves:
+        closed = traced.curve.extended(m.pinned(ctx.quality, ctx.cost, ctx.strong))
+        run = _measure(spec + traced.suffix, "router", seed, closed, ctx)
+        run.values["seconds"] = seconds
+        at = _operating(closed, ctx)
+        choice = traced.answered(at) if at < len(traced.curve) else all_strong
+        run.failures = m.failure_shapes(choice, ctx.quality, strength, test.categories)
+        runs.append(run)
+    return runs
 
 
 def _operating(curve: m.Curve, ctx: _Context) -> int:

@@ -103,6 +103,51 @@ def sweep(
     return _curve(thresholds, points)
 
 
+def relative_cost(mean_cost: FloatArray) -> FloatArray:
+    """Each model's mean cost per call as a fraction of the dearest model's."""
+    top = float(mean_cost.max())
+    return mean_cost / top if top > 0 else np.zeros_like(mean_cost)
+
+
+def route_lambda(predicted: FloatArray, penalty: FloatArray, lam: float) -> IndexArray:
+    """Per prompt: the model maximising ``predicted - lam * penalty`` (the earlier model on
+    ties); ``penalty`` is each model's relative cost."""
+    chosen: IndexArray = np.argmax(predicted - lam * penalty, axis=1).astype(np.int64)
+    return chosen
+
+
+def lambda_thresholds(
+    predicted: FloatArray, penalty: FloatArray, max_points: int = 400
+) -> FloatArray:
+    """Every lambda at which some decision changes (the midpoints between the crossings of
+    two models' ``predicted - lambda * penalty`` lines; at most ``max_points``, by quantile),
+    after 0 and before a lambda where every prompt goes to the cheapest model."""
+    gain = predicted[:, :, None] - predicted[:, None, :]
+    price = penalty[:, None] - penalty[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        crossings = gain / price[None, :, :]
+    values = np.unique(crossings[np.isfinite(crossings) & (crossings > 0)])
+    if len(values) > max_points:
+        values = np.unique(np.quantile(values, np.linspace(0.0, 1.0, max_points)))
+    inner = (values[:-1] + values[1:]) / 2
+    top = float(values[-1]) * 2 if len(values) else 1.0
+    return np.concatenate([[0.0], inner, [top]])
+
+
+def sweep_lambda(
+    predicted: FloatArray,
+    quality: FloatArray,
+    cost: FloatArray,
+    penalty: FloatArray,
+    max_points: int = 400,
+) -> Curve:
+    """The cost-quality curve of the lambda rule on ``predicted``: maximise predicted quality
+    - lambda x ``penalty`` (each model's relative cost, see :func:`relative_cost`)."""
+    thresholds = lambda_thresholds(predicted, penalty, max_points)
+    points = [outcome(route_lambda(predicted, penalty, t), quality, cost) for t in thresholds]
+    return _curve(thresholds, points)
+
+
 def _curve(thresholds: FloatArray, points: Sequence[tuple[float, float, FloatArray]]) -> Curve:
     return Curve(
         thresholds=np.asarray(thresholds, dtype=np.float64),

@@ -99,7 +99,8 @@ def summary_table(report: EvalReport) -> Table:
         f"quality, cost and calls at the cheapest point reaching {report.target:.0%} of "
         f"{short(report.strongest)}'s quality; cost = total $ over the test prompts; "
         "APGR/CPT on the share of calls to the strongest model (RouteLLM); AIQ over the "
-        "single models' cost range (RouterBench)"
+        "single models' cost range (RouterBench); name@lambda: the lambda rule on the same "
+        "predictions; a cascade calls the cheap model first, so its calls add up to over 100%"
     )
     return table
 
@@ -280,7 +281,9 @@ svg {{ max-width: 100%; height: auto; }}
 <table><tr>{head}</tr>{rows}</table>
 <p>Quality, cost and calls at the cheapest point reaching 95% of the strongest model's
 quality; APGR and CPT over the share of calls to the strongest model (RouteLLM); AIQ over the
-single models' cost range (RouterBench); oracle gap = oracle quality minus the curve's best.</p>
+single models' cost range (RouterBench); oracle gap = oracle quality minus the curve's best;
+<code>name@lambda</code>: the same predictions under the lambda rule (quality - lambda x relative
+cost); a cascade pays the cheap call before escalating, so its calls add up to over 100%.</p>
 <h2>Failure shapes</h2>{failures}
 <h2>How the data was read</h2><ul>{notes}</ul>
 </body></html>
