@@ -37,7 +37,8 @@ RoutersOption = Annotated[
     typer.Option(
         "--routers",
         "-r",
-        help="Comma-separated routers: scorers (tfidf, learned, constant) or cascades (cascade, cascade+tfidf, cascade+learned).",
+        help="Comma-separated routers: scorers (tfidf, learned, constant) or cascades "
+        "(cascade, cascade+tfidf, cascade+learned).",
     ),
 ]
 JsonOption = Annotated[Path | None, typer.Option("--json", help="Write the report as JSON.")]
