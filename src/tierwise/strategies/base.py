@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.cost import billed_tokens, price_usage
@@ -137,11 +137,7 @@ class TaskContext:
         )
         billed = billed_tokens(usage)  # the ledger stores totals over every iteration
         return CallRecord(
-            task_id=self.task_id,
-            parent_id=self.parent_id,
-            role=role,
-            provider=spec.provider,
-            model=spec.id,
+            **self._who(request, spec, role),
             request_id=response.id,
             input_tokens=billed.input_tokens,
             output_tokens=billed.output_tokens,
@@ -154,7 +150,6 @@ class TaskContext:
             latency_ms=latency_ms,
             ttft_ms=ttft_ms,
             stop_reason=response.stop_reason,
-            prompt_text=request.prompt_text() if self._log_content else None,
             response_text=response.text() if self._log_content else None,
         )
 
@@ -171,11 +166,7 @@ class TaskContext:
         # Upstreams do not bill a request that failed before producing anything; a stream
         # that failed midway may have been billed for what it produced, which we cannot see.
         return CallRecord(
-            task_id=self.task_id,
-            parent_id=self.parent_id,
-            role=role,
-            provider=spec.provider,
-            model=spec.id,
+            **self._who(request, spec, role),
             request_id=exc.request_id,
             status="error",
             cost_usd=Decimal(0) if ttft_ms is None else None,
@@ -184,5 +175,15 @@ class TaskContext:
             error_type=type(exc).__name__,
             error_message=exc.message,
             http_status=exc.status,
-            prompt_text=request.prompt_text() if self._log_content else None,
         )
+
+    def _who(self, request: Request, spec: ModelSpec, role: Role) -> dict[str, Any]:
+        """The fields every call record shares: which task, which model, what was asked."""
+        return {
+            "task_id": self.task_id,
+            "parent_id": self.parent_id,
+            "role": role,
+            "provider": spec.provider,
+            "model": spec.id,
+            "prompt_text": request.prompt_text() if self._log_content else None,
+        }
