@@ -19,7 +19,8 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
-    │   └── RequestTooLargeError 413            the request body is over the size limit
+    │   ├── RequestTooLargeError 413            the request body is over the size limit
+    │   └── GatewayBusyError     503            too many requests in flight (``retry-after``)
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── UpstreamConnectionError             could not connect / connection dropped
         │   └── UpstreamTimeoutError            the upstream did not answer in time
@@ -113,6 +114,8 @@ class GatewayError(TierwiseError):
     """The gateway refused a request before calling any model; ``status`` is its HTTP code."""
 
     status = 400
+    retry_after_s: int | None = None
+    """Sent as ``retry-after`` (seconds) when set, e.g. with a 429 or 503."""
 
 
 class UnauthorizedError(GatewayError):
@@ -131,6 +134,16 @@ class RequestTooLargeError(GatewayError):
     """413: the request body is larger than the gateway accepts."""
 
     status = 413
+
+
+class GatewayBusyError(GatewayError):
+    """503: the gateway is at its limit of requests in flight; retry after ``retry_after_s``."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ProviderError(TierwiseError):

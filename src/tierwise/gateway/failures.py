@@ -83,7 +83,7 @@ def _local(exc: TierwiseError) -> Failure:
 def failure(exc: BaseException) -> Failure:
     """The status and message for ``exc``; unexpected exceptions are logged with a traceback."""
     if isinstance(exc, GatewayError):
-        return Failure(exc.status, exc.message)
+        return Failure(exc.status, exc.message, retry_after_s=exc.retry_after_s)
     if isinstance(exc, ProviderError):
         return _upstream(exc)
     if isinstance(exc, TierwiseError):
