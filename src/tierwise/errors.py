@@ -20,7 +20,10 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
     │   ├── RequestTooLargeError 413            the request body is over the size limit
-    │   └── GatewayBusyError     503            too many requests in flight (``retry-after``)
+    │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
+    │   ├── KeyRateLimitError    429            over a key's requests or tokens per minute
+    │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
+    │   └── BudgetUnavailableError 503          the budget store is down and budgets fail closed
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── UpstreamConnectionError             could not connect / connection dropped
         │   └── UpstreamTimeoutError            the upstream did not answer in time
@@ -116,6 +119,8 @@ class GatewayError(TierwiseError):
     status = 400
     retry_after_s: int | None = None
     """Sent as ``retry-after`` (seconds) when set, e.g. with a 429 or 503."""
+    code: str | None = None
+    """A machine-readable reason the dialects may render (e.g. ``insufficient_quota``)."""
 
 
 class UnauthorizedError(GatewayError):
@@ -144,6 +149,33 @@ class GatewayBusyError(GatewayError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class KeyRateLimitError(GatewayError):
+    """429: the key is over its requests or tokens per minute; retry after ``retry_after_s``."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class BudgetExhaustedError(GatewayError):
+    """A key's budget cannot cover the request until its period resets or it is raised.
+
+    OpenAI clients get a 429 ``insufficient_quota``; Anthropic clients a 400
+    ``invalid_request_error``, as Anthropic answers a spend limit reached.
+    """
+
+    status = 429
+    code = "insufficient_quota"
+
+
+class BudgetUnavailableError(GatewayError):
+    """503: the budget store cannot be reached and budgets fail closed."""
+
+    status = 503
 
 
 class ProviderError(TierwiseError):

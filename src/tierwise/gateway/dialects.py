@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from tierwise.gateway.failures import Failure
+from tierwise.gateway.failures import QUOTA_CODE, Failure
 from tierwise.gateway.models import Api, ListedModel
 from tierwise.messages import JsonObject, Request, Response, StreamEvent
 from tierwise.wire import anthropic as anthropic_wire
@@ -110,10 +110,11 @@ class AnthropicDialect:
         return _AnthropicStream(model_name, self)
 
     def error_status(self, failure: Failure) -> int:
-        return failure.status
+        # Anthropic answers a reached spend limit with a 400 invalid_request_error
+        return 400 if failure.code == QUOTA_CODE else failure.status
 
     def error_body(self, failure: Failure) -> JsonObject:
-        kind = _ANTHROPIC_ERROR_TYPES.get(failure.status)
+        kind = _ANTHROPIC_ERROR_TYPES.get(self.error_status(failure))
         kind = kind or ("invalid_request_error" if failure.status < 500 else "api_error")
         return {"type": "error", "error": {"type": kind, "message": failure.message}}
 
@@ -169,6 +170,8 @@ class OpenAIDialect:
         kind, code = _OPENAI_ERRORS.get(failure.status, ("server_error", None))
         if failure.status < 500 and failure.status not in _OPENAI_ERRORS:
             kind = "invalid_request_error"
+        if failure.code == QUOTA_CODE:
+            kind = code = QUOTA_CODE
         error = {"message": failure.message, "type": kind, "param": None, "code": code}
         return {"error": error}
 

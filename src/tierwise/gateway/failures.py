@@ -32,6 +32,9 @@ log = logging.getLogger("tierwise.gateway")
 DEFAULT_RETRY_AFTER_S = 1
 """Sent with a 429 when the upstream gave no ``retry-after`` of its own."""
 
+QUOTA_CODE = "insufficient_quota"
+"""A budget that cannot cover the request: retrying will not help (``x-should-retry: false``)."""
+
 _PASSED_THROUGH = frozenset({400, 404, 409, 413, 422})
 """Upstream statuses that describe the client's request and keep their status."""
 
@@ -43,6 +46,8 @@ class Failure:
     status: int
     message: str
     retry_after_s: int | None = None
+    code: str | None = None
+    """A gateway refusal's machine-readable reason (:attr:`GatewayError.code`)."""
 
 
 def _upstream(exc: ProviderError) -> Failure:
@@ -83,7 +88,7 @@ def _local(exc: TierwiseError) -> Failure:
 def failure(exc: BaseException) -> Failure:
     """The status and message for ``exc``; unexpected exceptions are logged with a traceback."""
     if isinstance(exc, GatewayError):
-        return Failure(exc.status, exc.message, retry_after_s=exc.retry_after_s)
+        return Failure(exc.status, exc.message, retry_after_s=exc.retry_after_s, code=exc.code)
     if isinstance(exc, ProviderError):
         return _upstream(exc)
     if isinstance(exc, TierwiseError):

@@ -33,7 +33,7 @@ from tierwise.gateway.dialects import (
     dialect_for_path,
     forward_headers,
 )
-from tierwise.gateway.failures import failure
+from tierwise.gateway.failures import QUOTA_CODE, failure
 from tierwise.gateway.models import Target
 from tierwise.gateway.service import Gateway
 from tierwise.gateway.trace import Trace
@@ -46,6 +46,8 @@ def error_response(dialect: Dialect, exc: BaseException) -> JSONResponse:
     """The one error handler: ``exc`` in ``dialect``'s envelope, with its status."""
     found = failure(exc)
     headers = {} if found.retry_after_s is None else {"retry-after": str(found.retry_after_s)}
+    if found.code == QUOTA_CODE:
+        headers["x-should-retry"] = "false"  # the SDKs would retry a 429 in vain
     status = dialect.error_status(found)
     return JSONResponse(dialect.error_body(found), status_code=status, headers=headers)
 
