@@ -133,7 +133,10 @@ class Engine:
     async def record(self, record: LedgerRecord) -> None:
         """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
         ledger = self.ledger
-        await asyncio.to_thread(ledger.append, record)
+        if ledger.write_behind is not None:
+            ledger.append(record)  # only queued: the ledger's writer thread stores it
+        else:
+            await asyncio.to_thread(ledger.append, record)
 
     async def _open_task(
         self,

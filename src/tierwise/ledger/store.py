@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import threading
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ from sqlalchemy import (
     URL,
     Connection,
     Engine,
+    Insert,
     Select,
     Table,
     create_engine,
@@ -39,7 +40,16 @@ from sqlalchemy import (
     make_url,
     select,
 )
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import (
+    ArgumentError,
+    DisconnectionError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import StaticPool
 
 from tierwise.errors import LedgerError
@@ -54,6 +64,7 @@ from tierwise.ledger.records import (
     TaskRecord,
 )
 from tierwise.ledger.schema import record_columns, table_for, tasks
+from tierwise.ledger.writebehind import WriteBehind, WriteBehindOptions
 
 R = TypeVar("R", bound=BaseModel)
 
@@ -63,6 +74,9 @@ _WRITE = "tierwise_write"
 _POSTGRES_HINT = " (PostgreSQL needs: pip install 'tierwise[postgres]')"
 _URL_HINT = "expected sqlite:///path/to/ledger.db or postgresql://user@host/db"
 _PASSWORD_IN_URL = re.compile(r"(://[^:/@]*):[^@/]*@")
+_OUTAGES = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
+READ_FLUSH_TIMEOUT_S = 10.0
+"""With write-behind on, a read first waits this long at most for queued records."""
 
 
 def default_ledger_url() -> str:
@@ -109,6 +123,7 @@ class Ledger:
         )
         self.url = display_url
         """The database URL with its password masked, for messages."""
+        self._behind: WriteBehind | None = None
 
     @classmethod
     def open(cls, url: str) -> Ledger:
@@ -123,7 +138,16 @@ class Ledger:
         return ledger
 
     def append(self, *records: LedgerRecord) -> None:
-        """Store ``records`` in one transaction: all of them or, on error, none."""
+        """Store ``records`` in one transaction: all of them or, on error, none.
+
+        With write-behind on (:meth:`start_write_behind`) they are queued instead and written
+        in batches by a background thread; reads through this ledger wait for them first.
+        """
+        if self._behind is not None:
+            for record in records:
+                table_for(type(record))  # only records: TypeError here, not in the writer
+            self._behind.submit(records)
+            return
         rows = _rows_by_table(records)
         if not rows:
             return
@@ -145,6 +169,7 @@ class Ledger:
         records created at or after it; ``limit`` keeps the newest ``limit`` of them.
         """
         stmt = _select(table_for(record_type), task_ids, since, limit)
+        self.flush(READ_FLUSH_TIMEOUT_S)
         with self._connection("could not read the ledger") as conn:
             rows = conn.execute(stmt).mappings().all()
         records = [record_type.model_validate(dict(row)) for row in rows]
@@ -189,8 +214,34 @@ class Ledger:
     def transaction(
         self, action: str, *, write: bool = False
     ) -> AbstractContextManager[Connection]:
-        """A connection in its own transaction, for tables beside the records (API keys)."""
+        """A connection in its own transaction, for tables beside the records (API keys).
+
+        It does not wait for write-behind records: call :meth:`flush` first to see them.
+        """
         return self._connection(action, write=write)
+
+    # --- write-behind ---------------------------------------------------------------------
+
+    def start_write_behind(self, options: WriteBehindOptions | None = None) -> None:
+        """Queue appends and write them in batches from a background thread (the gateway)."""
+        if self._behind is None:
+            self._behind = WriteBehind(self._append_batch, is_outage, options)
+
+    def stop_write_behind(self) -> None:
+        """Write everything queued and go back to writing on :meth:`append`."""
+        behind, self._behind = self._behind, None
+        if behind is not None:
+            behind.close()
+
+    @property
+    def write_behind(self) -> WriteBehind | None:
+        """The write-behind queue while it is on (its ``pending``, ``backlogged`` …)."""
+        return self._behind
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued record is written (no-op without write-behind)."""
+        if self._behind is not None:
+            self._behind.flush(timeout)
 
     def revision(self) -> str | None:
         """The schema revision the database is at."""
@@ -198,7 +249,13 @@ class Ledger:
             return migrate.current_revision(conn)
 
     def close(self) -> None:
-        """Release the connections; further use raises :class:`LedgerError`."""
+        """Write what is queued, release the connections; further use raises LedgerError."""
+        try:
+            self.stop_write_behind()
+        finally:
+            self._dispose()
+
+    def _dispose(self) -> None:
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.dispose()
@@ -213,6 +270,12 @@ class Ledger:
 
     def __repr__(self) -> str:
         return f"Ledger({self.url!r})"
+
+    def _append_batch(self, records: Sequence[LedgerRecord]) -> None:
+        """The writer's append: one transaction; records already stored are skipped."""
+        with self._connection("could not write to the ledger", write=True) as conn:
+            for table, batch in _rows_by_table(records).items():
+                conn.execute(_insert_new(table, conn.dialect.name), batch)
 
     def _migrate(self) -> None:
         try:
@@ -252,7 +315,21 @@ def _ids(task_id: str | None) -> list[str] | None:
     return None if task_id is None else [task_id]
 
 
-def _rows_by_table(records: tuple[LedgerRecord, ...]) -> Mapping[Table, list[dict[str, Any]]]:
+def is_outage(error: LedgerError) -> bool:
+    """Whether ``error`` came from the database being unreachable, locked or timing out."""
+    return isinstance(error.__cause__, _OUTAGES)
+
+
+def _insert_new(table: Table, dialect: str) -> Insert:
+    """An insert that skips rows whose ``id`` is stored already (a retried batch)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    return insert(table)
+
+
+def _rows_by_table(records: Sequence[LedgerRecord]) -> Mapping[Table, list[dict[str, Any]]]:
     rows: dict[Table, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         table = table_for(type(record))

@@ -1,0 +1,199 @@
+"""Write-behind for the ledger: records queued in memory, written in batches by one thread.
+
+The gateway's hot path must not wait for a database transaction per record. With write-behind
+on, :meth:`WriteBehind.submit` only appends to an in-memory queue; a background thread takes
+whatever has accumulated (waiting at most ``linger_s`` for more, up to ``batch_size``) and
+writes it in **one transaction**. Order is kept (one queue, one writer).
+
+Nothing is dropped on a database outage: a failed batch stays at the head of the queue and is
+retried with a capped exponential backoff while new records keep queueing behind it; the
+outage and the recovery are logged once each. ``max_pending`` is the bound: past it
+:attr:`WriteBehind.backlogged` turns true (the gateway then refuses new requests with a 503
+rather than grow memory without end) — records of requests already running are still taken.
+A batch that fails for another reason than an outage (e.g. a constraint or a value the
+database refuses) is written record by record, so that one unwritable record (a bug) cannot
+block the rest; such a record is logged in full and dropped. :meth:`flush` waits until
+everything submitted before it is written; :meth:`close` flushes (retrying until its deadline)
+and stops the thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from tierwise.errors import LedgerError
+from tierwise.ledger.records import LedgerRecord
+
+log = logging.getLogger("tierwise.ledger")
+
+Writer = Callable[[Sequence[LedgerRecord]], None]
+"""Writes records in one transaction (idempotently: a retried batch may repeat records)."""
+Transient = Callable[[LedgerError], bool]
+"""Whether a write failed for an outage (unreachable, locked, timed out): retry it later."""
+
+
+@dataclass(frozen=True)
+class WriteBehindOptions:
+    """How the writer batches and how much it may hold while the database is down."""
+
+    batch_size: int = 1000
+    linger_s: float = 0.02
+    """How long the writer waits for more records before writing a batch."""
+    max_pending: int = 100_000
+    """Records held before :attr:`WriteBehind.backlogged` turns true."""
+    retry_initial_s: float = 0.1
+    retry_max_s: float = 5.0
+    close_timeout_s: float = 30.0
+    """How long :meth:`WriteBehind.close` keeps retrying before giving up."""
+
+
+class WriteBehind:
+    """A queue of ledger records and the thread that writes them in batches."""
+
+    def __init__(
+        self, write: Writer, transient: Transient, options: WriteBehindOptions | None = None
+    ) -> None:
+        self.options = options or WriteBehindOptions()
+        self._write = write
+        self._transient = transient
+        self._queue: deque[LedgerRecord] = deque()
+        self._cond = threading.Condition()
+        self._submitted = 0
+        self._done = 0
+        """Records written (or, if unwritable, logged and dropped), in submission order."""
+        self._urgent = 0
+        """Flushes waiting: the writer skips its linger while any is."""
+        self._closing = False
+        self._backlog_logged = False
+        self.last_error: str | None = None
+        """The last write failure while it lasts (``None`` once a batch goes through)."""
+        self._thread = threading.Thread(target=self._run, name="tierwise-ledger", daemon=True)
+        self._thread.start()
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet written."""
+        return self._submitted - self._done
+
+    @property
+    def backlogged(self) -> bool:
+        """More than ``max_pending`` records wait (the database is down or too slow)."""
+        return self.pending >= self.options.max_pending
+
+    def submit(self, records: Sequence[LedgerRecord]) -> None:
+        """Queue ``records``; never blocks on the database."""
+        with self._cond:
+            if self._closing:
+                raise LedgerError("the ledger's writer is closed")
+            self._queue.extend(records)
+            self._submitted += len(records)
+            self._cond.notify_all()
+        if self.backlogged and not self._backlog_logged:
+            self._backlog_logged = True
+            log.error(
+                "ledger writer backlogged: %d records held in memory (bound %d): %s",
+                self.pending,
+                self.options.max_pending,
+                self.last_error or "the database is too slow",
+            )
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record submitted so far is written; LedgerError on timeout."""
+        with self._cond:
+            target = self._submitted
+            self._urgent += 1
+            self._cond.notify_all()
+            try:
+                if not self._cond.wait_for(lambda: self._done >= target, timeout):
+                    raise LedgerError(self._unwritten_message(target - self._done))
+            finally:
+                self._urgent -= 1
+
+    def close(self) -> None:
+        """Flush (retrying until ``close_timeout_s``) and stop the writer thread."""
+        try:
+            self.flush(self.options.close_timeout_s)
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join(self.options.close_timeout_s)
+
+    def _unwritten_message(self, count: int) -> str:
+        reason = f": {self.last_error}" if self.last_error else ""
+        return f"{count} ledger records are not written yet{reason}"
+
+    # --- the writer thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = self.options.retry_initial_s
+        while batch := self._next_batch():
+            if self._write_batch(batch):
+                backoff = self.options.retry_initial_s
+                continue
+            with self._cond:  # keep the batch at the head; wait, unless closing gives up
+                if self._cond.wait_for(lambda: self._closing, backoff):
+                    return
+            backoff = min(backoff * 2, self.options.retry_max_s)
+
+    def _next_batch(self) -> list[LedgerRecord]:
+        """The records at the head of the queue (left there until written); [] to stop."""
+        limit = self.options.batch_size
+        with self._cond:
+            self._cond.wait_for(lambda: self._queue or self._closing)
+            if not self._queue:
+                return []
+            deadline = time.monotonic() + self.options.linger_s
+            while len(self._queue) < limit and not self._urgent and not self._closing:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._cond.wait(left):
+                    break
+            return [self._queue[i] for i in range(min(limit, len(self._queue)))]
+
+    def _write_batch(self, batch: list[LedgerRecord]) -> bool:
+        """Write ``batch``; True when it is out of the queue (written or poison dropped)."""
+        try:
+            self._write(batch)
+        except LedgerError as exc:
+            if self._transient(exc):
+                self._note_outage(exc)
+                return False
+            self._write_one_by_one(batch)
+        self._note_recovery()
+        self._mark_done(len(batch))
+        return True
+
+    def _write_one_by_one(self, batch: list[LedgerRecord]) -> None:
+        for record in batch:
+            try:
+                self._write([record])
+            except LedgerError as exc:
+                log.error("ledger record dropped, it cannot be written (%s): %s", exc, record)
+
+    def _mark_done(self, count: int) -> None:
+        with self._cond:
+            for _ in range(count):
+                self._queue.popleft()
+            self._done += count
+            self._cond.notify_all()
+
+    def _note_outage(self, exc: LedgerError) -> None:
+        if self.last_error is None:
+            log.warning(
+                "ledger unreachable; %d records buffered in memory and retried: %s",
+                self.pending,
+                exc.message,
+            )
+        self.last_error = exc.message
+
+    def _note_recovery(self) -> None:
+        if self.last_error is not None:
+            log.warning("ledger reachable again; writing %d buffered records", self.pending)
+            self.last_error = None
+        if self._backlog_logged and not self.backlogged:
+            self._backlog_logged = False
