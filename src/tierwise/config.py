@@ -47,6 +47,7 @@ from pydantic_settings import (
 )
 
 from tierwise.errors import ConfigError, MissingCredentialsError
+from tierwise.failover import FailoverSettings
 from tierwise.gateway.config import GatewayConfig
 from tierwise.ledger.store import default_ledger_url
 from tierwise.providers.base import ProviderConfig
@@ -119,6 +120,7 @@ class Settings(BaseSettings):
     models: list[dict[str, Any]] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin_key: SecretStr | None = None
     """The gateway's admin API key (env ``TIERWISE_ADMIN_KEY``); full access to every model."""
 

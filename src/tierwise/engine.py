@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from tierwise.catalog import Catalog, ModelSpec, load_catalog
 from tierwise.config import Settings, load_settings
 from tierwise.errors import InvalidRequestError, TierwiseError
+from tierwise.failover import Failover
 from tierwise.ledger.records import (
     CallRecord,
     DecisionRecord,
@@ -97,6 +98,8 @@ class Engine:
         self._ledger = ledger
         self._providers: dict[str, Provider] = dict(providers or {})
         self._strategies: dict[str, Strategy] = {}
+        self.failover = Failover(self.settings.failover)
+        """Fallback chains and per-upstream circuit breakers, shared by every task."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -161,6 +164,7 @@ class Engine:
             record=record,
             log_content=self.settings.log_content,
             parent_id=parent_id,
+            failover=self.failover,
         )
 
     async def _close_task(self, task: TaskContext, error: TierwiseError | None) -> None:

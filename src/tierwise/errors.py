@@ -20,11 +20,14 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
     │   ├── RequestTooLargeError 413            the request body is over the size limit
+    │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
+    │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
     │   ├── KeyRateLimitError    429            over a key's requests or tokens per minute
     │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
     │   └── BudgetUnavailableError 503          the budget store is down and budgets fail closed
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
+        ├── CircuitOpenError                    the upstream's circuit breaker is open (no call)
         ├── UpstreamConnectionError             could not connect / connection dropped
         │   └── UpstreamTimeoutError            the upstream did not answer in time
         ├── MalformedResponseError              the upstream answered with a body we cannot parse
@@ -141,6 +144,18 @@ class RequestTooLargeError(GatewayError):
     status = 413
 
 
+class IdempotencyConflictError(GatewayError):
+    """409: a request with the same ``Idempotency-Key`` is still in progress."""
+
+    status = 409
+
+
+class IdempotencyMismatchError(GatewayError):
+    """422: the ``Idempotency-Key`` was already used with a different request body."""
+
+    status = 422
+
+
 class GatewayBusyError(GatewayError):
     """503: the gateway is at its limit of requests in flight; retry after ``retry_after_s``."""
 
@@ -206,6 +221,14 @@ class ProviderError(TierwiseError):
         if self.request_id:
             parts.append(f"request id {self.request_id}")
         return " · ".join(parts)
+
+
+class CircuitOpenError(ProviderError):
+    """The upstream's circuit breaker is open: no call was made; ``retry_after`` in seconds."""
+
+    def __init__(self, message: str, *, provider: str, model: str, retry_after: float) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.retry_after = retry_after
 
 
 class UpstreamConnectionError(ProviderError):

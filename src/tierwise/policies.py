@@ -10,6 +10,9 @@ rungs of the ladder (cascade, advisor, plan/execute) add theirs.
 ``routing.candidates``, else every model whose provider has a key) with any router of
 :data:`tierwise.routing.registry.ROUTERS`: ``route:rules``, ``route:random?p=0.2&seed=1``,
 ``route:classifier?model=openai:gpt-5-nano``, ``route:learned?artifact=gsm8k&target=0.95``.
+
+Any policy takes ``fallback=a,b``: the models its calls fail over to (see
+:mod:`tierwise.failover`), e.g. ``fixed:anthropic:claude-sonnet-4-6?fallback=openai:gpt-5``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pydantic import BaseModel, Field
 from tierwise.errors import PolicyError
 from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import Strategy
+from tierwise.strategies.fallback import WithFallbacks
 from tierwise.strategies.fixed import FixedStrategy
 
 
@@ -72,4 +76,9 @@ def resolve_policy(
     if factory is None:
         known = ", ".join(sorted([*FACTORIES, *table]))
         raise PolicyError(f"unknown policy {name!r} (known kinds and names: {known})")
-    return factory(spec, env)
+    fallback = spec.params.pop("fallback", None)
+    strategy = factory(spec, env)
+    if fallback is None:
+        return strategy
+    models = [env.catalog.get(m.strip()).id for m in fallback.split(",") if m.strip()]
+    return WithFallbacks(strategy, models)

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from tierwise.errors import (
+    CircuitOpenError,
     ConfigError,
     GatewayError,
     InvalidRequestError,
@@ -50,11 +51,17 @@ class Failure:
     """A gateway refusal's machine-readable reason (:attr:`GatewayError.code`)."""
 
 
+def _retry_later(exc: RateLimitError | CircuitOpenError) -> Failure:
+    """429 (the upstream's limit) or 503 (its circuit is open), with ``retry-after``."""
+    wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
+    status = 429 if isinstance(exc, RateLimitError) else 503
+    return Failure(status, str(exc), retry_after_s=max(1, math.ceil(wait)))
+
+
 def _upstream(exc: ProviderError) -> Failure:
     text = str(exc)
-    if isinstance(exc, RateLimitError):
-        wait = exc.retry_after if exc.retry_after is not None else DEFAULT_RETRY_AFTER_S
-        return Failure(429, text, retry_after_s=max(1, math.ceil(wait)))
+    if isinstance(exc, RateLimitError | CircuitOpenError):
+        return _retry_later(exc)
     if isinstance(exc, OverloadedError):
         return Failure(529, text)
     if isinstance(exc, UpstreamTimeoutError):

@@ -30,6 +30,11 @@ class ProviderConfig(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
     timeout_s: float = Field(default=600.0, gt=0)
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    first_token_timeout_s: float | None = Field(default=None, gt=0)
+    """Longest wait for the first stream event, or for a whole non-streamed answer (whose
+    first token arrives with its last); default: ``timeout_s``."""
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    """Longest gap between two stream events once streaming started; default: ``timeout_s``."""
     max_retries: int = Field(default=2, ge=0, le=10)
     max_retry_wait_s: float = Field(default=60.0, ge=0)
     dataset: str | None = None

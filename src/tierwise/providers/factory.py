@@ -10,6 +10,7 @@ from tierwise.datasets import dataset_file, get_dataset
 from tierwise.errors import ConfigError
 from tierwise.providers.base import Provider, ProviderConfig, ProviderKind
 from tierwise.providers.retry import RetryingProvider
+from tierwise.providers.timeouts import TimeoutProvider
 
 Builder = Callable[[str, ProviderConfig, Settings], Provider]
 
@@ -44,10 +45,20 @@ BUILDERS: dict[ProviderKind, Builder] = {
 }
 
 
+def layered(inner: Provider, row: ProviderConfig) -> Provider:
+    """``inner`` inside its timeout layer, inside the retry layer (a timeout is retried)."""
+    timed = TimeoutProvider(
+        inner,
+        first_token_s=row.first_token_timeout_s or row.timeout_s,
+        idle_s=row.idle_timeout_s or row.timeout_s,
+    )
+    return RetryingProvider(timed, max_retries=row.max_retries, max_wait_s=row.max_retry_wait_s)
+
+
 def build_provider(name: str, settings: Settings) -> Provider:
-    """The provider for config row ``name``, wrapped in the retry layer."""
+    """The provider for config row ``name``, wrapped in the timeout and retry layers."""
     row = settings.provider(name)
     inner = BUILDERS[row.kind](name, row, settings)
     if row.kind == "replay":
         return inner
-    return RetryingProvider(inner, max_retries=row.max_retries, max_wait_s=row.max_retry_wait_s)
+    return layered(inner, row)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.cost import billed_tokens, price_usage
 from tierwise.errors import ProviderError
-from tierwise.ledger.records import CallRecord, LedgerRecord, Role
+from tierwise.failover import Failover, failover_reason, fails_over
+from tierwise.ledger.records import CallRecord, EscalationRecord, LedgerRecord, Role
 from tierwise.messages import Request, Response, StreamEvent
 from tierwise.providers.base import Provider
 from tierwise.streaming import StreamAccumulator
@@ -44,6 +45,7 @@ class TaskContext:
         record: Recorder,
         log_content: bool = True,
         parent_id: str | None = None,
+        failover: Failover | None = None,
     ) -> None:
         self.task_id = task_id
         self.parent_id = parent_id
@@ -52,6 +54,9 @@ class TaskContext:
         self._record = record
         self._log_content = log_content
         self.records: list[LedgerRecord] = []
+        self.failover = failover or Failover()
+        self.fallbacks: list[str] | None = None
+        """The policy's own fallback models (``?fallback=a,b``); ``None``: the config's."""
 
     async def record(self, record: LedgerRecord) -> None:
         """Keep ``record`` in this task's trace and append it to the ledger."""
@@ -69,7 +74,84 @@ class TaskContext:
             return None
         return sum((c for c in costs if c is not None), Decimal(0))
 
+    def _chain(self, spec: ModelSpec) -> list[ModelSpec]:
+        """``spec`` and the models to fail over to, in order."""
+        ids = self.failover.chain(spec.id, self.fallbacks)
+        return [spec, *(self.catalog.get(model_id) for model_id in ids[1:])]
+
+    async def _fail_over(self, failed: ModelSpec, to: ModelSpec, exc: ProviderError) -> None:
+        """Record the move from ``failed`` to ``to`` as an explicit step."""
+        trigger = failover_reason(exc)
+        await self.record(
+            EscalationRecord(
+                task_id=self.task_id, from_model=failed.id, to_model=to.id, trigger=trigger
+            )
+        )
+
     async def call(self, request: Request, spec: ModelSpec, role: Role = "executor") -> Response:
+        """A model call; before it answers, a retryable failure or an open circuit moves it to
+        the next model of the fallback chain (a recorded step)."""
+        chain = self._chain(spec)
+        for index, candidate in enumerate(chain):
+            try:
+                return await self._guarded_call(request, candidate, role)
+            except ProviderError as exc:
+                if index + 1 == len(chain) or not fails_over(exc):
+                    raise
+                await self._fail_over(candidate, chain[index + 1], exc)
+        raise AssertionError("unreachable: the chain is never empty")
+
+    async def _guarded_call(self, request: Request, spec: ModelSpec, role: Role) -> Response:
+        self.failover.admit(spec.provider, spec.id, spec.name)
+        try:
+            response = await self._call_once(request, spec, role)
+        except ProviderError as exc:
+            self.failover.settle(spec.id, exc)
+            raise
+        self.failover.settle(spec.id, None)
+        return response
+
+    async def stream(
+        self, request: Request, spec: ModelSpec, role: Role = "executor"
+    ) -> AsyncIterator[StreamEvent]:
+        """A streamed model call; it fails over like :meth:`call`, but only before its first
+        event — after that a failure is the caller's to report."""
+        chain = self._chain(spec)
+        for index, candidate in enumerate(chain):
+            events = self._guarded_stream(request, candidate, role)
+            try:
+                first = await anext(events)
+            except StopAsyncIteration:
+                return
+            except ProviderError as exc:
+                if index + 1 == len(chain) or not fails_over(exc):
+                    raise
+                await self._fail_over(candidate, chain[index + 1], exc)
+                continue
+            try:
+                yield first
+                async for event in events:
+                    yield event
+            finally:
+                await events.aclose()
+            return
+
+    async def _guarded_stream(
+        self, request: Request, spec: ModelSpec, role: Role
+    ) -> AsyncGenerator[StreamEvent]:
+        self.failover.admit(spec.provider, spec.id, spec.name)
+        answered = False
+        try:
+            async for event in self._stream_once(request, spec, role):
+                if not answered:
+                    answered = True
+                    self.failover.settle(spec.id, None)
+                yield event
+        except ProviderError as exc:
+            self.failover.settle(spec.id, exc)
+            raise
+
+    async def _call_once(self, request: Request, spec: ModelSpec, role: Role) -> Response:
         """One model call, timed, costed and recorded (failures too)."""
         start = time.perf_counter()
         try:
@@ -85,10 +167,10 @@ class TaskContext:
         await self.record(record)
         return response
 
-    async def stream(
-        self, request: Request, spec: ModelSpec, role: Role = "executor"
+    async def _stream_once(
+        self, request: Request, spec: ModelSpec, role: Role
     ) -> AsyncIterator[StreamEvent]:
-        """A streamed model call; recorded when the stream ends (or fails)."""
+        """One streamed model call; recorded when the stream ends (or fails)."""
         start = time.perf_counter()
         ttft: float | None = None
         accumulator = StreamAccumulator()

@@ -1,0 +1,31 @@
+"""``?fallback=a,b`` on any policy: the models its calls fail over to, in order.
+
+The wrapped strategy still chooses the model; this only tells the task context which models
+to move to when that one fails before answering (see :mod:`tierwise.failover`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from tierwise.messages import Request, Response, StreamEvent
+from tierwise.strategies.base import Strategy, TaskContext
+
+
+class WithFallbacks:
+    """``inner`` whose tasks fail over to ``fallbacks`` instead of the configured chains."""
+
+    def __init__(self, inner: Strategy, fallbacks: Sequence[str]) -> None:
+        self.inner = inner
+        self.fallbacks = list(fallbacks)
+        joiner = "&" if "?" in inner.name else "?"
+        self.name = f"{inner.name}{joiner}fallback={','.join(self.fallbacks)}"
+
+    async def run(self, request: Request, task: TaskContext) -> Response:
+        task.fallbacks = self.fallbacks
+        return await self.inner.run(request, task)
+
+    async def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]:
+        task.fallbacks = self.fallbacks
+        async for event in self.inner.stream(request, task):
+            yield event
