@@ -44,6 +44,12 @@ class Served:
     anthropic_fake: FakeAnthropic
     openai_fake: FakeOpenAI
     settings: Settings
+    engine: Engine | None = None
+
+    def flush_ledger(self) -> None:
+        """Wait for the gateway's write-behind ledger records (a reader elsewhere sees them)."""
+        if self.engine is not None:
+            self.engine.ledger.flush(10)
 
     def anthropic(self, key: str | None = ADMIN_KEY, **options: Any) -> anthropic.Anthropic:
         return anthropic.Anthropic(base_url=self.url, api_key=key, max_retries=0, **options)
@@ -123,4 +129,4 @@ def running_gateway(settings: Settings) -> Iterator[Served]:
     fa, fo = FakeAnthropic(), FakeOpenAI()
     engine = fake_engine(settings, fa, fo)
     with serve_app(create_app(settings, engine=engine), engine) as url:
-        yield Served(url, fa, fo, settings)
+        yield Served(url, fa, fo, settings, engine)

@@ -32,8 +32,9 @@ def gw(settings: Settings) -> Iterator[Served]:
         yield served
 
 
-def _calls(settings: Settings):
-    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+def _calls(gw: Served):
+    gw.flush_ledger()
+    with Ledger.open(gw.settings.resolved_ledger_url()) as ledger:
         return ledger.calls()
 
 
@@ -51,7 +52,7 @@ def test_message_round_trip_with_decision_headers_and_exact_cost(gw: Served) -> 
     assert 0 < float(raw.headers["x-tierwise-overhead-ms"]) < 1000
     # Haiku 4.5: 25 input * $1 + 12 output * $5 = 85 per million
     assert raw.headers["x-tierwise-cost-usd"] == "0.000085"
-    (call,) = _calls(gw.settings)
+    (call,) = _calls(gw)
     assert call.cost_usd == Decimal("0.000085") and call.model == "anthropic:claude-haiku-4-5"
     assert call.task_id == raw.headers["x-tierwise-task-id"]
     upstream = gw.anthropic_fake.last_request
@@ -77,7 +78,7 @@ def test_claude_code_request_streams_through_with_nothing_dropped(gw: Served) ->
     blocks = [e.content_block.type for e in events if e.type == "content_block_start"]
     assert blocks == ["text", "server_tool_use", "advisor_tool_result", "text"]
     assert events[0].type == "message_start" and events[-1].type == "message_stop"
-    (call,) = _calls(gw.settings)
+    (call,) = _calls(gw)
     assert call.stream and call.cost_usd == ADVISOR_EXCHANGE_COST
     assert [it["kind"] for it in call.iterations] == ["message", "advisor_message", "message"]
 
@@ -128,7 +129,7 @@ def test_mid_stream_failure_ends_with_an_error_event(gw: Served) -> None:
             received.append(event.type)
     assert caught.value.body["error"]["type"] == "overloaded_error"
     assert "content_block_delta" in received and "message_stop" not in received
-    (call,) = _calls(gw.settings)
+    (call,) = _calls(gw)
     assert call.status == "error" and call.error_type == "OverloadedError"
 
 

@@ -38,8 +38,9 @@ def gw(settings: Settings) -> Iterator[Served]:
         yield served
 
 
-def _calls(settings: Settings):
-    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+def _calls(gw: Served):
+    gw.flush_ledger()
+    with Ledger.open(gw.settings.resolved_ledger_url()) as ledger:
         return ledger.calls()
 
 
@@ -60,7 +61,7 @@ def test_completion_round_trip_with_exact_cost(gw: Served) -> None:
     assert completion.usage.prompt_tokens_details.cached_tokens == 1500
     # gpt-4.1-mini: 500 uncached * $0.40 + 1500 cached * $0.10 + 300 out * $1.60 = 830 per million
     assert raw.headers["x-tierwise-cost-usd"] == "0.00083"
-    (call,) = _calls(gw.settings)
+    (call,) = _calls(gw)
     assert call.cost_usd == Decimal("0.00083")
     upstream = gw.openai_fake.last_request
     assert upstream.json() == {
@@ -82,7 +83,7 @@ def test_stream_sends_chunks_usage_and_done(gw: Served) -> None:
     assert text == "Streaming works fine."
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens == 29
-    (call,) = _calls(gw.settings)
+    (call,) = _calls(gw)
     # 19 * $0.40 + 10 * $1.60 = 23.6 per million
     assert call.stream and call.cost_usd == Decimal("0.0000236")
 
@@ -153,7 +154,7 @@ def test_mid_stream_drop_ends_with_an_error_chunk_not_done(gw: Served) -> None:
         data = _sse_data(r.read().decode())
     assert "[DONE]" not in data
     assert json.loads(data[-1])["error"]["type"] == "server_error"
-    assert all(c.status == "error" for c in _calls(gw.settings))
+    assert all(c.status == "error" for c in _calls(gw))
 
 
 def test_upstream_rate_limit_keeps_status_and_retry_after(gw: Served) -> None:
@@ -192,5 +193,5 @@ def test_stream_failing_before_its_first_byte_is_a_real_http_error(gw: Served) -
         gw.openai().chat.completions.create(model="gpt-4.1-mini", messages=HELLO, stream=True)
     assert caught.value.status_code == 502
     assert caught.value.body["type"] == "server_error"
-    (call,) = _calls(gw.settings)
+    (call,) = _calls(gw)
     assert call.status == "error" and call.http_status == 500

@@ -93,6 +93,7 @@ def test_openai_client_served_by_anthropic_upstream(gw: Served) -> None:
     assert sent["messages"][0]["content"][1] == {"type": "image", "source": PNG}
     assert sent["tools"] == [{"name": "get_weather", "input_schema": {}}]
     assert sent["max_tokens"] == 300
+    gw.flush_ledger()
     with Ledger.open(gw.settings.resolved_ledger_url()) as ledger:
         (call_record,) = ledger.calls()
     # Haiku 4.5: 412 input * $1 + 68 output * $5 = 752 per million

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.errors import GatewayError
+from tierwise.gateway.admission import AdmissionControl
 from tierwise.gateway.dialects import dialect_for_path
 from tierwise.gateway.routes import Routes, error_response
 from tierwise.gateway.service import Gateway
@@ -73,6 +75,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         routes=_routes(Routes(gateway)),
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(AdmissionControl, gateway=gateway)],
     )
     app.state.gateway = gateway
     return app

@@ -27,3 +27,13 @@ class GatewayConfig(BaseModel):
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics`` (behind the admin key when auth is on)."""
+    max_in_flight: int = Field(default=256, ge=1)
+    """Model requests served at once per process; past it a 503 with ``retry-after`` at once,
+    rather than queueing into client timeouts."""
+    busy_retry_after_s: int = Field(default=1, ge=1)
+    """The ``retry-after`` sent with that 503."""
+    write_behind: bool = True
+    """Write ledger records in batches off the request path (flushed on shutdown; buffered and
+    retried while the database is down). Off: each record is written before going on."""
+    workers: int = Field(default=1, ge=1)
+    """Processes ``tierwise serve`` runs, sharing the port (each with its own limits)."""

@@ -62,6 +62,8 @@ class Gateway:
         """Build the engine (unless given), open and migrate the ledger, load the keys."""
         engine = self._given_engine or Engine(self.settings)
         ledger = await asyncio.to_thread(lambda: engine.ledger)
+        if self.config.write_behind:
+            ledger.start_write_behind()
         keys = KeyStore(ledger)
         admin = self.settings.admin_key
         auth = Authenticator(
@@ -74,5 +76,7 @@ class Gateway:
 
     async def stop(self) -> None:
         running, self._running = self._running, None
+        if running is not None:
+            await asyncio.to_thread(running.ledger.stop_write_behind)  # write what is queued
         if running is not None and self._given_engine is None:
             await running.engine.aclose()

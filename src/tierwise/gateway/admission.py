@@ -1,0 +1,67 @@
+"""Admission control: refuse the excess at once instead of queueing it into timeouts.
+
+A pure ASGI middleware in front of the model endpoints. A request is admitted while fewer
+than ``[gateway] max_in_flight`` model requests are in flight in this process (a stream counts
+until its last byte) and the ledger's write-behind queue is not backlogged; otherwise it gets
+a 503 in its API's own error envelope with ``retry-after``, before its body is even read.
+"""
+
+from __future__ import annotations
+
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tierwise.errors import GatewayBusyError
+from tierwise.gateway.dialects import dialect_for_path
+from tierwise.gateway.routes import error_response
+from tierwise.gateway.service import Gateway
+
+MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
+
+
+class AdmissionControl:
+    """Counts model requests in flight and refuses those past the limit with a 503."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] not in MODEL_PATHS:
+            await self.app(scope, receive, send)
+            return
+        refusal = self.refusal()
+        if refusal is not None:
+            await self._refuse(refusal, scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    def refusal(self) -> GatewayBusyError | None:
+        """Why a new model request cannot be admitted now, if it cannot."""
+        config = self.gateway.config
+        wait = config.busy_retry_after_s
+        if self.in_flight >= config.max_in_flight:
+            message = f"the gateway is at its limit of {config.max_in_flight} requests in flight"
+            return GatewayBusyError(f"{message}; retry after {wait} s", wait)
+        try:
+            behind = self.gateway.running.ledger.write_behind
+        except RuntimeError:  # not started, or stopping: the routes answer for that
+            return None
+        if behind is not None and behind.backlogged:
+            reason = behind.last_error or "the database is too slow"
+            message = f"the ledger has {behind.pending} records waiting to be written ({reason})"
+            return GatewayBusyError(f"{message}; retry after {wait} s", wait)
+        return None
+
+    async def _refuse(
+        self, refusal: GatewayBusyError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        dialect = dialect_for_path(scope["path"], Headers(scope=scope))
+        response = error_response(dialect, refusal)
+        self.gateway.metrics.finished(dialect.api, None, response.status_code, 0.0)
+        await response(scope, receive, send)

@@ -1,0 +1,119 @@
+"""Admission control and the write-behind ledger in the served gateway, through the real SDKs.
+
+The upstream is a FakeAnthropic behind an async gate, so a request can be held in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import anthropic
+import httpx2
+import openai
+import pytest
+
+from tests.fakes import anthropic_upstream as fx
+from tests.gateway_harness import ADMIN_KEY, gateway_settings, running_gateway, serve_app
+from tierwise.engine import Engine
+from tierwise.gateway.app import create_app
+from tierwise.ledger.store import Ledger
+from tierwise.providers.anthropic import AnthropicProvider
+from tierwise.providers.base import ProviderConfig
+
+HELLO = [{"role": "user", "content": "Hello"}]
+
+
+class GatedUpstream:
+    """FakeAnthropic answers only once the gate opens; ``entered`` says a request waits."""
+
+    def __init__(self) -> None:
+        self.fake = fx.FakeAnthropic()
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+
+    async def handler(self, request: httpx2.Request) -> httpx2.Response:
+        self.entered.set()
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        return self.fake.handler(request)
+
+
+@pytest.fixture
+def gated(tmp_path: Path) -> Iterator[tuple[str, GatedUpstream]]:
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'ledger.db'}", gateway={"max_in_flight": 1})
+    upstream = GatedUpstream()
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream.handler))
+    provider = AnthropicProvider(
+        "anthropic",
+        ProviderConfig(kind="anthropic", base_url="http://anthropic.fake", max_retries=0),
+        "sk-ant-upstream",
+        http_client=http,
+    )
+    engine = Engine(settings, providers={"anthropic": provider})
+    with serve_app(create_app(settings, engine=engine), engine) as url:
+        yield url, upstream
+
+
+def test_past_max_in_flight_is_a_503_with_retry_after_in_each_envelope(gated) -> None:
+    url, upstream = gated
+    upstream.fake.reply_message(fx.text_message("first")).reply_message(fx.text_message("third"))
+    claude = anthropic.Anthropic(base_url=url, api_key=ADMIN_KEY, max_retries=0)
+    gpt = openai.OpenAI(base_url=f"{url}/v1", api_key=ADMIN_KEY, max_retries=0)
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            claude.messages.create, model="claude-haiku-4-5", max_tokens=64, messages=HELLO
+        )
+        assert upstream.entered.wait(10)
+        with pytest.raises(anthropic.InternalServerError) as refused:
+            claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO)
+        with pytest.raises(openai.InternalServerError) as refused_openai:
+            gpt.chat.completions.create(model="anthropic:claude-haiku-4-5", messages=HELLO)
+        upstream.gate.set()
+        assert first.result(10).content[0].text == "first"
+    assert refused.value.status_code == 503
+    assert refused.value.response.headers["retry-after"] == "1"
+    assert refused.value.body == {
+        "type": "error",
+        "error": {
+            "type": "api_error",
+            "message": "the gateway is at its limit of 1 requests in flight; retry after 1 s",
+        },
+    }
+    assert refused_openai.value.status_code == 503
+    assert refused_openai.value.response.headers["retry-after"] == "1"
+    assert refused_openai.value.body["type"] == "server_error"
+    assert len(upstream.fake.requests) == 1  # the refused ones never reached the upstream
+    third = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO)
+    assert third.content[0].text == "third"  # admitted again once the first finished
+
+
+def test_records_written_behind_are_all_stored_at_shutdown(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    task_ids = []
+    with running_gateway(gateway_settings(url)) as gw:
+        for i in range(5):
+            gw.anthropic_fake.reply_message(fx.text_message(f"answer {i}"))
+            raw = gw.anthropic().messages.with_raw_response.create(
+                model="claude-haiku-4-5", max_tokens=64, messages=HELLO
+            )
+            task_ids.append(raw.headers["x-tierwise-task-id"])
+        assert gw.engine is not None
+        assert gw.engine.ledger.write_behind is not None  # the gateway's default
+    with Ledger.open(url) as ledger:  # no flush asked for: shutdown wrote them
+        assert [t.id for t in ledger.tasks()] == task_ids
+        assert len(ledger.calls()) == 5
+        assert [o.outcome for o in ledger.outcomes()] == ["success"] * 5
+
+
+def test_write_behind_can_be_turned_off(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    with running_gateway(gateway_settings(url, gateway={"write_behind": False})) as gw:
+        gw.anthropic_fake.reply_message(fx.text_message("hi"))
+        gw.anthropic().messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO)
+        assert gw.engine is not None and gw.engine.ledger.write_behind is None
+        with Ledger.open(url) as ledger:  # written before the response
+            assert len(ledger.calls()) == 1
