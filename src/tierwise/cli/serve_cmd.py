@@ -32,8 +32,11 @@ def _keys(ctx: typer.Context) -> Iterator[KeyStore]:
         ledger.close()
 
 
-def _serve_settings(settings: Settings, host: str | None, port: int | None) -> Settings:
-    changes = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+def _serve_settings(
+    settings: Settings, host: str | None, port: int | None, workers: int | None = None
+) -> Settings:
+    flags = (("host", host), ("port", port), ("workers", workers))
+    changes = {k: v for k, v in flags if v is not None}
     return settings.model_copy(update={"gateway": settings.gateway.model_copy(update=changes)})
 
 
@@ -55,22 +58,26 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on [8787].")] = None,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes sharing the port [1].", show_default=False)
+    ] = None,
 ) -> None:
     """Serve the OpenAI- and Anthropic-compatible gateway (point your SDK's base URL here)."""
     try:
-        import uvicorn  # noqa: PLC0415 (optional dependency)
+        import uvicorn  # noqa: F401, PLC0415 (optional dependency)
 
-        from tierwise.gateway.app import create_app  # noqa: PLC0415
+        from tierwise.gateway import serving  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigError(f"the gateway needs: pip install 'tierwise[gateway]' ({exc})") from None
-    settings = _serve_settings(ctx.ensure_object(CliState).settings, host, port)
+    state = ctx.ensure_object(CliState)
+    settings = _serve_settings(state.settings, host, port, workers)
     _warn_if_locked(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.gateway.host,
-        port=settings.gateway.port,
+    serving.run(
+        settings,
+        config_path=state.config_path,
+        ledger_url=state.ledger_url,
         access_log=access_log,
-        timeout_graceful_shutdown=DRAIN_S,
+        drain_s=DRAIN_S,
     )
 
 

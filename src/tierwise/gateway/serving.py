@@ -1,0 +1,64 @@
+"""How ``tierwise serve`` runs the app: uvloop + httptools, one process or several.
+
+With ``workers`` > 1 uvicorn starts that many processes sharing the listening socket; each
+builds its own app through :func:`app_from_environment` from the same config file and ledger
+URL (handed over in ``TIERWISE_CONFIG`` / ``TIERWISE_LEDGER_URL``). Limits such as
+``max_in_flight`` then hold per process.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+
+from tierwise.config import Settings, load_settings
+from tierwise.gateway.app import create_app
+
+FACTORY = "tierwise.gateway.serving:app_from_environment"
+
+
+def app_from_environment() -> Starlette:
+    """The app of one worker process: settings from the config file and the environment."""
+    return create_app(load_settings())
+
+
+def fast_loop_options() -> dict[str, str]:
+    """uvloop and httptools when installed (the ``gateway`` extra pins both)."""
+    return {
+        "loop": "uvloop" if find_spec("uvloop") else "asyncio",
+        "http": "httptools" if find_spec("httptools") else "h11",
+    }
+
+
+def run(
+    settings: Settings,
+    *,
+    config_path: Path | None,
+    ledger_url: str | None,
+    access_log: bool,
+    drain_s: float,
+) -> None:
+    """Serve until interrupted; ``settings.gateway.workers`` processes."""
+    import uvicorn  # noqa: PLC0415 (optional dependency)
+
+    gateway = settings.gateway
+    options: dict[str, Any] = {
+        "host": gateway.host,
+        "port": gateway.port,
+        "access_log": access_log,
+        "timeout_graceful_shutdown": drain_s,
+        "backlog": 4096,
+        **fast_loop_options(),
+    }
+    if gateway.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    if config_path is not None:
+        os.environ["TIERWISE_CONFIG"] = str(config_path)
+    if ledger_url is not None:
+        os.environ["TIERWISE_LEDGER_URL"] = ledger_url
+    uvicorn.run(FACTORY, factory=True, workers=gateway.workers, **options)
