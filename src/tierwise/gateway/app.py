@@ -7,6 +7,7 @@
     POST /v1/messages/count_tokens   Anthropic token count (an estimate)
     GET  /v1/models                  catalog and virtual models (format by ``anthropic-version``)
     GET  /healthz /readyz /metrics   liveness, ledger reachable, Prometheus
+    GET  /dashboard                  spend, routing and savings (admin key; see dashboard/)
 
 Nothing happens at import or in ``create_app``: the engine, the ledger and the key store are
 opened by the lifespan and closed with it. An ``engine`` passed in is used as it is (tests
@@ -29,6 +30,7 @@ from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.errors import GatewayError
 from tierwise.gateway.admission import AdmissionControl
+from tierwise.gateway.dashboard.views import dashboard_routes
 from tierwise.gateway.dialects import dialect_for_path
 from tierwise.gateway.routes import Routes, error_response
 from tierwise.gateway.service import Gateway
@@ -72,7 +74,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
             await gateway.stop()
 
     app = Starlette(
-        routes=_routes(Routes(gateway)),
+        routes=[*_routes(Routes(gateway)), *dashboard_routes(gateway)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
         middleware=[Middleware(AdmissionControl, gateway=gateway)],

@@ -1,0 +1,207 @@
+"""The dashboard's HTTP side: the login form, the page, its JSON API and its static files.
+
+::
+
+    GET  /dashboard                  the page (303 to the login form without the admin key)
+    GET  /dashboard/login            the login form;  POST: check the key, set the session
+    POST /dashboard/logout           end the session
+    GET  /dashboard/api/summary      ?days=N  spend, distribution, rates, savings (JSON)
+    GET  /dashboard/api/decisions    ?q=&page=  recent routing decisions (JSON)
+    GET  /dashboard/static/...       script, styles and the vendored Chart.js (no data)
+
+The page builds every element from the API's JSON with ``textContent`` (never HTML), and
+every HTML answer carries a strict Content-Security-Policy: scripts and styles from the
+gateway itself only, no inline script, nothing from another origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+from datetime import UTC, datetime
+from functools import cache
+from importlib.resources import files
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from tierwise.errors import LedgerError
+from tierwise.gateway.dashboard import queries
+from tierwise.gateway.dashboard.session import (
+    COOKIE,
+    COOKIE_PATH,
+    SESSION_MAX_AGE_S,
+    DashboardAuth,
+)
+from tierwise.gateway.service import Gateway
+
+PACKAGE = "tierwise.gateway.dashboard"
+LOGIN_FORM_LIMIT = 4096
+DEFAULT_DAYS = 7
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+_HTML_HEADERS = {
+    "content-security-policy": _CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+_API_HEADERS = {"cache-control": "no-store", "x-content-type-options": "nosniff"}
+_LOGIN_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tierwise · sign in</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="/dashboard/static/dashboard.css"></head>
+<body class="login"><main class="login-box">
+<h1>tierwise dashboard</h1>
+<form method="post" action="/dashboard/login">
+<label for="key">Admin key</label>
+<input id="key" name="key" type="password" autocomplete="current-password" required autofocus>
+<button type="submit">Sign in</button>
+</form>
+<p class="message" role="alert">{message}</p>
+</main></body></html>
+"""
+_NO_ADMIN_KEY = (
+    "The dashboard is off: no admin key is configured (set TIERWISE_ADMIN_KEY or admin_key)."
+)
+
+
+@cache
+def _page() -> str:
+    """The dashboard page (read from the package once, at first use)."""
+    return (files(PACKAGE) / "static" / "index.html").read_text(encoding="utf-8")
+
+
+def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
+    body = _LOGIN_PAGE.format(message=html.escape(message))
+    return HTMLResponse(body, status_code=status, headers=_HTML_HEADERS)
+
+
+def _api_error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status, headers=_API_HEADERS)
+
+
+def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """Query parameter ``name`` as an int clamped to ``[low, high]``; ValueError if not one."""
+    raw = request.query_params.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit():
+        raise ValueError(f"`{name}` must be a whole number, not {raw[:40]!r}")
+    return min(max(int(raw), low), high)
+
+
+class Dashboard:
+    """The dashboard's handlers, bound to one gateway."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        admin = gateway.settings.admin_key
+        self.auth = DashboardAuth(admin.get_secret_value() if admin else None)
+
+    def routes(self) -> list[BaseRoute]:
+        static = StaticFiles(packages=[(PACKAGE, "static")])
+        return [
+            Route("/dashboard", self.page, methods=["GET"]),
+            Route("/dashboard/login", self.login_form, methods=["GET"]),
+            Route("/dashboard/login", self.login, methods=["POST"]),
+            Route("/dashboard/logout", self.logout, methods=["POST"]),
+            Route("/dashboard/api/summary", self.summary, methods=["GET"]),
+            Route("/dashboard/api/decisions", self.decisions, methods=["GET"]),
+            Mount("/dashboard/static", app=static, name="dashboard-static"),
+        ]
+
+    def _allowed(self, request: Request) -> bool:
+        return self.auth.allowed(request.headers, request.cookies)
+
+    async def page(self, request: Request) -> Response:
+        if not self._allowed(request):
+            return RedirectResponse("/dashboard/login", status_code=303)
+        return HTMLResponse(_page(), headers=_HTML_HEADERS)
+
+    async def login_form(self, request: Request) -> Response:
+        if not self.auth.enabled:
+            return _login_page(_NO_ADMIN_KEY, status=503)
+        if self._allowed(request):
+            return RedirectResponse("/dashboard", status_code=303)
+        return _login_page()
+
+    async def login(self, request: Request) -> Response:
+        """Check the posted key; on success set the session cookie and go to the page."""
+        if not self.auth.enabled:
+            return _login_page(_NO_ADMIN_KEY, status=503)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > LOGIN_FORM_LIMIT:
+                return _login_page("That form is too large.", status=413)
+        form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
+        key = (form.get("key") or [""])[0].strip()
+        if not self.auth.is_admin_key(key):
+            return _login_page("That is not the admin key.", status=401)
+        response = RedirectResponse("/dashboard", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            self.auth.issue(),
+            max_age=SESSION_MAX_AGE_S,
+            path=COOKIE_PATH,
+            secure=request.url.scheme == "https",
+            httponly=True,
+            samesite="strict",
+        )
+        return response
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse("/dashboard/login", status_code=303)
+        response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+        return response
+
+    async def summary(self, request: Request) -> Response:
+        if not self._allowed(request):
+            return _api_error(401, "the dashboard needs the admin key (sign in at /dashboard)")
+        try:
+            days = _int_param(request, "days", DEFAULT_DAYS, 1, queries.MAX_DAYS)
+        except ValueError as exc:
+            return _api_error(400, str(exc))
+        running = self.gateway.running
+        now = datetime.now(UTC)
+        try:
+            found = await asyncio.to_thread(
+                queries.summary, running.ledger, running.engine.catalog, days, now
+            )
+        except LedgerError as exc:
+            return _api_error(503, str(exc))
+        return _json(found.model_dump(mode="json"))
+
+    async def decisions(self, request: Request) -> Response:
+        if not self._allowed(request):
+            return _api_error(401, "the dashboard needs the admin key (sign in at /dashboard)")
+        try:
+            page = _int_param(request, "page", 1, 1, 1_000_000)
+        except ValueError as exc:
+            return _api_error(400, str(exc))
+        q = request.query_params.get("q", "")
+        ledger = self.gateway.running.ledger
+        try:
+            found = await asyncio.to_thread(queries.decision_page, ledger, q, page)
+        except LedgerError as exc:
+            return _api_error(503, str(exc))
+        return _json(found.model_dump(mode="json"))
+
+
+def _json(body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, headers=_API_HEADERS)
+
+
+def dashboard_routes(gateway: Gateway) -> list[BaseRoute]:
+    """The dashboard's routes for ``gateway``'s app."""
+    return Dashboard(gateway).routes()

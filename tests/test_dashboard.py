@@ -1,0 +1,346 @@
+"""The dashboard: its JSON API over a real SQLite ledger filled through the gateway, its login,
+and the page itself in headless Chromium (Debian's ``chromium``, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from playwright.sync_api import Browser, expect, sync_playwright
+
+from tests.fakes import anthropic_upstream as afx
+from tests.fakes import openai_upstream as ofx
+from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_gateway
+from tierwise.catalog import load_catalog
+from tierwise.config import Settings
+from tierwise.gateway.dashboard import queries
+from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth
+from tierwise.ledger.records import DecisionRecord, EscalationRecord
+from tierwise.ledger.report import spend_report
+from tierwise.ledger.store import Ledger
+
+HAIKU, OPUS = "anthropic:claude-haiku-4-5", "anthropic:claude-opus-4-7"
+CANDIDATES = f"candidates={HAIKU},{OPUS}"
+POLICIES = {
+    "cheap": f"route:cheapest?{CANDIDATES}",
+    "best": f"route:strongest?{CANDIDATES}",
+}
+HELLO: Any = [{"role": "user", "content": "Hello"}]  # for both SDKs' message types
+XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
+ADVISOR_TOOL = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-7"}
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+CHARTS = ("chart-over-time", "chart-savings", "chart-by-model", "chart-by-role")
+BEARER = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@dataclass
+class Filled:
+    """A running gateway whose ledger holds real traffic."""
+
+    gw: Served
+    escalated_task: str
+
+    @property
+    def url(self) -> str:
+        return self.gw.url
+
+    def ledger(self) -> Ledger:
+        return Ledger.open(self.gw.settings.resolved_ledger_url())
+
+
+def _fill(gw: Served) -> str:
+    """Seven tasks through the gateway with the official SDKs: five routed (two policies),
+    one on a fixed OpenAI model, one that consulted the advisor tool. Then an escalation and
+    a decision whose reason carries markup, appended as a strategy would. The escalated
+    task's id."""
+    anthropic, openai = gw.anthropic(), gw.openai()
+    for _ in range(5):
+        gw.anthropic_fake.reply_message(afx.text_message("fine"))
+    cheap = anthropic.messages.with_raw_response.create(
+        model="tierwise/cheap", max_tokens=64, messages=HELLO
+    )
+    anthropic.messages.create(model="tierwise/cheap", max_tokens=64, messages=HELLO)
+    with anthropic.messages.stream(model="tierwise/cheap", max_tokens=64, messages=HELLO) as stream:
+        stream.get_final_message()
+    for _ in range(2):
+        openai.chat.completions.create(model="tierwise/best", messages=HELLO, max_tokens=64)
+    gw.openai_fake.reply_completion(ofx.completion("mini answer"))
+    openai.chat.completions.create(model="openai:gpt-4.1-mini", messages=HELLO, max_tokens=64)
+    gw.anthropic_fake.reply_message(afx.advisor_message())
+    anthropic.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=512,
+        messages=HELLO,
+        extra_body={"tools": [ADVISOR_TOOL]},
+        extra_headers={"anthropic-beta": afx.ADVISOR_BETA},
+    )
+    task_id = cheap.headers["x-tierwise-task-id"]
+    with Ledger.open(gw.settings.resolved_ledger_url()) as ledger:
+        ledger.append(
+            EscalationRecord(task_id=task_id, from_model=HAIKU, to_model=OPUS, trigger="gate"),
+            DecisionRecord(task_id="t-markup", router="test", chosen_model=HAIKU, reason=XSS),
+        )
+    return task_id
+
+
+@pytest.fixture
+def filled(settings: Settings) -> Iterator[Filled]:
+    config = gateway_settings(settings.resolved_ledger_url(), policies=POLICIES)
+    with running_gateway(config) as gw:
+        yield Filled(gw, _fill(gw))
+
+
+def _get(
+    filled: Filled, path: str, cookies: dict[str, str] | None = None, **options: object
+) -> httpx2.Response:
+    with httpx2.Client(base_url=filled.url, timeout=10, cookies=cookies) as http:
+        return http.get(path, **options)  # type: ignore[arg-type]
+
+
+# --- the JSON API -----------------------------------------------------------------------------
+
+
+def test_summary_matches_the_ledger_and_the_spend_report(filled: Filled) -> None:
+    body = _get(filled, "/dashboard/api/summary?days=1", headers=BEARER).json()
+    with filled.ledger() as ledger:
+        calls = ledger.calls()
+        report = spend_report(ledger, load_catalog())
+    assert body["calls"] == len(calls) == 7 and body["unknown_cost_calls"] == 0
+    assert Decimal(body["cost_usd"]) == report.total_cost_usd == sum(c.cost_usd or 0 for c in calls)
+    by_model = {line["name"]: line for line in body["by_model"]}
+    assert {name: line["calls"] for name, line in by_model.items()} == {
+        HAIKU: 3,
+        OPUS: 2,
+        "openai:gpt-4.1-mini": 1,
+        "anthropic:claude-sonnet-4-6": 1,
+    }
+    for name, line in report.by_model.items():
+        assert Decimal(by_model[name]["cost_usd"]) == line.cost_usd
+    assert [line["name"] for line in body["by_role"]] == ["executor"]
+    assert body["decisions_by_model"] == {  # fixed policies record theirs too; + the markup one
+        HAIKU: 4,
+        OPUS: 2,
+        "anthropic:claude-sonnet-4-6": 1,
+        "openai:gpt-4.1-mini": 1,
+    }
+    savings = body["savings"]
+    assert savings["strongest_model"] == report.strongest_model
+    assert Decimal(savings["counterfactual_cost_usd"]) == report.counterfactual_cost_usd
+    assert report.savings_usd is not None and report.savings_usd > 0
+    assert Decimal(savings["savings_usd"]) == report.savings_usd
+    assert body["rates"] == {
+        "tasks": 7,
+        "escalated_tasks": 1,
+        "escalation_rate": 1 / 7,
+        "advisor_tasks": 1,
+        "advisor_consult_rate": 1 / 7,
+    }
+    over_time = body["over_time"]
+    assert over_time["bucket"] == "hour" and len(over_time["starts"]) == 24
+    stacked = sum(Decimal(v) for series in over_time["cost_by_model"].values() for v in series)
+    assert stacked == Decimal(over_time["cumulative_cost_usd"][-1]) == report.total_cost_usd
+    cumulative = over_time["cumulative_counterfactual_usd"]
+    assert Decimal(cumulative[-1]) == report.counterfactual_cost_usd
+    assert sum(over_time["calls"]) == 7
+
+
+def test_long_windows_are_daily_and_bad_numbers_are_refused(filled: Filled) -> None:
+    month = _get(filled, "/dashboard/api/summary?days=30", headers=BEARER).json()
+    assert month["over_time"]["bucket"] == "day" and len(month["over_time"]["starts"]) == 30
+    assert sum(month["over_time"]["calls"]) == 7
+    refused = _get(filled, "/dashboard/api/summary?days=lots", headers=BEARER)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["message"] == "`days` must be a whole number, not 'lots'"
+    assert _get(filled, "/dashboard/api/decisions?page=-1", headers=BEARER).status_code == 400
+
+
+def test_decisions_are_paginated_searchable_and_carry_their_task(filled: Filled) -> None:
+    page = _get(filled, "/dashboard/api/decisions", headers=BEARER).json()
+    assert page["total"] == 8 and page["pages"] == 1 and len(page["rows"]) == 8
+    newest, *_, oldest = page["rows"]
+    assert newest["reason"] == XSS and newest["policy"] is None  # a task the ledger lacks
+    assert newest["task_calls"] == 0 and newest["outcome"] is None
+    assert oldest["task_id"] == filled.escalated_task
+    assert oldest["policy"] == POLICIES["cheap"] and oldest["source"] == "gateway"
+    assert oldest["escalated_to"] == [OPUS] and oldest["outcome"] == "success"
+    assert oldest["reason"] == f"baseline: always the cheapest candidate -> {HAIKU}"
+    assert [c["model"] for c in oldest["candidates"]] == [HAIKU, OPUS]
+    with filled.ledger() as ledger:
+        (call,) = ledger.calls(task_id=filled.escalated_task)
+    assert Decimal(oldest["task_cost_usd"]) == call.cost_usd and oldest["task_calls"] == 1
+
+    def search(q: str, page: int = 1) -> Any:
+        params = {"q": q, "page": str(page)}
+        return _get(filled, "/dashboard/api/decisions", params=params, headers=BEARER).json()
+
+    strongest = search("STRONGEST")
+    assert strongest["total"] == 2
+    assert all(row["chosen_model"] == OPUS for row in strongest["rows"])
+    assert search(filled.escalated_task[:12])["total"] == 1
+    assert search("route:cheapest")["total"] == 3  # the policy, from the joined task
+    assert search("100%")["total"] == 0  # % is literal, not a wildcard
+    assert search("cheapest", page=99)["page"] == 1  # clamped to the last page
+
+
+def test_a_paginated_query_reads_pages_of_the_configured_size(tmp_path: Path) -> None:
+    with Ledger.open(f"sqlite:///{tmp_path / 'many.db'}") as ledger:
+        ledger.append(
+            *(
+                DecisionRecord(task_id=f"t{i:03d}", router="r", chosen_model=HAIKU, reason=f"n{i}")
+                for i in range(queries.PAGE_SIZE * 2 + 3)
+            )
+        )
+        first = queries.decision_page(ledger)
+        last = queries.decision_page(ledger, page=3)
+    assert first.pages == 3 and first.total == 53
+    assert [row.reason for row in first.rows[:2]] == ["n52", "n51"]
+    assert [row.reason for row in last.rows] == ["n2", "n1", "n0"]
+
+
+# --- who may see it ---------------------------------------------------------------------------
+
+
+def test_nothing_without_the_admin_key(filled: Filled) -> None:
+    for path in ("/dashboard/api/summary", "/dashboard/api/decisions"):
+        assert _get(filled, path).status_code == 401
+        assert _get(filled, path, headers={"authorization": "Bearer nope"}).status_code == 401
+        forged = {COOKIE: "admin.AAAAAA.forged"}
+        assert _get(filled, path, cookies=forged).status_code == 401
+    page = _get(filled, "/dashboard")
+    assert page.status_code == 303 and page.headers["location"] == "/dashboard/login"
+    assert _get(filled, "/dashboard", headers=BEARER).status_code == 200
+
+
+def test_login_sets_a_strict_httponly_session_cookie(filled: Filled) -> None:
+    with httpx2.Client(base_url=filled.url, timeout=10) as http:
+        wrong = http.post("/dashboard/login", data={"key": "guess"})
+        assert wrong.status_code == 401 and "not the admin key" in wrong.text
+        assert COOKIE not in http.cookies
+        right = http.post("/dashboard/login", data={"key": ADMIN_KEY})
+        assert right.status_code == 303 and right.headers["location"] == "/dashboard"
+        cookie = right.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "path=/dashboard" in cookie
+        assert ADMIN_KEY.lower() not in cookie
+        page = http.get("/dashboard")
+        assert page.status_code == 200 and '<canvas id="chart-over-time">' in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        assert http.get("/dashboard/api/summary").status_code == 200
+        http.post("/dashboard/logout")
+        assert http.get("/dashboard/api/summary").status_code == 401
+
+
+def test_a_session_signed_for_another_admin_key_is_refused() -> None:
+    ours, theirs = DashboardAuth("key-one"), DashboardAuth("key-two")
+    assert ours.valid_session(ours.issue())
+    assert not ours.valid_session(theirs.issue())
+    assert not DashboardAuth(None).valid_session(ours.issue())
+
+
+def test_without_an_admin_key_the_dashboard_is_off(settings: Settings) -> None:
+    config = gateway_settings(settings.resolved_ledger_url()).model_copy(update={"admin_key": None})
+    with running_gateway(config) as gw, httpx2.Client(base_url=gw.url, timeout=10) as http:
+        login = http.get("/dashboard/login")
+        assert login.status_code == 503 and "no admin key is configured" in login.text
+        assert http.get("/dashboard/api/summary").status_code == 401
+
+
+# --- the page in a real browser ---------------------------------------------------------------
+
+
+@pytest.fixture
+def chromium() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+_CHART_STATE = """ids => ids.map(id => {
+  const canvas = document.getElementById(id);
+  const chart = Chart.getChart(canvas);
+  const pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  let painted = 0;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) painted++;
+  const sum = chart.data.datasets.reduce((t, d) => t + d.data.reduce((a, b) => a + b, 0), 0);
+  return {id, type: chart.config.type, datasets: chart.data.datasets.length, sum, painted};
+})"""
+
+
+def test_the_dashboard_in_headless_chromium(filled: Filled, chromium: Browser) -> None:
+    api = _get(filled, "/dashboard/api/summary", headers=BEARER).json()
+    context = chromium.new_context(viewport={"width": 1400, "height": 1700})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+
+    page.goto(f"{filled.url}/dashboard")
+    assert page.url == f"{filled.url}/dashboard/login"  # no key: the login form
+    assert page.request.get(f"{filled.url}/dashboard/api/summary").status == 401
+    page.fill("#key", "not-the-key")
+    page.click("button[type=submit]")
+    assert page.url.endswith("/dashboard/login")
+    assert page.text_content(".message") == "That is not the admin key."
+    assert [p for p in problems if "401" not in p] == []  # only the refused login's status
+    problems.clear()
+    page.fill("#key", ADMIN_KEY)
+    page.click("button[type=submit]")
+    page.wait_for_selector("body[data-summary=ready][data-decisions=ready]")
+    assert page.url == f"{filled.url}/dashboard"
+
+    charts = {c["id"]: c for c in page.evaluate(_CHART_STATE, [*CHARTS, "chart-distribution"])}
+    assert all(chart["painted"] > 500 for chart in charts.values()), charts
+    assert charts["chart-over-time"]["datasets"] == 4  # stacked by model
+    assert charts["chart-over-time"]["sum"] == pytest.approx(float(api["cost_usd"]))
+    assert charts["chart-by-model"]["sum"] == pytest.approx(float(api["cost_usd"]))
+    assert charts["chart-savings"]["datasets"] == 2  # actual and all-on-the-strongest
+    assert charts["chart-distribution"]["type"] == "doughnut"
+    assert charts["chart-distribution"]["sum"] == 7
+    assert page.text_content("#tile-escalation") == "14.3%"
+    assert page.text_content("#tile-advisor") == "14.3%"
+    assert page.text_content("#tile-volume") == "7 · 7"
+
+    rows = page.locator("#decisions tbody tr")
+    assert rows.count() == 8
+    assert rows.first.locator("td.reason div").text_content() == XSS  # shown, not run
+    assert page.locator("#decisions tbody img, #decisions tbody script").count() == 0
+    assert page.evaluate("window.__xss") is None
+    assert "8 decision(s)" in (page.text_content("#page-info") or "")
+    screenshot = os.environ.get("DASHBOARD_SCREENSHOT")
+    if screenshot:
+        page.screenshot(path=screenshot, full_page=True)
+
+    page.fill("#search", "strongest")
+    expect(rows).to_have_count(2)  # the page's CSP forbids eval, so no wait_for_function
+    page.wait_for_selector("body[data-decisions=ready]")
+    models = page.locator("#decisions tbody td.model:nth-child(3)").all_text_contents()
+    assert models == [OPUS, OPUS]
+    assert problems == []
+
+    page.click("text=Sign out")
+    page.wait_for_url(f"{filled.url}/dashboard/login")
+    page.goto(f"{filled.url}/dashboard")
+    assert page.url == f"{filled.url}/dashboard/login"
+    context.close()
