@@ -34,6 +34,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    Index,
     Integer,
     MetaData,
     Numeric,
@@ -47,6 +48,7 @@ from sqlalchemy.types import TypeEngine
 
 from tierwise.ledger.records import (
     CallRecord,
+    ConsultRecord,
     DecisionRecord,
     EscalationRecord,
     GateRecord,
@@ -229,6 +231,24 @@ outcomes = _record_table(
     Column("detail", Text(), nullable=False),
 )
 
+consults = _record_table(
+    "consults",
+    _task_id(),
+    Column("mode", String(), nullable=False),
+    Column("executor_model", String(), nullable=False),
+    Column("advisor_model", String(), nullable=False),
+    Column("turn_index", Integer(), nullable=False),
+    Column("consult_index", Integer(), nullable=False),
+    Column("result", String(), nullable=False),
+    Column("followed_by", String(), nullable=False),
+    Column("executor_call_id", String()),
+    Column("advisor_call_id", String()),
+    Column("executor_tokens", JSONValue(), nullable=False),
+    Column("advisor_tokens", JSONValue(), nullable=False),
+    Column("executor_cost_usd", Money()),
+    Column("advisor_cost_usd", Money()),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -239,8 +259,41 @@ api_keys = Table(
     Column("models", JSONValue(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime()),
+    Column("limits", JSONValue()),
 )
 """Gateway API keys (not ledger records): only a salted hash of each secret is stored."""
+
+
+def _counter(name: str) -> Column[int]:
+    return Column(name, BigInteger(), nullable=False, server_default="0")
+
+
+budget_counters = Table(
+    "budget_counters",
+    metadata,
+    Column("scope", String(), primary_key=True),
+    Column("limit_nanousd", BigInteger()),
+    Column("limit_tokens", BigInteger()),
+    _counter("spent_nanousd"),
+    _counter("spent_tokens"),
+    _counter("reserved_nanousd"),
+    _counter("reserved_tokens"),
+)
+"""Gateway budgets: one row per scope (key and period), money in integer nano-dollars."""
+
+budget_reservations = Table(
+    "budget_reservations",
+    metadata,
+    Column("request_id", String(), primary_key=True),
+    Column("scopes", JSONValue(), nullable=False),
+    Column("nanousd", BigInteger(), nullable=False),
+    Column("tokens", BigInteger(), nullable=False),
+    Column("state", String(), nullable=False),
+    Column("expires_at", Float(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index("ix_budget_reservations_state", "state", "expires_at"),
+)
+"""What each request holds against its scopes until it is committed, released or expires."""
 
 RECORD_TABLES: Mapping[type[BaseModel], Table] = {
     TaskRecord: tasks,
@@ -249,6 +302,7 @@ RECORD_TABLES: Mapping[type[BaseModel], Table] = {
     EscalationRecord: escalations,
     GateRecord: gate_results,
     OutcomeRecord: outcomes,
+    ConsultRecord: consults,
 }
 """The table each record type is stored in."""
 
