@@ -15,6 +15,9 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── ArtifactError                   exit 2  router artifact missing, corrupt or incompatible
     ├── CalibrationError                exit 2  a calibration objective no threshold can meet
     ├── DatasetError                    exit 1  dataset missing, download or checksum failed
+    ├── TaskFileError                   exit 2  a workflow task file is missing or malformed
+    ├── WorkflowError                   exit 1  a plan/execute workflow could not finish
+    │   └── PlanError                   exit 1  the planner's plan stayed invalid after a re-ask
     ├── LedgerError                     exit 1  ledger database unreachable or migration failed
     ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
     │   ├── UnauthorizedError    401            no or unknown gateway API key
@@ -110,6 +113,20 @@ class CalibrationError(TierwiseError):
 
 class DatasetError(TierwiseError):
     """A dataset is missing, could not be downloaded or failed its checksum."""
+
+
+class TaskFileError(TierwiseError):
+    """A workflow task file (JSONL) is missing or malformed."""
+
+    exit_code = 2
+
+
+class WorkflowError(TierwiseError):
+    """A plan/execute workflow could not finish (its steps kept failing after re-plans)."""
+
+
+class PlanError(WorkflowError):
+    """The planner's plan was still invalid after one re-ask."""
 
 
 class LedgerError(TierwiseError):

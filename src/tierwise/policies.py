@@ -11,6 +11,10 @@ rungs of the ladder (cascade, advisor, plan/execute) add theirs.
 :data:`tierwise.routing.registry.ROUTERS`: ``route:rules``, ``route:random?p=0.2&seed=1``,
 ``route:classifier?model=openai:gpt-5-nano``, ``route:learned?artifact=gsm8k&target=0.95``.
 
+``plan:<planner>?executors=a,b&replan_after=2`` plans with one model and runs each step on
+the cheapest capable executor; ``decompose:<orchestrator>?executors=a,b`` splits a request
+into sub-tasks run concurrently (see :mod:`tierwise.workflows.execute`).
+
 Any policy takes ``fallback=a,b``: the models its calls fail over to (see
 :mod:`tierwise.failover`), e.g. ``fixed:anthropic:claude-sonnet-4-6?fallback=openai:gpt-5``.
 """
@@ -58,7 +62,24 @@ def _route(spec: PolicySpec, env: RouterEnv) -> Strategy:
     return build_route_strategy(spec.argument, spec.params, env)
 
 
-FACTORIES: dict[str, Factory] = {"fixed": _fixed, "route": _route}
+def _plan(spec: PolicySpec, env: RouterEnv) -> Strategy:
+    from tierwise.workflows.execute import build_plan_strategy  # noqa: PLC0415
+
+    return build_plan_strategy("plan", spec.argument, spec.params, env)
+
+
+def _decompose(spec: PolicySpec, env: RouterEnv) -> Strategy:
+    from tierwise.workflows.execute import build_plan_strategy  # noqa: PLC0415
+
+    return build_plan_strategy("decompose", spec.argument, spec.params, env)
+
+
+FACTORIES: dict[str, Factory] = {
+    "fixed": _fixed,
+    "route": _route,
+    "plan": _plan,
+    "decompose": _decompose,
+}
 
 
 def resolve_policy(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from decimal import Decimal
@@ -11,7 +12,13 @@ from tierwise.catalog import Catalog, ModelSpec
 from tierwise.cost import billed_tokens, price_usage
 from tierwise.errors import ProviderError
 from tierwise.failover import Failover, failover_reason, fails_over
-from tierwise.ledger.records import CallRecord, EscalationRecord, LedgerRecord, Role
+from tierwise.ledger.records import (
+    CallRecord,
+    EscalationRecord,
+    LedgerRecord,
+    Role,
+    TaskRecord,
+)
 from tierwise.messages import Request, Response, StreamEvent
 from tierwise.providers.base import Provider
 from tierwise.streaming import StreamAccumulator
@@ -62,6 +69,25 @@ class TaskContext:
         """Keep ``record`` in this task's trace and append it to the ledger."""
         self.records.append(record)
         await self._record(record)
+
+    async def subtask(
+        self, policy: str, *, prompt_text: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> TaskContext:
+        """A sub-task of this task (a plan step, a consult), linked by ``parent_id``. It shares
+        this context's providers and settings; its records are this task's too, so its calls
+        count in this task's cost."""
+        task = TaskRecord(
+            parent_id=self.task_id,
+            policy=policy,
+            source="subtask",
+            prompt_text=prompt_text if self._log_content else None,
+            metadata=metadata or {},
+        )
+        await self.record(task)
+        child = copy.copy(self)
+        child.task_id, child.parent_id, child.records = task.id, self.task_id, []
+        child._record = self.record
+        return child
 
     @property
     def calls(self) -> list[CallRecord]:
