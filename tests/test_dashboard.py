@@ -4,8 +4,10 @@ and the page itself in headless Chromium (Debian's ``chromium``, driven by Playw
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -19,11 +21,13 @@ from tests.fakes import openai_upstream as ofx
 from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_gateway
 from tierwise.catalog import load_catalog
 from tierwise.config import Settings
+from tierwise.cost import price_tokens
 from tierwise.gateway.dashboard import queries
 from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth
-from tierwise.ledger.records import DecisionRecord, EscalationRecord
+from tierwise.ledger.records import CallRecord, DecisionRecord, EscalationRecord, TaskRecord
 from tierwise.ledger.report import spend_report
 from tierwise.ledger.store import Ledger
+from tierwise.messages import TokenCounts
 
 HAIKU, OPUS = "anthropic:claude-haiku-4-5", "anthropic:claude-opus-4-7"
 CANDIDATES = f"candidates={HAIKU},{OPUS}"
@@ -132,7 +136,19 @@ def test_summary_matches_the_ledger_and_the_spend_report(filled: Filled) -> None
     }
     for name, line in report.by_model.items():
         assert Decimal(by_model[name]["cost_usd"]) == line.cost_usd
-    assert [line["name"] for line in body["by_role"]] == ["executor"]
+    # the native advisor tool's sub-inference is the advisor's share, at the advisor's prices
+    (advised,) = [call for call in calls if call.iterations]
+    (sub,) = [it for it in advised.iterations if it["kind"] == "advisor_message"]
+    advisor_spec = load_catalog().find_upstream("anthropic", sub["model"])
+    assert advisor_spec is not None and advisor_spec.id == OPUS
+    priced = price_tokens(TokenCounts.model_validate(sub), advisor_spec.prices)
+    assert priced is not None and priced.total > 0
+    roles = {line["name"]: Decimal(line["cost_usd"]) for line in body["by_role"]}
+    assert roles == {"executor": report.total_cost_usd - priced.total, "advisor": priced.total}
+    assert {line["name"]: line["calls"] for line in body["by_role"]} == {
+        "executor": 7,
+        "advisor": 1,
+    }
     assert body["decisions_by_model"] == {  # fixed policies record theirs too; + the markup one
         HAIKU: 4,
         OPUS: 2,
@@ -211,6 +227,139 @@ def test_a_paginated_query_reads_pages_of_the_configured_size(tmp_path: Path) ->
     assert first.pages == 3 and first.total == 53
     assert [row.reason for row in first.rows[:2]] == ["n52", "n51"]
     assert [row.reason for row in last.rows] == ["n2", "n1", "n0"]
+
+
+# --- the queries on SQLite and PostgreSQL -------------------------------------------------------
+
+POSTGRES_URL = os.environ.get(
+    "TIERWISE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
+    """An empty ledger: a SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        with Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}") as ledger:
+            yield ledger
+        return
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"tierwise_dash_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(POSTGRES_URL, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE SCHEMA "{schema}"')
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL unreachable at {POSTGRES_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {POSTGRES_URL}")
+    try:
+        with Ledger.open(f"{POSTGRES_URL}?options=-csearch_path%3D{schema}") as ledger:
+            yield ledger
+    finally:
+        with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _history(ledger: Ledger) -> tuple[str, str]:
+    """Two top-level tasks this week (one escalated, one with an advisor sub-task and a call
+    of unknown cost) and one from last month; their ids."""
+    day = datetime(2026, 3, 9, 10, tzinfo=UTC)
+    today = datetime(2026, 3, 10, 9, tzinfo=UTC)
+    a = TaskRecord(policy="route:rules", created_at=day)
+    b = TaskRecord(policy="fixed:openai:gpt-4.1-mini", created_at=today)
+    sub = TaskRecord(parent_id=b.id, policy="advisor", created_at=today)
+    old = TaskRecord(policy="route:rules", created_at=datetime(2026, 2, 1, tzinfo=UTC))
+
+    def call(task: TaskRecord, model: str, cost: str | None, tokens: tuple[int, int]) -> CallRecord:
+        return CallRecord(
+            task_id=task.id,
+            parent_id=task.parent_id,
+            role="advisor" if task is sub else "executor",
+            provider=model.partition(":")[0],
+            model=model,
+            cost_usd=None if cost is None else Decimal(cost),
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            created_at=task.created_at,
+        )
+
+    ledger.append(
+        a,
+        b,
+        sub,
+        old,
+        DecisionRecord(
+            task_id=a.id,
+            router="rules",
+            chosen_model=HAIKU,
+            reason="short: small tier",
+            created_at=day,
+        ),
+        call(a, HAIKU, "0.001", (1000, 100)),
+        EscalationRecord(
+            task_id=a.id, from_model=HAIKU, to_model=OPUS, trigger="gate", created_at=day
+        ),
+        call(a, OPUS, "0.02", (1000, 200)),
+        DecisionRecord(
+            task_id=b.id,
+            router="fixed",
+            chosen_model="openai:gpt-4.1-mini",
+            reason="pinned",
+            created_at=today,
+        ),
+        call(b, "openai:gpt-4.1-mini", None, (500, 50)),
+        call(sub, OPUS, "0.05", (2000, 300)),
+        call(old, HAIKU, "1.0", (10, 10)),
+    )
+    return a.id, b.id
+
+
+def test_summary_on_each_database(any_ledger: Ledger) -> None:
+    _history(any_ledger)
+    catalog = load_catalog()
+    found = queries.summary(any_ledger, catalog, 7, now=NOW)
+    assert found.since == datetime(2026, 3, 4, tzinfo=UTC)
+    assert (found.calls, found.unknown_cost_calls, found.cost_usd) == (4, 1, Decimal("0.071"))
+    roles = {
+        line.name: (line.calls, line.unknown_cost_calls, line.cost_usd) for line in found.by_role
+    }
+    assert roles == {"executor": (3, 1, Decimal("0.021")), "advisor": (1, 0, Decimal("0.05"))}
+    assert [line.name for line in found.by_model] == [OPUS, HAIKU, "openai:gpt-4.1-mini"]
+    assert found.rates.model_dump() == {
+        "tasks": 2,
+        "escalated_tasks": 1,
+        "escalation_rate": 0.5,
+        "advisor_tasks": 1,
+        "advisor_consult_rate": 0.5,
+    }
+    t = found.over_time
+    assert [s.day for s in t.starts] == [4, 5, 6, 7, 8, 9, 10]
+    assert t.cost_by_model[OPUS] == [0, 0, 0, 0, 0, Decimal("0.02"), Decimal("0.05")]
+    assert t.cumulative_cost_usd[-2:] == [Decimal("0.021"), Decimal("0.071")]
+    strongest = catalog.strongest()
+    assert strongest is not None and found.savings.strongest_model == strongest.id
+    known = price_tokens(TokenCounts(input_tokens=4000, output_tokens=600), strongest.prices)
+    assert known is not None and found.savings.counterfactual_cost_usd == known.total
+    assert t.cumulative_counterfactual_usd is not None
+    assert t.cumulative_counterfactual_usd[-1] == known.total
+    assert found.savings.savings_usd == known.total - Decimal("0.071")
+    assert found.decisions_by_model == {HAIKU: 1, "openai:gpt-4.1-mini": 1}
+    hourly = queries.summary(any_ledger, catalog, 1, now=NOW)
+    assert hourly.over_time.bucket == "hour" and hourly.calls == 2  # today's, 09:00
+
+
+def test_decisions_on_each_database(any_ledger: Ledger) -> None:
+    a, b = _history(any_ledger)
+    page = queries.decision_page(any_ledger)
+    assert [row.task_id for row in page.rows] == [b, a]
+    pinned, routed = page.rows
+    assert (pinned.task_calls, pinned.task_cost_usd) == (2, None)  # one call of unknown cost
+    assert (routed.task_calls, routed.task_cost_usd) == (2, Decimal("0.021"))
+    assert routed.escalated_to == [OPUS] and routed.policy == "route:rules"
+    assert [r.task_id for r in queries.decision_page(any_ledger, "SMALL TIER").rows] == [a]
+    assert [r.task_id for r in queries.decision_page(any_ledger, "gpt-4.1").rows] == [b]
+    assert queries.decision_page(any_ledger, "_").total == 0  # _ is literal
 
 
 # --- who may see it ---------------------------------------------------------------------------

@@ -166,6 +166,22 @@ def _step(bucket: Bucket) -> timedelta:
     return timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
 
 
+@dataclass(frozen=True)
+class _Part:
+    """One call, or the share of it one role ran: its cost (``None``: unknown) and tokens."""
+
+    cost: Decimal | None
+    tokens: Mapping[str, int]
+
+    @classmethod
+    def of(cls, row: Mapping[Any, Any]) -> _Part:
+        return cls(row["cost_usd"], {axis: int(row.get(axis) or 0) for axis in _TOKEN_AXES})
+
+    def minus(self, other: _Part) -> _Part:
+        cost = None if self.cost is None or other.cost is None else self.cost - other.cost
+        return _Part(cost, {axis: self.tokens[axis] - other.tokens[axis] for axis in _TOKEN_AXES})
+
+
 @dataclass
 class _Tally:
     """Running sums for one group of calls."""
@@ -176,17 +192,16 @@ class _Tally:
     known_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_AXES, 0))
     tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_AXES, 0))
 
-    def add(self, row: RowMapping) -> None:
+    def add(self, part: _Part) -> None:
         self.calls += 1
-        known = row["cost_usd"] is not None
-        if known:
-            self.cost += row["cost_usd"]
+        if part.cost is not None:
+            self.cost += part.cost
         else:
             self.unknown += 1
         for axis in _TOKEN_AXES:
-            self.tokens[axis] += row[axis]
-            if known:
-                self.known_tokens[axis] += row[axis]
+            self.tokens[axis] += part.tokens[axis]
+            if part.cost is not None:
+                self.known_tokens[axis] += part.tokens[axis]
 
     def line(self, name: str) -> Line:
         tokens = TokenCounts(**self.tokens)
@@ -219,27 +234,43 @@ class _Calls:
     )
     advisor_tasks: set[str] = field(default_factory=set)
 
-    def add(self, row: RowMapping, bucket: Bucket) -> None:
+    def add(self, row: RowMapping, bucket: Bucket, catalog: Catalog) -> None:
         start = bucket_start(row["created_at"], bucket)
-        for tally in (
-            self.total,
-            self.by_model[row["model"]],
-            self.by_role[row["role"]],
-            self.by_bucket[start],
-        ):
-            tally.add(row)
+        whole = _Part.of(row)
+        for tally in (self.total, self.by_model[row["model"]], self.by_bucket[start]):
+            tally.add(whole)
+        for role, part in _role_parts(row, whole, catalog):
+            self.by_role[role].add(part)
         if row["cost_usd"] is not None:
             self.by_bucket_model[start, row["model"]] += row["cost_usd"]
-        if _consulted_advisor(row):
+        if row["role"] == "advisor" or _advisor_iterations(row):
             self.advisor_tasks.add(row["parent_id"] or row["task_id"])
 
 
-def _consulted_advisor(row: RowMapping) -> bool:
-    """An advisor call, or a call whose upstream ran the advisor tool (an advisor iteration)."""
-    if row["role"] == "advisor":
-        return True
+def _advisor_iterations(row: RowMapping) -> list[Mapping[str, Any]]:
+    """The advisor's sub-inferences in a call whose upstream ran the advisor tool."""
     iterations: Iterable[Mapping[str, Any]] = row["iterations"] or ()
-    return any(it.get("kind") == ADVISOR_ITERATION for it in iterations)
+    return [it for it in iterations if it.get("kind") == ADVISOR_ITERATION]
+
+
+def _role_parts(row: RowMapping, whole: _Part, catalog: Catalog) -> list[tuple[str, _Part]]:
+    """A call split by role: a native advisor tool's sub-inferences, each priced at its own
+    model's prices, are the advisor's share (a call of its own in the role's count); the
+    rest stays with the call's role. Unpriceable iterations leave the call whole."""
+    advised = _advisor_iterations(row) if row["role"] != "advisor" else []
+    if not advised or whole.cost is None:
+        return [(row["role"], whole)]
+    cost, tokens = Decimal(0), dict.fromkeys(_TOKEN_AXES, 0)
+    for iteration in advised:
+        spec = catalog.find_upstream(row["provider"], str(iteration.get("model") or ""))
+        share = _Part.of({**iteration, "cost_usd": None})
+        priced = None if spec is None else price_tokens(TokenCounts(**share.tokens), spec.prices)
+        if priced is None:
+            return [(row["role"], whole)]
+        cost += priced.total
+        tokens = {axis: tokens[axis] + share.tokens[axis] for axis in _TOKEN_AXES}
+    advisor = _Part(cost, tokens)
+    return [(row["role"], whole.minus(advisor)), ("advisor", advisor)]
 
 
 _CALL_COLUMNS = (
@@ -247,6 +278,7 @@ _CALL_COLUMNS = (
     calls.c.task_id,
     calls.c.parent_id,
     calls.c.role,
+    calls.c.provider,
     calls.c.model,
     calls.c.cost_usd,
     calls.c.iterations,
@@ -258,11 +290,12 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
     """Spend, distribution, rates and savings over the last ``days`` days."""
     since, until, bucket = window(days, now or datetime.now(UTC))
     tally = _Calls()
+    strongest = catalog.strongest()
     stmt = select(*_CALL_COLUMNS).where(calls.c.created_at >= since)
     _settled(ledger)
     with ledger.transaction("could not read the ledger") as conn:
         for row in conn.execute(stmt).mappings():
-            tally.add(row, bucket)
+            tally.add(row, bucket, catalog)
         task_count = _scalar(conn, _count_tasks(since))
         escalated = _scalar(
             conn,
@@ -271,7 +304,6 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
             ),
         )
         chosen = conn.execute(_decisions_by_model(since)).all()
-    strongest = catalog.strongest()
     return Summary(
         since=since,
         until=until,
