@@ -11,6 +11,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   └── MissingCredentialsError     exit 2  a provider needs an API key that is not set
     ├── UnknownModelError               exit 2  model id not in the catalog (with suggestions)
     ├── PolicyError                     exit 2  unknown or malformed policy name
+    │   └── GateError                   exit 2  a gate cannot be built or run (bad spec, no command)
     ├── InvalidRequestError             exit 2  a request tierwise cannot send (e.g. no messages)
     ├── ArtifactError                   exit 2  router artifact missing, corrupt or incompatible
     ├── CalibrationError                exit 2  a calibration objective no threshold can meet
@@ -19,6 +20,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── WorkflowError                   exit 1  a plan/execute workflow could not finish
     │   └── PlanError                   exit 1  the planner's plan stayed invalid after a re-ask
     ├── LedgerError                     exit 1  ledger database unreachable or migration failed
+    ├── BudgetExceededError             exit 1  a task's own budget ran out (best answer kept)
     ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
@@ -53,6 +55,11 @@ Retryable means: connection errors and 408/409/429/5xx (see :attr:`ProviderError
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tierwise.engine import Result
+    from tierwise.messages import Response
 
 
 class TierwiseError(Exception):
@@ -131,6 +138,23 @@ class PlanError(WorkflowError):
 
 class LedgerError(TierwiseError):
     """The ledger database is unreachable or could not be migrated."""
+
+
+class GateError(PolicyError):
+    """A gate cannot be built (bad spec) or run (its command does not exist)."""
+
+
+class BudgetExceededError(TierwiseError):
+    """A task's budget (dollars or tokens over all its calls) would be or was exceeded.
+
+    The task stopped there; ``partial`` is its best answer so far (``None`` when no call was
+    made) and ``result`` the engine's partial :class:`~tierwise.engine.Result` around it.
+    """
+
+    def __init__(self, message: str, *, partial: Response | None = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.result: Result | None = None
 
 
 class GatewayError(TierwiseError):

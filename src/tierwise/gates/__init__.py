@@ -1,5 +1,6 @@
 """Quality gates: checks on an answer that decide whether a task escalates."""
 
 from tierwise.gates.base import Gate, GateResult
+from tierwise.gates.registry import GATES, GateEnv, build_gate, build_gates
 
-__all__ = ["Gate", "GateResult"]
+__all__ = ["GATES", "Gate", "GateEnv", "GateResult", "build_gate", "build_gates"]

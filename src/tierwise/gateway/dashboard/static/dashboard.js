@@ -63,7 +63,8 @@
     return bucket === "hour" ? day + " " + d.toISOString().slice(11, 13) + "h" : day;
   }
 
-  const money = { ticks: { callback: (v) => usd(v) } };
+  const tickFormat = new Intl.NumberFormat("en-US", { style: "currency", currency: "USD", maximumSignificantDigits: 3 });
+  const money = { ticks: { callback: (v) => tickFormat.format(v) } };
   const moneyTooltip = { callbacks: { label: (ctx) => ctx.dataset.label + ": " + usd(ctx.raw) } };
 
   function drawOverTime(s) {
@@ -77,12 +78,12 @@
       data: { labels, datasets },
       options: { scales: { x: { stacked: true }, y: Object.assign({ stacked: true }, money) }, plugins: { tooltip: moneyTooltip } },
     });
-    const lines = [{ label: "actual", data: t.cumulative_cost_usd.map(Number), borderColor: COLORS[0], backgroundColor: COLORS[0], tension: 0.2 }];
+    const lines = [{ label: "actual", data: t.cumulative_cost_usd.map(Number), borderColor: COLORS[0], backgroundColor: COLORS[0], cubicInterpolationMode: "monotone" }];
     if (t.cumulative_counterfactual_usd) {
       lines.push({
         label: "all on " + (s.savings.strongest_model || "strongest"),
         data: t.cumulative_counterfactual_usd.map(Number), borderColor: COLORS[1], backgroundColor: COLORS[1],
-        borderDash: [6, 4], tension: 0.2,
+        borderDash: [6, 4], cubicInterpolationMode: "monotone",
       });
     }
     draw("chart-savings", { type: "line", data: { labels, datasets: lines }, options: { scales: { y: money }, plugins: { tooltip: moneyTooltip } } });
