@@ -112,7 +112,8 @@ def test_health_ready_and_metrics(gw: Served, ledger_url: str) -> None:
     user = _create_key(ledger_url, "user")
     with gw.http() as http:
         assert http.get("/healthz").json() == {"status": "ok"}
-        assert http.get("/readyz").json() == {"status": "ready"}
+        ready = {"status": "ready", "circuits": {"anthropic:claude-haiku-4-5": "closed"}}
+        assert http.get("/readyz").json() == ready
         assert http.get("/metrics").status_code == 401
         assert http.get("/metrics", headers={"x-api-key": user}).status_code == 403
         metrics = http.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text

@@ -18,8 +18,6 @@ from tierwise.ledger.store import Ledger
 
 out = Console()
 err = Console(stderr=True)
-DRAIN_S = 30
-"""On SIGTERM, in-flight requests (streams included) get this long to finish."""
 
 
 @contextmanager
@@ -77,7 +75,7 @@ def serve(
         config_path=state.config_path,
         ledger_url=state.ledger_url,
         access_log=access_log,
-        drain_s=DRAIN_S,
+        drain_s=settings.gateway.drain_s,
     )
 
 

@@ -29,9 +29,12 @@ from starlette.routing import Route
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.errors import GatewayError
+from tierwise.failover import BreakerState
 from tierwise.gateway.admission import AdmissionControl
+from tierwise.gateway.circuits import CircuitCollector
 from tierwise.gateway.dashboard.views import dashboard_routes
 from tierwise.gateway.dialects import dialect_for_path
+from tierwise.gateway.drain import Drain, DrainMiddleware
 from tierwise.gateway.routes import Routes, error_response
 from tierwise.gateway.service import Gateway
 
@@ -61,6 +64,13 @@ async def _http_error(request: HttpRequest, exc: Exception) -> Response:
     return error_response(dialect, error)
 
 
+def _circuit_states(gateway: Gateway) -> dict[str, BreakerState]:
+    try:
+        return gateway.running.engine.failover.states()
+    except RuntimeError:  # not started, or stopped
+        return {}
+
+
 def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
     """The gateway app for ``settings``; ``engine`` (optional) replaces the one it would build."""
     gateway = Gateway(settings, engine)
@@ -73,11 +83,17 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         finally:
             await gateway.stop()
 
+    drain = Drain()
     app = Starlette(
         routes=[*_routes(Routes(gateway)), *dashboard_routes(gateway)],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(AdmissionControl, gateway=gateway)],
+        middleware=[
+            Middleware(DrainMiddleware, drain=drain),
+            Middleware(AdmissionControl, gateway=gateway),
+        ],
     )
+    gateway.metrics.registry.register(CircuitCollector(lambda: _circuit_states(gateway)))
     app.state.gateway = gateway
+    app.state.drain = drain
     return app

@@ -35,5 +35,8 @@ class GatewayConfig(BaseModel):
     write_behind: bool = True
     """Write ledger records in batches off the request path (flushed on shutdown; buffered and
     retried while the database is down). Off: each record is written before going on."""
+    drain_s: float = Field(default=30.0, ge=0)
+    """On SIGTERM: how long requests in flight (streams too) may take to finish while new ones
+    get a 503 and ``/readyz`` says draining; then the server closes."""
     workers: int = Field(default=1, ge=1)
     """Processes ``tierwise serve`` runs, sharing the port (each with its own limits)."""

@@ -160,12 +160,13 @@ class Routes:
         return JSONResponse({"status": "ok"})
 
     async def readyz(self, request: HttpRequest) -> Response:
-        """Ready when the ledger answers."""
+        """Ready when the ledger answers; ``circuits``: each upstream's breaker state."""
         try:
             await asyncio.to_thread(self.gateway.running.ledger.revision)
         except (LedgerError, RuntimeError) as exc:
             return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        circuits = self.gateway.running.engine.failover.states()
+        return JSONResponse({"status": "ready", "circuits": circuits})
 
     async def metrics(self, request: HttpRequest) -> Response:
         """Prometheus text; with auth on, for the admin key only."""

@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 
 from tierwise.config import Settings, load_settings
 from tierwise.gateway.app import create_app
+from tierwise.gateway.drain import DrainingServer
 
 FACTORY = "tierwise.gateway.serving:app_from_environment"
 
@@ -55,7 +56,8 @@ def run(
         **fast_loop_options(),
     }
     if gateway.workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        app = create_app(settings)
+        DrainingServer(uvicorn.Config(app, **options), app.state.drain, drain_s).run()
         return
     if config_path is not None:
         os.environ["TIERWISE_CONFIG"] = str(config_path)
