@@ -141,6 +141,19 @@ class Engine:
         else:
             await asyncio.to_thread(ledger.append, record)
 
+    async def feedback(self, task_id: str, correct: bool, note: str = "") -> OutcomeRecord:
+        """Record a user's verdict on task ``task_id``'s answer (``tierwise learn`` reads it);
+        an unknown task is an :class:`InvalidRequestError`."""
+        ledger = self.ledger
+        if not await asyncio.to_thread(ledger.tasks, task_id):
+            raise InvalidRequestError(f"no task {task_id!r} in the ledger at {ledger.url}")
+        outcome = "success" if correct else "failure"
+        record = OutcomeRecord(
+            task_id=task_id, outcome=outcome, correct=correct, source="user", detail=note
+        )
+        await self.record(record)
+        return record
+
     async def _open_task(
         self,
         request: Request,

@@ -15,6 +15,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── InvalidRequestError             exit 2  a request tierwise cannot send (e.g. no messages)
     ├── ArtifactError                   exit 2  router artifact missing, corrupt or incompatible
     ├── CalibrationError                exit 2  a calibration objective no threshold can meet
+    │   └── InsufficientDataError       exit 2  too few labelled outcomes to learn or check drift
     ├── DatasetError                    exit 1  dataset missing, download or checksum failed
     ├── TaskFileError                   exit 2  a workflow task file is missing or malformed
     ├── WorkflowError                   exit 1  a plan/execute workflow could not finish
@@ -116,6 +117,10 @@ class CalibrationError(TierwiseError):
     """A calibration objective (quality target, cost cap, strong share) cannot be met."""
 
     exit_code = 2
+
+
+class InsufficientDataError(CalibrationError):
+    """Too few labelled outcomes in the ledger to learn from or to check drift against."""
 
 
 class DatasetError(TierwiseError):

@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tierwise.cli import calibrate_cmd, eval_cmd, render, serve_cmd
+from tierwise.cli import calibrate_cmd, eval_cmd, learn_cmd, render, serve_cmd, shadow_cmd
 from tierwise.cli.options import DataDirOption
 from tierwise.cli.state import CliState
 from tierwise.errors import PolicyError, TierwiseError
@@ -136,6 +136,8 @@ def config_check(ctx: typer.Context) -> None:
 
 eval_cmd.register(app)
 calibrate_cmd.register(app)
+learn_cmd.register(app)
+shadow_cmd.register(app)
 serve_cmd.register(app)
 
 

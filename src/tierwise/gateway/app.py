@@ -7,6 +7,7 @@
     POST /v1/messages/count_tokens   Anthropic token count (an estimate)
     GET  /v1/models                  catalog and virtual models (format by ``anthropic-version``)
     GET  /healthz /readyz /metrics   liveness, ledger reachable, Prometheus
+    POST /v1/tierwise/feedback       a user's verdict on a task's answer (``tierwise learn``)
     GET  /dashboard                  spend, routing and savings (admin key; see dashboard/)
 
 Nothing happens at import or in ``create_app``: the engine, the ledger and the key store are
@@ -35,6 +36,7 @@ from tierwise.gateway.circuits import CircuitCollector
 from tierwise.gateway.dashboard.views import dashboard_routes
 from tierwise.gateway.dialects import dialect_for_path
 from tierwise.gateway.drain import Drain, DrainMiddleware
+from tierwise.gateway.feedback import feedback_endpoint
 from tierwise.gateway.routes import Routes, error_response
 from tierwise.gateway.service import Gateway
 
@@ -52,6 +54,7 @@ def _routes(routes: Routes) -> list[Route]:
         Route("/healthz", routes.healthz, methods=["GET"]),
         Route("/readyz", routes.readyz, methods=["GET"]),
         Route("/metrics", routes.metrics, methods=["GET"]),
+        Route("/v1/tierwise/feedback", feedback_endpoint(routes.gateway), methods=["POST"]),
     ]
 
 

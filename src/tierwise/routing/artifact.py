@@ -97,6 +97,9 @@ class ArtifactMeta(BaseModel):
     resamples: int
     validation: SplitFigures
     test: SplitFigures
+    baseline: dict[str, float] = Field(default_factory=dict)
+    """Live figures of the ledger the router was learned from (``tierwise learn``), e.g.
+    ``escalation_rate`` and ``tasks``: what ``tierwise drift`` compares live traffic with."""
     model_sha256: str = ""
     tierwise_version: str = Field(default_factory=lambda: package_version("tierwise"))
     sklearn_version: str = Field(default_factory=lambda: package_version("scikit-learn"))

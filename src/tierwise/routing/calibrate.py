@@ -16,7 +16,7 @@ Validation and held-out test figures at that point come with bootstrap intervals
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -212,6 +212,7 @@ def calibrate(
     seed: int = 0,
     resamples: int = 1000,
     stage: Stage | None = None,
+    baseline: Mapping[str, float] | None = None,
 ) -> CalibrationReport:
     """Fit, pick the operating point on validation, measure on test, save the artifact."""
     parts = matrix.splits(seed)
@@ -248,6 +249,7 @@ def calibrate(
         resamples=resamples,
         validation=validation,
         test=test,
+        baseline=dict(baseline or {}),
     )
     artifact = save_artifact(artifacts_dir, meta, predictor)
     curve = [(p.rule, p.threshold, p.quality, p.cost, p.strong_share) for p in points]

@@ -1,0 +1,1 @@
+"""Learning from outcomes: labels from the ledger, shadow runs, re-calibration, drift."""
