@@ -17,7 +17,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, RowMapping, Select, distinct, func, or_, select
@@ -30,6 +30,7 @@ from tierwise.ledger.store import Ledger
 from tierwise.messages import TokenCounts
 
 Bucket = Literal["hour", "day"]
+K = TypeVar("K")
 MAX_DAYS = 366
 HOURLY_UP_TO_DAYS = 2
 """Windows of up to this many days are bucketed by hour, longer ones by day."""
@@ -166,20 +167,35 @@ def _step(bucket: Bucket) -> timedelta:
     return timedelta(hours=1) if bucket == "hour" else timedelta(days=1)
 
 
+Tokens = tuple[int, int, int, int, int]
+"""Counts on the axes of ``_TOKEN_AXES``, in that order."""
+_NO_TOKENS: Tokens = (0, 0, 0, 0, 0)
+
+
+def _add(a: Tokens, b: Tokens) -> Tokens:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+
+
+def _counts(tokens: Tokens) -> TokenCounts:
+    return TokenCounts(**dict(zip(_TOKEN_AXES, tokens, strict=True)))
+
+
 @dataclass(frozen=True)
 class _Part:
     """One call, or the share of it one role ran: its cost (``None``: unknown) and tokens."""
 
     cost: Decimal | None
-    tokens: Mapping[str, int]
+    tokens: Tokens
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> _Part:
-        return cls(row["cost_usd"], {axis: int(row.get(axis) or 0) for axis in _TOKEN_AXES})
+        i, o, w5, w1, r = (int(row.get(axis) or 0) for axis in _TOKEN_AXES)
+        return cls(row["cost_usd"], (i, o, w5, w1, r))
 
     def minus(self, other: _Part) -> _Part:
         cost = None if self.cost is None or other.cost is None else self.cost - other.cost
-        return _Part(cost, {axis: self.tokens[axis] - other.tokens[axis] for axis in _TOKEN_AXES})
+        a, b = self.tokens, other.tokens
+        return _Part(cost, (a[0] - b[0], a[1] - b[1], a[2] - b[2], a[3] - b[3], a[4] - b[4]))
 
 
 @dataclass
@@ -189,62 +205,77 @@ class _Tally:
     calls: int = 0
     unknown: int = 0
     cost: Decimal = Decimal(0)
-    known_tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_AXES, 0))
-    tokens: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_TOKEN_AXES, 0))
+    tokens: Tokens = _NO_TOKENS
+    known_tokens: Tokens = _NO_TOKENS
+    """The tokens of the calls of known cost (the counterfactual reprices only those)."""
 
     def add(self, part: _Part) -> None:
         self.calls += 1
-        if part.cost is not None:
-            self.cost += part.cost
-        else:
+        self.tokens = _add(self.tokens, part.tokens)
+        if part.cost is None:
             self.unknown += 1
-        for axis in _TOKEN_AXES:
-            self.tokens[axis] += part.tokens[axis]
-            if part.cost is not None:
-                self.known_tokens[axis] += part.tokens[axis]
+        else:
+            self.cost += part.cost
+            self.known_tokens = _add(self.known_tokens, part.tokens)
+
+    def merge(self, other: _Tally) -> None:
+        self.calls += other.calls
+        self.unknown += other.unknown
+        self.cost += other.cost
+        self.tokens = _add(self.tokens, other.tokens)
+        self.known_tokens = _add(self.known_tokens, other.known_tokens)
 
     def line(self, name: str) -> Line:
-        tokens = TokenCounts(**self.tokens)
         return Line(
             name=name,
             calls=self.calls,
             unknown_cost_calls=self.unknown,
             cost_usd=self.cost,
-            tokens=tokens,
+            tokens=_counts(self.tokens),
         )
 
     def counterfactual(self, spec: ModelSpec | None) -> Decimal | None:
         """The known-cost calls' tokens at ``spec``'s prices (pricing is linear per axis)."""
         if spec is None:
             return None
-        priced = price_tokens(TokenCounts(**self.known_tokens), spec.prices)
+        priced = price_tokens(_counts(self.known_tokens), spec.prices)
         return None if priced is None else priced.total
+
+
+def _merged(tallies: Iterable[tuple[K, _Tally]]) -> dict[K, _Tally]:
+    merged: dict[K, _Tally] = {}
+    for key, tally in tallies:
+        merged.setdefault(key, _Tally()).merge(tally)
+    return merged
 
 
 @dataclass
 class _Calls:
-    """The calls of the window, tallied every way the dashboard groups them."""
+    """The window's calls tallied per (bucket, model) and per role in one pass; totals, the
+    per-model and the per-bucket lines are merged from the (few) groups afterwards."""
 
-    total: _Tally = field(default_factory=_Tally)
-    by_model: defaultdict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
-    by_role: defaultdict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
-    by_bucket: defaultdict[datetime, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
-    by_bucket_model: defaultdict[tuple[datetime, str], Decimal] = field(
-        default_factory=lambda: defaultdict(Decimal)
+    groups: defaultdict[tuple[datetime, str], _Tally] = field(
+        default_factory=lambda: defaultdict(_Tally)
     )
+    by_role: defaultdict[str, _Tally] = field(default_factory=lambda: defaultdict(_Tally))
     advisor_tasks: set[str] = field(default_factory=set)
 
     def add(self, row: RowMapping, bucket: Bucket, catalog: Catalog) -> None:
-        start = bucket_start(row["created_at"], bucket)
         whole = _Part.of(row)
-        for tally in (self.total, self.by_model[row["model"]], self.by_bucket[start]):
-            tally.add(whole)
+        self.groups[bucket_start(row["created_at"], bucket), row["model"]].add(whole)
         for role, part in _role_parts(row, whole, catalog):
             self.by_role[role].add(part)
-        if row["cost_usd"] is not None:
-            self.by_bucket_model[start, row["model"]] += row["cost_usd"]
         if row["role"] == "advisor" or _advisor_iterations(row):
             self.advisor_tasks.add(row["parent_id"] or row["task_id"])
+
+    def total(self) -> _Tally:
+        return _merged((None, tally) for tally in self.groups.values()).get(None, _Tally())
+
+    def by_model(self) -> dict[str, _Tally]:
+        return _merged((model, tally) for (_, model), tally in self.groups.items())
+
+    def by_bucket(self) -> dict[datetime, _Tally]:
+        return _merged((start, tally) for (start, _), tally in self.groups.items())
 
 
 def _advisor_iterations(row: RowMapping) -> list[Mapping[str, Any]]:
@@ -260,15 +291,15 @@ def _role_parts(row: RowMapping, whole: _Part, catalog: Catalog) -> list[tuple[s
     advised = _advisor_iterations(row) if row["role"] != "advisor" else []
     if not advised or whole.cost is None:
         return [(row["role"], whole)]
-    cost, tokens = Decimal(0), dict.fromkeys(_TOKEN_AXES, 0)
+    cost, tokens = Decimal(0), _NO_TOKENS
     for iteration in advised:
         spec = catalog.find_upstream(row["provider"], str(iteration.get("model") or ""))
         share = _Part.of({**iteration, "cost_usd": None})
-        priced = None if spec is None else price_tokens(TokenCounts(**share.tokens), spec.prices)
+        priced = None if spec is None else price_tokens(_counts(share.tokens), spec.prices)
         if priced is None:
             return [(row["role"], whole)]
         cost += priced.total
-        tokens = {axis: tokens[axis] + share.tokens[axis] for axis in _TOKEN_AXES}
+        tokens = _add(tokens, share.tokens)
     advisor = _Part(cost, tokens)
     return [(row["role"], whole.minus(advisor)), ("advisor", advisor)]
 
@@ -304,19 +335,20 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
             ),
         )
         chosen = conn.execute(_decisions_by_model(since)).all()
+    total, by_model = tally.total(), tally.by_model()
     return Summary(
         since=since,
         until=until,
-        calls=tally.total.calls,
-        unknown_cost_calls=tally.total.unknown,
-        cost_usd=tally.total.cost,
-        tokens=tally.total.line("all").tokens,
-        by_model=_lines(tally.by_model),
+        calls=total.calls,
+        unknown_cost_calls=total.unknown,
+        cost_usd=total.cost,
+        tokens=_counts(total.tokens),
+        by_model=_lines(by_model),
         by_role=_lines(tally.by_role),
         decisions_by_model={str(model): int(n) for model, n in chosen},
         over_time=_over_time(tally, since, until, bucket, strongest),
         rates=_rates(task_count, escalated, len(tally.advisor_tasks)),
-        savings=_savings(tally.total, strongest),
+        savings=_savings(total, strongest),
     )
 
 
@@ -353,12 +385,13 @@ def _over_time(
     while moment <= until:
         starts.append(moment)
         moment += _step(bucket)
-    models = [line.name for line in _lines(tally.by_model)]
+    models = [line.name for line in _lines(tally.by_model())]
+    by_bucket = tally.by_bucket()
     cumulative, running = [], Decimal(0)
     counterfactual: list[Decimal] | None = []
     imagined = Decimal(0)
     for start in starts:
-        part = tally.by_bucket.get(start, _Tally())
+        part = by_bucket.get(start, _Tally())
         running += part.cost
         cumulative.append(running)
         priced = part.counterfactual(strongest)
@@ -367,14 +400,14 @@ def _over_time(
             continue
         imagined += priced
         counterfactual.append(imagined)
+    empty = _Tally()
     return OverTime(
         bucket=bucket,
         starts=starts,
         cost_by_model={
-            model: [tally.by_bucket_model.get((s, model), Decimal(0)) for s in starts]
-            for model in models
+            model: [tally.groups.get((s, model), empty).cost for s in starts] for model in models
         },
-        calls=[tally.by_bucket[s].calls if s in tally.by_bucket else 0 for s in starts],
+        calls=[by_bucket.get(s, empty).calls for s in starts],
         cumulative_cost_usd=cumulative,
         cumulative_counterfactual_usd=counterfactual,
     )
