@@ -36,6 +36,7 @@ from tierwise.gateway.circuits import CircuitCollector
 from tierwise.gateway.dashboard.views import dashboard_routes
 from tierwise.gateway.dialects import dialect_for_path
 from tierwise.gateway.drain import Drain, DrainMiddleware
+from tierwise.gateway.idempotency import IdempotencyMiddleware
 from tierwise.gateway.feedback import feedback_endpoint
 from tierwise.gateway.routes import Routes, error_response
 from tierwise.gateway.service import Gateway
@@ -93,6 +94,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         exception_handlers={HTTPException: _http_error},
         middleware=[
             Middleware(DrainMiddleware, drain=drain),
+            Middleware(IdempotencyMiddleware, gateway=gateway),
             Middleware(AdmissionControl, gateway=gateway),
         ],
     )

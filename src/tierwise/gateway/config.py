@@ -35,6 +35,11 @@ class GatewayConfig(BaseModel):
     write_behind: bool = True
     """Write ledger records in batches off the request path (flushed on shutdown; buffered and
     retried while the database is down). Off: each record is written before going on."""
+    idempotency: str = "memory"
+    """Where ``Idempotency-Key`` results are kept: ``memory`` (this process), ``ledger`` (the
+    ledger database, shared by instances) or ``off``."""
+    idempotency_ttl_s: float = Field(default=24 * 3600, gt=0)
+    """How long a stored result answers a retry with the same key."""
     drain_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long requests in flight (streams too) may take to finish while new ones
     get a 503 and ``/readyz`` says draining; then the server closes."""

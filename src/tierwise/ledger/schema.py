@@ -36,6 +36,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -294,6 +295,19 @@ budget_reservations = Table(
     Index("ix_budget_reservations_state", "state", "expires_at"),
 )
 """What each request holds against its scopes until it is committed, released or expires."""
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(), primary_key=True),
+    Column("fingerprint", String(), nullable=False),
+    Column("status", Integer()),
+    Column("headers", JSONValue()),
+    Column("body", LargeBinary()),
+    Column("expires_at", Float(), nullable=False),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+"""The gateway's ``Idempotency-Key`` claims and stored answers (``status`` null: running)."""
 
 RECORD_TABLES: Mapping[type[BaseModel], Table] = {
     TaskRecord: tasks,

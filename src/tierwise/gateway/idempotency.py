@@ -1,0 +1,335 @@
+"""``Idempotency-Key``: a retried request gets the first answer instead of paying twice.
+
+A model request carrying the header is fingerprinted (path and body) and claimed under the
+key, scoped to the caller's API key. While the first is running, the same key answers 409;
+with a different body, 422. When the first ends in a clean 200 — for a stream: it reached its
+final event, with no in-band error — the bytes the client received are stored for
+``[gateway] idempotency_ttl_s`` and a retry gets them again (a stream replays as the same
+stream), marked ``idempotent-replayed: true``, without calling any model. Any other ending
+releases the key, so a retry is a new attempt.
+
+Stores: ``memory`` (one process, the default) or ``ledger`` (the ledger database, table
+``idempotency_keys``, shared by every instance on it); ``off`` ignores the header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from sqlalchemy import delete, insert, select, update
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tierwise.errors import (
+    ConfigError,
+    IdempotencyConflictError,
+    IdempotencyMismatchError,
+    LedgerError,
+    RequestTooLargeError,
+)
+from tierwise.gateway.auth import presented_key
+from tierwise.gateway.dialects import dialect_for_path
+from tierwise.gateway.routes import error_response
+from tierwise.gateway.service import Gateway
+from tierwise.ledger.schema import idempotency_keys
+from tierwise.ledger.store import Ledger
+
+HEADER = "idempotency-key"
+MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
+MAX_KEY_CHARS = 255
+MAX_STORED_BYTES = 8 * 1024 * 1024
+MEMORY_ENTRIES = 10_000
+REPLAYED = (b"idempotent-replayed", b"true")
+_IN_PROGRESS = "a request with this Idempotency-Key is still in progress; retry when it is done"
+_MISMATCH = "this Idempotency-Key was used with a different request; use a new key"
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A finished answer: status, headers and every byte of the body the client got."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+class IdempotencyStore(Protocol):
+    async def begin(self, key: str, fingerprint: str, ttl_s: float) -> Stored | None:
+        """Claim ``key`` (``None``: go ahead) or return its stored answer; 409 while it is
+        claimed, 422 when it was claimed with another fingerprint."""
+        ...
+
+    async def finish(self, key: str, stored: Stored, ttl_s: float) -> None: ...
+
+    async def release(self, key: str) -> None: ...
+
+
+def _decide(fingerprint: str, claimed: str, stored: Stored | None) -> Stored:
+    if fingerprint != claimed:
+        raise IdempotencyMismatchError(_MISMATCH)
+    if stored is None:
+        raise IdempotencyConflictError(_IN_PROGRESS)
+    return stored
+
+
+@dataclass
+class _Entry:
+    fingerprint: str
+    expires_at: float
+    stored: Stored | None = None
+
+
+@dataclass
+class MemoryStore:
+    """One process's keys, oldest dropped past ``MEMORY_ENTRIES``."""
+
+    entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+
+    async def begin(self, key: str, fingerprint: str, ttl_s: float) -> Stored | None:
+        now = time.monotonic()
+        entry = self.entries.get(key)
+        if entry is None or entry.expires_at <= now:
+            self.entries[key] = _Entry(fingerprint, now + ttl_s)
+            self.entries.move_to_end(key)
+            while len(self.entries) > MEMORY_ENTRIES:
+                self.entries.popitem(last=False)
+            return None
+        return _decide(fingerprint, entry.fingerprint, entry.stored)
+
+    async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
+        if (entry := self.entries.get(key)) is not None:
+            entry.stored, entry.expires_at = stored, time.monotonic() + ttl_s
+
+    async def release(self, key: str) -> None:
+        entry = self.entries.get(key)
+        if entry is not None and entry.stored is None:
+            del self.entries[key]
+
+
+class LedgerStore:
+    """Keys in the ledger database (``idempotency_keys``), shared by every instance."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+
+    async def begin(self, key: str, fingerprint: str, ttl_s: float) -> Stored | None:
+        try:
+            return await asyncio.to_thread(self._claim, key, fingerprint, ttl_s)
+        except LedgerError:  # most likely a concurrent claim of the same key: look again
+            found = await asyncio.to_thread(self._row, key)
+            if found is None:
+                raise
+            return _decide(fingerprint, *found)
+
+    async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
+        await asyncio.to_thread(self._store, key, stored, ttl_s)
+
+    async def release(self, key: str) -> None:
+        await asyncio.to_thread(self._release, key)
+
+    def _claim(self, key: str, fingerprint: str, ttl_s: float) -> Stored | None:
+        table, now = idempotency_keys, time.time()
+        with self._ledger.transaction("could not claim the Idempotency-Key", write=True) as conn:
+            conn.execute(delete(table).where(table.c.expires_at <= now))
+            row = conn.execute(select(table).where(table.c.key == key)).mappings().first()
+            if row is None:
+                values = {"key": key, "fingerprint": fingerprint, "expires_at": now + ttl_s}
+                conn.execute(insert(table).values(values))
+                return None
+        return _decide(fingerprint, row["fingerprint"], _stored(row))
+
+    def _row(self, key: str) -> tuple[str, Stored | None] | None:
+        table = idempotency_keys
+        with self._ledger.transaction("could not read the Idempotency-Key") as conn:
+            row = conn.execute(select(table).where(table.c.key == key)).mappings().first()
+        return None if row is None else (row["fingerprint"], _stored(row))
+
+    def _store(self, key: str, stored: Stored, ttl_s: float) -> None:
+        table = idempotency_keys
+        values = {
+            "status": stored.status,
+            "headers": [list(pair) for pair in stored.headers],
+            "body": stored.body,
+            "expires_at": time.time() + ttl_s,
+        }
+        with self._ledger.transaction("could not store the answer", write=True) as conn:
+            conn.execute(update(table).where(table.c.key == key).values(values))
+
+    def _release(self, key: str) -> None:
+        table = idempotency_keys
+        unfinished = (table.c.key == key) & table.c.status.is_(None)
+        with self._ledger.transaction("could not release the key", write=True) as conn:
+            conn.execute(delete(table).where(unfinished))
+
+
+def _stored(row: object) -> Stored | None:
+    data = dict(row)  # type: ignore[call-overload]
+    if data["status"] is None:
+        return None
+    headers = [(str(name), str(value)) for name, value in data["headers"]]
+    return Stored(int(data["status"]), headers, bytes(data["body"]))
+
+
+# --- the middleware ---------------------------------------------------------------------------
+
+
+def _clean_ending(status: int, headers: list[tuple[str, str]], body: bytes) -> bool:
+    """A 200 whose stream (if it is one) reached its final event without an in-band error."""
+    if status != 200:
+        return False
+    kind = next((v for k, v in headers if k.lower() == "content-type"), "")
+    if not kind.startswith("text/event-stream"):
+        return True
+    if body.rstrip().endswith(b"data: [DONE]"):
+        return True
+    return b"event: message_stop" in body and b"event: error\n" not in body
+
+
+class _Recorder:
+    """Passes a response through to the client and keeps a copy of it."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.status = 0
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.complete = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            raw = message.get("headers", [])
+            self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+        elif message["type"] == "http.response.body":
+            chunk = message.get("body", b"")
+            self.size += len(chunk)
+            if self.size <= MAX_STORED_BYTES:
+                self.chunks.append(chunk)
+            self.complete = not message.get("more_body", False)
+        await self._send(message)
+
+    def stored(self) -> Stored | None:
+        body = b"".join(self.chunks)
+        if not self.complete or self.size > MAX_STORED_BYTES:
+            return None
+        if not _clean_ending(self.status, self.headers, body):
+            return None
+        kept = [(k, v) for k, v in self.headers if k.lower() != "content-length"]
+        return Stored(self.status, kept, body)
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, Message | None]:
+    """The whole request body (and a disconnect, if one came instead)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), message
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLargeError(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), None
+
+
+def _again(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the already-read body to the app, then defers to the client."""
+    sent = False
+
+    async def receive_again() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive_again
+
+
+def scoped_key(headers: Headers, key: str) -> str:
+    """``key`` under the caller's API key (hashed): callers never see each other's answers."""
+    caller = hashlib.sha256((presented_key(headers) or "").encode()).hexdigest()[:32]
+    return f"{caller}:{key}"
+
+
+def fingerprint(path: str, body: bytes) -> str:
+    """The request's identity: its path and its JSON body with keys in a canonical order."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    return hashlib.sha256(path.encode() + b"\0" + canonical).hexdigest()
+
+
+async def replay(stored: Stored, send: Send) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
+    await send(
+        {"type": "http.response.start", "status": stored.status, "headers": [*headers, REPLAYED]}
+    )
+    await send({"type": "http.response.body", "body": stored.body, "more_body": False})
+
+
+class IdempotencyMiddleware:
+    """Answers retried model requests (same ``Idempotency-Key``) from the store."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+        self._store: IdempotencyStore | None = None
+
+    def store(self) -> IdempotencyStore | None:
+        kind = self.gateway.config.idempotency
+        if self._store is None and kind == "memory":
+            self._store = MemoryStore()
+        elif self._store is None and kind == "ledger":
+            self._store = LedgerStore(self.gateway.running.ledger)
+        elif kind not in ("memory", "ledger", "off"):
+            raise ConfigError(f"gateway.idempotency must be memory, ledger or off, not {kind!r}")
+        return self._store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = Headers(scope=scope) if scope["type"] == "http" else None
+        key = headers.get(HEADER, "").strip() if headers is not None else ""
+        if not key or scope["path"] not in MODEL_PATHS or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        assert headers is not None
+        try:
+            await self._once(scope, receive, send, headers, key)
+        except (IdempotencyConflictError, IdempotencyMismatchError, RequestTooLargeError) as exc:
+            await error_response(dialect_for_path(scope["path"], headers), exc)(
+                scope, receive, send
+            )
+
+    async def _once(
+        self, scope: Scope, receive: Receive, send: Send, headers: Headers, key: str
+    ) -> None:
+        store = self.store()
+        if store is None or len(key) > MAX_KEY_CHARS:
+            await self.app(scope, receive, send)
+            return
+        body, disconnect = await _read_body(receive, self.gateway.config.max_body_bytes)
+        if disconnect is not None:
+            return
+        scoped, ttl = scoped_key(headers, key), self.gateway.config.idempotency_ttl_s
+        stored = await store.begin(scoped, fingerprint(scope["path"], body), ttl)
+        if stored is not None:
+            await replay(stored, send)
+            return
+        recorder = _Recorder(send)
+        try:
+            await self.app(scope, _again(body, receive), recorder.send)
+        finally:
+            answer = recorder.stored()
+            settle = store.release(scoped) if answer is None else store.finish(scoped, answer, ttl)
+            await asyncio.shield(settle)
