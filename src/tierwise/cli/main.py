@@ -15,7 +15,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from tierwise.cli import calibrate_cmd, eval_cmd, learn_cmd, render, serve_cmd, shadow_cmd
+from tierwise.cli import (
+    calibrate_cmd,
+    eval_cmd,
+    learn_cmd,
+    render,
+    serve_cmd,
+    shadow_cmd,
+    workflow_cmd,
+)
 from tierwise.cli.options import DataDirOption
 from tierwise.cli.state import CliState
 from tierwise.errors import PolicyError, TierwiseError
@@ -139,6 +147,7 @@ calibrate_cmd.register(app)
 learn_cmd.register(app)
 shadow_cmd.register(app)
 serve_cmd.register(app)
+workflow_cmd.register(app)
 
 
 def run() -> None:
