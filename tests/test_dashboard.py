@@ -164,6 +164,8 @@ def test_summary_matches_the_ledger_and_the_spend_report(filled: Filled) -> None
         "tasks": 7,
         "escalated_tasks": 1,
         "escalation_rate": 1 / 7,
+        "failed_over_tasks": 0,
+        "failover_rate": 0.0,
         "advisor_tasks": 1,
         "advisor_consult_rate": 1 / 7,
     }
@@ -194,7 +196,8 @@ def test_decisions_are_paginated_searchable_and_carry_their_task(filled: Filled)
     assert newest["task_calls"] == 0 and newest["outcome"] is None
     assert oldest["task_id"] == filled.escalated_task
     assert oldest["policy"] == POLICIES["cheap"] and oldest["source"] == "gateway"
-    assert oldest["escalated_to"] == [OPUS] and oldest["outcome"] == "success"
+    assert oldest["escalations"] == [{"to_model": OPUS, "trigger": "gate"}]
+    assert oldest["outcome"] == "success"
     assert oldest["reason"] == f"baseline: always the cheapest candidate -> {HAIKU}"
     assert [c["model"] for c in oldest["candidates"]] == [HAIKU, OPUS]
     with filled.ledger() as ledger:
@@ -235,6 +238,7 @@ POSTGRES_URL = os.environ.get(
     "TIERWISE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
 NOW = datetime(2026, 3, 10, 12, 30, tzinfo=UTC)
+FAILOVER = "failover: APIConnectionError: connection reset"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -262,8 +266,8 @@ def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledge
 
 
 def _history(ledger: Ledger) -> tuple[str, str]:
-    """Two top-level tasks this week (one escalated, one with an advisor sub-task and a call
-    of unknown cost) and one from last month; their ids."""
+    """Two top-level tasks this week — one escalated; one failed over, with a call of unknown
+    cost and an advisor sub-task that escalated — and one from last month; their ids."""
     day = datetime(2026, 3, 9, 10, tzinfo=UTC)
     today = datetime(2026, 3, 10, 9, tzinfo=UTC)
     a = TaskRecord(policy="route:rules", created_at=day)
@@ -310,6 +314,16 @@ def _history(ledger: Ledger) -> tuple[str, str]:
         ),
         call(b, "openai:gpt-4.1-mini", None, (500, 50)),
         call(sub, OPUS, "0.05", (2000, 300)),
+        EscalationRecord(
+            task_id=b.id,
+            from_model="openai:gpt-4.1-mini",
+            to_model=HAIKU,
+            trigger=FAILOVER,
+            created_at=today,
+        ),
+        EscalationRecord(
+            task_id=sub.id, from_model=OPUS, to_model=OPUS, trigger="gate: retry", created_at=today
+        ),
         call(old, HAIKU, "1.0", (10, 10)),
     )
     return a.id, b.id
@@ -328,8 +342,10 @@ def test_summary_on_each_database(any_ledger: Ledger) -> None:
     assert [line.name for line in found.by_model] == [OPUS, HAIKU, "openai:gpt-4.1-mini"]
     assert found.rates.model_dump() == {
         "tasks": 2,
-        "escalated_tasks": 1,
-        "escalation_rate": 0.5,
+        "escalated_tasks": 2,  # a's own, and b's through its sub-task
+        "escalation_rate": 1.0,
+        "failed_over_tasks": 1,
+        "failover_rate": 0.5,
         "advisor_tasks": 1,
         "advisor_consult_rate": 0.5,
     }
@@ -356,7 +372,8 @@ def test_decisions_on_each_database(any_ledger: Ledger) -> None:
     pinned, routed = page.rows
     assert (pinned.task_calls, pinned.task_cost_usd) == (2, None)  # one call of unknown cost
     assert (routed.task_calls, routed.task_cost_usd) == (2, Decimal("0.021"))
-    assert routed.escalated_to == [OPUS] and routed.policy == "route:rules"
+    assert [e.to_model for e in routed.escalations] == [OPUS] and routed.policy == "route:rules"
+    assert [e.trigger for e in pinned.escalations] == [FAILOVER]
     assert [r.task_id for r in queries.decision_page(any_ledger, "SMALL TIER").rows] == [a]
     assert [r.task_id for r in queries.decision_page(any_ledger, "gpt-4.1").rows] == [b]
     assert queries.decision_page(any_ledger, "_").total == 0  # _ is literal
@@ -469,6 +486,7 @@ def test_the_dashboard_in_headless_chromium(filled: Filled, chromium: Browser) -
     assert charts["chart-distribution"]["sum"] == 7
     assert page.text_content("#tile-escalation") == "14.3%"
     assert page.text_content("#tile-advisor") == "14.3%"
+    assert page.text_content("#tile-failover") == "0.0%"
     assert page.text_content("#tile-volume") == "7 · 7"
 
     rows = page.locator("#decisions tbody tr")

@@ -39,6 +39,8 @@ FLUSH_TIMEOUT_S = 2.0
 """How long a read waits for the gateway's write-behind queue to reach the database."""
 MAX_QUERY_CHARS = 200
 ADVISOR_ITERATION = "advisor_message"
+FAILOVER_TRIGGER = "failover:"
+"""How the failover layer's escalations begin: a move to another upstream, not a climb."""
 _TOKEN_AXES = (
     "input_tokens",
     "output_tokens",
@@ -71,13 +73,22 @@ class OverTime(BaseModel):
 
 
 class Rates(BaseModel):
-    """Escalation and advisor-consult rates over top-level tasks (``None`` with no task)."""
+    """Shares of the top-level tasks (``None`` with no task) that escalated (a cascade or a
+    workflow climbing to a stronger model), failed over to another upstream, or consulted
+    an advisor; a sub-task's counts for its parent."""
 
     tasks: int
     escalated_tasks: int
     escalation_rate: float | None
+    failed_over_tasks: int
+    failover_rate: float | None
     advisor_tasks: int
     advisor_consult_rate: float | None
+
+
+class Escalation(BaseModel):
+    to_model: str
+    trigger: str
 
 
 class Savings(BaseModel):
@@ -121,7 +132,7 @@ class DecisionRow(BaseModel):
     reason: str
     threshold: float | None
     candidates: list[dict[str, Any]]
-    escalated_to: list[str]
+    escalations: list[Escalation]
     outcome: str | None
     task_calls: int
     """Model calls of the task and its sub-tasks."""
@@ -328,12 +339,8 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
         for row in conn.execute(stmt).mappings():
             tally.add(row, bucket, catalog)
         task_count = _scalar(conn, _count_tasks(since))
-        escalated = _scalar(
-            conn,
-            select(func.count(distinct(escalations.c.task_id))).where(
-                escalations.c.created_at >= since
-            ),
-        )
+        escalated = _scalar(conn, _escalated_tasks(since, failover=False))
+        failed_over = _scalar(conn, _escalated_tasks(since, failover=True))
         chosen = conn.execute(_decisions_by_model(since)).all()
     total, by_model = tally.total(), tally.by_model()
     return Summary(
@@ -347,7 +354,7 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
         by_role=_lines(tally.by_role),
         decisions_by_model={str(model): int(n) for model, n in chosen},
         over_time=_over_time(tally, since, until, bucket, strongest),
-        rates=_rates(task_count, escalated, len(tally.advisor_tasks)),
+        rates=_rates(task_count, escalated, failed_over, len(tally.advisor_tasks)),
         savings=_savings(total, strongest),
     )
 
@@ -359,6 +366,19 @@ def _scalar(conn: Any, stmt: Select[Any]) -> int:
 def _count_tasks(since: datetime) -> Select[Any]:
     top_level = tasks.c.parent_id.is_(None)
     return select(func.count()).select_from(tasks).where(tasks.c.created_at >= since, top_level)
+
+
+def _escalated_tasks(since: datetime, *, failover: bool) -> Select[Any]:
+    """How many top-level tasks escalated (or, with ``failover``, failed over) since then."""
+    is_failover = escalations.c.trigger.startswith(FAILOVER_TRIGGER, autoescape=True)
+    root = func.coalesce(tasks.c.parent_id, escalations.c.task_id)
+    joined = escalations.outerjoin(tasks, tasks.c.id == escalations.c.task_id)
+    kind = is_failover if failover else ~is_failover
+    return (
+        select(func.count(distinct(root)))
+        .select_from(joined)
+        .where(escalations.c.created_at >= since, kind)
+    )
 
 
 def _decisions_by_model(since: datetime) -> Select[Any]:
@@ -417,11 +437,13 @@ def _rate(part: int, whole: int) -> float | None:
     return None if whole == 0 else min(part / whole, 1.0)
 
 
-def _rates(task_count: int, escalated: int, advised: int) -> Rates:
+def _rates(task_count: int, escalated: int, failed_over: int, advised: int) -> Rates:
     return Rates(
         tasks=task_count,
         escalated_tasks=escalated,
         escalation_rate=_rate(escalated, task_count),
+        failed_over_tasks=failed_over,
+        failover_rate=_rate(failed_over, task_count),
         advisor_tasks=advised,
         advisor_consult_rate=_rate(advised, task_count),
     )
@@ -499,7 +521,9 @@ def decision_page(ledger: Ledger, q: str = "", page: int = 1) -> DecisionPage:
 
 @dataclass
 class _TaskExtras:
-    escalated_to: defaultdict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    escalations: defaultdict[str, list[Escalation]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
     outcome: dict[str, str] = field(default_factory=dict)
     cost: dict[str, Decimal | None] = field(default_factory=dict)
     calls: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -510,11 +534,11 @@ def _task_extras(conn: Any, task_ids: Sequence[str]) -> _TaskExtras:
     extras = _TaskExtras()
     if not task_ids:
         return extras
-    escalated = select(escalations.c.task_id, escalations.c.to_model).where(
+    escalated = select(escalations.c.task_id, escalations.c.to_model, escalations.c.trigger).where(
         escalations.c.task_id.in_(task_ids)
     )
-    for task_id, to_model in conn.execute(escalated.order_by(escalations.c.seq)):
-        extras.escalated_to[task_id].append(to_model)
+    for task_id, to_model, trigger in conn.execute(escalated.order_by(escalations.c.seq)):
+        extras.escalations[task_id].append(Escalation(to_model=to_model, trigger=trigger))
     ended = select(outcomes.c.task_id, outcomes.c.outcome).where(outcomes.c.task_id.in_(task_ids))
     for task_id, outcome in conn.execute(ended.order_by(outcomes.c.seq)):
         extras.outcome[task_id] = outcome
@@ -543,7 +567,7 @@ def _decision_row(row: Mapping[str, Any], extras: _TaskExtras) -> DecisionRow:
         reason=row["reason"],
         threshold=row["threshold"],
         candidates=list(row["candidates"] or []),
-        escalated_to=extras.escalated_to.get(task_id, []),
+        escalations=extras.escalations.get(task_id, []),
         outcome=extras.outcome.get(task_id),
         task_calls=extras.calls.get(task_id, 0),
         task_cost_usd=extras.cost.get(task_id, Decimal(0)),

@@ -130,6 +130,8 @@
     $("tile-volume-note").textContent = "top-level tasks · model calls";
     $("tile-escalation").textContent = pct(s.rates.escalation_rate);
     $("tile-escalation-note").textContent = s.rates.escalated_tasks + " escalated task(s)";
+    $("tile-failover").textContent = pct(s.rates.failover_rate);
+    $("tile-failover-note").textContent = s.rates.failed_over_tasks + " task(s) moved to another upstream";
     $("tile-advisor").textContent = pct(s.rates.advisor_consult_rate);
     $("tile-advisor-note").textContent = s.rates.advisor_tasks + " task(s) consulted an advisor";
   }
@@ -166,6 +168,17 @@
     return cell;
   }
 
+  function escalationsCell(escalations) {
+    const cell = el("td", escalations.length ? null : "–", "escalations");
+    for (const step of escalations) {
+      const item = el("div");
+      item.appendChild(el("span", "→ " + step.to_model, "model"));
+      item.appendChild(el("small", step.trigger));
+      cell.appendChild(item);
+    }
+    return cell;
+  }
+
   function decisionRow(row) {
     const tr = el("tr");
     tr.appendChild(el("td", row.created_at.slice(0, 19).replace("T", " "), "time"));
@@ -175,7 +188,7 @@
     tr.appendChild(policy);
     tr.appendChild(el("td", row.chosen_model, "model"));
     tr.appendChild(reasonCell(row));
-    tr.appendChild(el("td", row.escalated_to.length ? row.escalated_to.join(" → ") : "–", "model"));
+    tr.appendChild(escalationsCell(row.escalations));
     const outcome = el("td");
     outcome.appendChild(el("span", row.outcome || "–", "tag " + (row.outcome || "")));
     tr.appendChild(outcome);
