@@ -114,7 +114,7 @@ class Scope:
 
     def describe(self) -> str:
         period = {"day": "daily", "month": "monthly", "total": "total"}[self.period]
-        return f"key {self.owner or self.key!r}'s {period} budget"
+        return f"the {period} budget of key {self.owner or self.key!r}"
 
 
 def _bucket(period: Period, now: datetime) -> tuple[str, datetime | None]:

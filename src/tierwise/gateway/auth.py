@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from tierwise.budgets.limits import Limits
 from tierwise.errors import ForbiddenError, UnauthorizedError
 from tierwise.gateway.keys import KeyStore, split_token
 from tierwise.gateway.models import Target
@@ -34,6 +35,8 @@ class Principal:
     name: str
     models: tuple[str, ...] = ()
     admin: bool = False
+    limits: Limits | None = None
+    """The key's own budgets and rate limits (the gateway adds its defaults)."""
 
     def may_use(self, names: Iterable[str]) -> bool:
         if not self.models:
@@ -104,7 +107,7 @@ class Authenticator:
             found = await asyncio.to_thread(self._keys.verify, key)
         if found is None:
             raise UnauthorizedError("invalid API key")
-        principal = Principal(found.name, tuple(found.models))
+        principal = Principal(found.name, tuple(found.models), limits=found.limits)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_s)

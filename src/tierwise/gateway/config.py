@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tierwise.budgets.config import BudgetSettings
+from tierwise.budgets.limits import Limits
+
 DEFAULT_PORT = 8787
 MIB = 1024 * 1024
 
@@ -27,6 +30,15 @@ class GatewayConfig(BaseModel):
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics`` (behind the admin key when auth is on)."""
+    budget_store: str = "ledger"
+    """Budgets: ``ledger`` (its database), ``memory``, a SQL URL or ``redis://``; several
+    instances share PostgreSQL or Redis (see :mod:`tierwise.budgets.factory`)."""
+    rate_limit_store: str | None = None
+    """Per-minute limits: ``memory`` or ``redis://``; unset, Redis when budgets are in Redis."""
+    limits: Limits = Field(default_factory=Limits)
+    """``[gateway.limits]``: every key's limits unless the key sets its own."""
+    budgets: BudgetSettings = Field(default_factory=BudgetSettings)
+    """``[gateway.budgets]``: fail-open, reservation TTL, ``max_tokens`` default, margin."""
     max_in_flight: int = Field(default=256, ge=1)
     """Model requests served at once per process; past it a 503 with ``retry-after`` at once,
     rather than queueing into client timeouts."""

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 from sqlalchemy import insert, or_, select, update
 
+from tierwise.budgets.limits import Limits
 from tierwise.errors import InvalidRequestError
 from tierwise.ledger.records import utc_now
 from tierwise.ledger.schema import api_keys
@@ -36,6 +37,8 @@ class ApiKey(BaseModel):
     models: list[str]
     created_at: datetime
     revoked_at: datetime | None = None
+    limits: Limits | None = None
+    """Budgets and rate limits of this key (unset ones fall back to ``[gateway.limits]``)."""
 
     @property
     def active(self) -> bool:
@@ -72,6 +75,7 @@ _PUBLIC = (
     api_keys.c.models,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.limits,
 )
 
 
@@ -81,15 +85,16 @@ class KeyStore:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
-    def create(self, name: str, models: Sequence[str] = ()) -> NewKey:
+    def create(self, name: str, models: Sequence[str] = (), limits: Limits | None = None) -> NewKey:
         """A new key named ``name`` limited to ``models`` (globs; empty: no limit)."""
         key_id, secret, salt = (
             secrets.token_hex(_ID_BYTES),
             secrets.token_urlsafe(_SECRET_BYTES),
             secrets.token_hex(16),
         )
-        key = ApiKey(id=key_id, name=name, models=list(models), created_at=utc_now())
-        row = key.model_dump(exclude={"revoked_at"}) | {
+        key = ApiKey(id=key_id, name=name, models=list(models), created_at=utc_now(), limits=limits)
+        row = key.model_dump(exclude={"revoked_at", "limits"}) | {
+            "limits": None if limits is None else limits.model_dump(mode="json", exclude_none=True),
             "salt": salt,
             "secret_hash": _digest(salt, secret),
         }
@@ -118,6 +123,17 @@ class KeyStore:
                 stmt = update(api_keys).where(api_keys.c.id == key.id)
                 conn.execute(stmt.values(revoked_at=key.revoked_at))
         return key
+
+    def set_limits(self, name_or_id: str, limits: Limits | None) -> ApiKey:
+        """Replace the key's limits (``None``: back to the ``[gateway.limits]`` defaults)."""
+        match = or_(api_keys.c.name == name_or_id, api_keys.c.id == name_or_id)
+        stored = None if limits is None else limits.model_dump(mode="json", exclude_none=True)
+        with self._ledger.transaction("could not store the key's limits", write=True) as conn:
+            row = conn.execute(select(*_PUBLIC).where(match)).mappings().first()
+            if row is None:
+                raise InvalidRequestError(f"no key named {name_or_id!r}")
+            conn.execute(update(api_keys).where(api_keys.c.id == row["id"]).values(limits=stored))
+        return _key(row).model_copy(update={"limits": limits})
 
     def verify(self, token: str) -> ApiKey | None:
         """The active key ``token`` belongs to, or ``None``."""

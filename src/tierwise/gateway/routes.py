@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from tierwise.budgets.limits import Limits
 from tierwise.errors import (
     ForbiddenError,
     InvalidRequestError,
@@ -24,6 +25,7 @@ from tierwise.errors import (
     MalformedResponseError,
     RequestTooLargeError,
 )
+from tierwise.gateway.auth import ANONYMOUS, Principal
 from tierwise.gateway.counting import estimate_request_tokens
 from tierwise.gateway.dialects import (
     ANTHROPIC,
@@ -88,6 +90,7 @@ class Admitted:
     body: JsonObject
     request: Request
     target: Target
+    principal: Principal = ANONYMOUS
 
 
 async def _close(events: AsyncIterator[StreamEvent]) -> None:
@@ -190,12 +193,12 @@ class Routes:
         principal.authorize(target)
         headers = forward_headers(dialect, request.headers)
         canonical = dialect.parse(body).model_copy(update={"headers": headers})
-        return Admitted(dialect, body, canonical, target)
+        return Admitted(dialect, body, canonical, target, principal)
 
     async def _model_request(self, request: HttpRequest, dialect: Dialect) -> Response:
         trace = Trace(dialect.api, self.gateway.metrics)
         try:
-            admitted = await self._admit(request, dialect)
+            admitted = await self._reserve(await self._admit(request, dialect), trace)
             if admitted.body.get("stream") is True:
                 return await self._stream(admitted, trace)
             return await self._complete(admitted, trace)
@@ -203,6 +206,16 @@ class Routes:
             response = error_response(dialect, exc)
             trace.finish(response.status_code)
             return response
+
+    async def _reserve(self, admitted: Admitted, trace: Trace) -> Admitted:
+        """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""
+        running, principal = self.gateway.running, admitted.principal
+        limits = None if principal.admin else (principal.limits or Limits())
+        strategy = running.engine.strategy(admitted.target.policy)
+        request, trace.hold = await running.budgets.admit(
+            principal.name, limits, admitted.request, strategy
+        )
+        return replace(admitted, request=request)
 
     async def _complete(self, admitted: Admitted, trace: Trace) -> Response:
         running, api = self.gateway.running, admitted.dialect.api

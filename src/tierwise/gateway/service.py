@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
+from tierwise.budgets.factory import open_budget_gate
+from tierwise.budgets.gate import BudgetGate
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.gateway.auth import Authenticator
@@ -29,6 +31,7 @@ class Running:
     keys: KeyStore
     auth: Authenticator
     models: ModelResolver
+    budgets: BudgetGate
 
 
 def _resolver(engine: Engine) -> ModelResolver:
@@ -51,6 +54,7 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self._given_engine = engine
         self._running: Running | None = None
+        self._sweeper: asyncio.Task[None] | None = None
 
     @property
     def running(self) -> Running:
@@ -72,10 +76,27 @@ class Gateway:
             keys=keys,
             cache_s=self.config.key_cache_s,
         )
-        self._running = Running(engine, ledger, keys, auth, _resolver(engine))
+        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
+        self._sweeper = asyncio.create_task(budgets.run_sweeper())
+        self._running = Running(engine, ledger, keys, auth, _resolver(engine), budgets)
+
+    def _budget_gate(self, engine: Engine, ledger: Ledger) -> BudgetGate:
+        return open_budget_gate(
+            budget_store=self.config.budget_store,
+            rate_limit_store=self.config.rate_limit_store,
+            settings=self.config.budgets,
+            defaults=self.config.limits,
+            ledger=ledger,
+            catalog=engine.catalog,
+        )
 
     async def stop(self) -> None:
         running, self._running = self._running, None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        if running is not None:
+            await running.budgets.aclose()  # settle what is in flight, write buffered spend
         if running is not None:
             await asyncio.to_thread(running.ledger.stop_write_behind)  # write what is queued
         if running is not None and self._given_engine is None:

@@ -11,6 +11,7 @@ import time
 from decimal import Decimal
 from urllib.parse import quote
 
+from tierwise.budgets.gate import Hold
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.ledger.records import CallRecord, DecisionRecord, LedgerRecord, TaskRecord
 
@@ -32,6 +33,8 @@ class Trace:
         self._routed_at: float | None = None
         self._metrics = metrics
         self._finished = False
+        self.hold: Hold | None = None
+        """The request's budget hold, settled to its calls when the request finishes."""
         metrics.in_flight.inc()
 
     def observe(self, record: LedgerRecord) -> None:
@@ -80,6 +83,8 @@ class Trace:
         if self._finished:
             return
         self._finished = True
+        if self.hold is not None:
+            self.hold.settle_soon(self.calls)
         self._metrics.in_flight.dec()
         self._metrics.finished(self.api, self.model, status, self.elapsed_ms() / 1000)
         self._metrics.overhead.labels(self.api).observe(self.overhead_ms() / 1000)

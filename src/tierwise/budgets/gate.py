@@ -1,0 +1,344 @@
+"""The gateway side of budgets: admit a request (rate limits, then a reservation of its worst
+case), and settle it to what its calls really cost when it ends, however it ends.
+
+The worst case is the input estimate (times a margin) plus ``max_tokens`` (set to a default
+when the client sent none), priced at the most expensive candidate of the request's policy
+(input at the dearest of the input and cache-write prices). A request's own calls come from
+the gateway's trace; a call of unknown cost (a stream cut midway) is charged its whole
+reservation. When the store is down, budgets fail closed (503) unless ``fail_open`` is set:
+then the request goes through and its spend waits in memory until the store is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from tierwise.budgets.config import BudgetSettings
+from tierwise.budgets.limits import Amount, Limits, Scope, to_nanousd, to_usd
+from tierwise.budgets.rate import RateLimiter, RateLimits
+from tierwise.budgets.store import BudgetStore, Rejection
+from tierwise.catalog import Catalog, ModelSpec
+from tierwise.errors import (
+    BudgetExhaustedError,
+    BudgetUnavailableError,
+    InvalidRequestError,
+    KeyRateLimitError,
+)
+from tierwise.gateway.counting import estimate_request_tokens
+from tierwise.ledger.records import CallRecord
+from tierwise.messages import Request
+
+T = TypeVar("T")
+log = logging.getLogger("tierwise.budgets")
+MILLION = Decimal(1_000_000)
+_FAIL_OPEN_HINT = "set gateway.budgets.fail_open = true to admit requests and record spend later"
+
+
+def candidate_specs(strategy: object, catalog: Catalog) -> list[ModelSpec]:
+    """The models a policy's strategy may call: its ``candidates``, its pinned ``spec``, or
+    (for a strategy that says neither) every catalog model."""
+    found = getattr(strategy, "candidates", None)
+    if isinstance(found, Sequence) and found and all(isinstance(s, ModelSpec) for s in found):
+        return list(found)
+    spec = getattr(strategy, "spec", None)
+    return [spec] if isinstance(spec, ModelSpec) else list(catalog)
+
+
+def _call_price(spec: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal | None:
+    prices = spec.prices
+    inputs = [p for p in (prices.input, prices.cache_write_5m, prices.cache_write_1h) if p]
+    if prices.input is None or prices.output is None:
+        return None
+    return (input_tokens * max(inputs, default=Decimal(0)) + output_tokens * prices.output) / (
+        MILLION
+    )
+
+
+def worst_case(
+    request: Request, specs: Sequence[ModelSpec], margin: float
+) -> tuple[Amount, list[str]]:
+    """What ``request`` can cost at most, and the candidates whose price is unknown."""
+    input_tokens = math.ceil(estimate_request_tokens(request) * margin)
+    output_tokens = request.max_tokens or 0
+    priced = {s.id: _call_price(s, input_tokens, output_tokens) for s in specs}
+    known = [p for p in priced.values() if p is not None]
+    unknown = [model for model, p in priced.items() if p is None]
+    usd = max(known, default=Decimal(0))
+    return Amount(to_nanousd(usd), input_tokens + output_tokens), unknown
+
+
+def spent(calls: Sequence[CallRecord], reserved: Amount) -> Amount:
+    """What ``calls`` cost; a call of unknown cost counts as the whole reservation."""
+    if not calls:
+        return Amount()
+    tokens = sum(
+        c.input_tokens
+        + c.output_tokens
+        + c.cache_write_5m_tokens
+        + c.cache_write_1h_tokens
+        + c.cache_read_tokens
+        for c in calls
+    )
+    costs = [c.cost_usd for c in calls]
+    if any(cost is None for cost in costs):
+        return Amount(reserved.nanousd, max(tokens, reserved.tokens))
+    return Amount(to_nanousd(sum((c for c in costs if c is not None), Decimal(0))), tokens)
+
+
+@dataclass
+class Hold:
+    """One admitted request's claim on its key's budget and rate; settled exactly once."""
+
+    gate: BudgetGate
+    key: str
+    request_id: str
+    scopes: list[Scope]
+    amount: Amount
+    reserved: bool
+    """A reservation exists in the store (false: no budget, or admitted fail-open)."""
+    rate_tokens: int
+    _settling: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def settle_soon(self, calls: Sequence[CallRecord]) -> None:
+        """Settle in the background (safe from a finishing or cancelled request)."""
+        if self._settling is None:
+            self._settling = self.gate.track(self.gate.settle(self, list(calls)))
+
+    async def settle(self, calls: Sequence[CallRecord]) -> None:
+        self.settle_soon(calls)
+        if self._settling is not None:
+            await asyncio.shield(self._settling)
+
+
+@dataclass
+class _Pending:
+    hold: Hold
+    actual: Amount
+
+
+class BudgetGate:
+    """Admits and settles requests against per-key budgets and rate limits."""
+
+    def __init__(
+        self,
+        settings: BudgetSettings,
+        defaults: Limits,
+        store: BudgetStore | None,
+        rates: RateLimiter,
+        *,
+        store_name: str,
+        catalog: Catalog,
+    ) -> None:
+        self.settings = settings
+        self.defaults = defaults
+        self.store = store
+        self.rates = rates
+        self.store_name = store_name
+        self._catalog = catalog
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: list[_Pending] = []
+
+    # --- admission --------------------------------------------------------------------------
+
+    async def admit(
+        self, key: str, limits: Limits | None, request: Request, strategy: object
+    ) -> tuple[Request, Hold | None]:
+        """Check ``key``'s limits (``limits=None``: unlimited, e.g. the admin key) and reserve
+        ``request``'s worst case; the request (``max_tokens`` set if needed) and its hold."""
+        if limits is None:
+            return request, None
+        effective = limits.over(self.defaults)
+        budgeted = effective.has_budget or effective.usd_per_request is not None
+        if not (budgeted or effective.has_rate):
+            return request, None
+        if budgeted and request.max_tokens is None:
+            request = request.model_copy(update={"max_tokens": self.settings.default_max_tokens})
+        specs = candidate_specs(strategy, self._catalog)
+        amount, unknown = worst_case(request, specs, self.settings.input_margin)
+        _check_request(key, effective, amount, unknown)
+        rate_tokens = await self._rate(key, effective, amount.tokens)
+        scopes = effective.scopes(key, datetime.now(UTC)) if self.store is not None else []
+        hold = Hold(self, key, uuid.uuid4().hex, scopes, amount, False, rate_tokens)
+        if scopes:
+            try:
+                hold.reserved = await self._reserve(hold)
+            except BaseException:
+                if rate_tokens:
+                    await self._untake_rate(key, rate_tokens)
+                raise
+        return request, hold
+
+    async def _rate(self, key: str, limits: Limits, tokens: int) -> int:
+        """Count the request against the key's per-minute limits; the tokens counted."""
+        if not limits.has_rate:
+            return 0
+        rate = RateLimits(limits.requests_per_minute, limits.tokens_per_minute)
+        counted = tokens if rate.tokens_per_minute is not None else 0
+        try:
+            wait = await self.rates.hit(key, 1, counted, rate)
+        except BudgetUnavailableError as exc:
+            return self._store_down(exc, admit=0)
+        if wait is None:
+            return counted
+        if math.isinf(wait):
+            raise InvalidRequestError(
+                f"this request may use up to {tokens} tokens, more than key {key!r}'s "
+                f"tokens_per_minute of {rate.tokens_per_minute}; lower max_tokens"
+            )
+        seconds = max(1, math.ceil(wait))
+        raise KeyRateLimitError(
+            f"key {key!r} is over its rate limit ({_describe(rate)}); retry in {seconds} s",
+            retry_after_s=seconds,
+        )
+
+    async def _reserve(self, hold: Hold) -> bool:
+        assert self.store is not None
+        ttl = self.settings.reservation_ttl_s
+        try:
+            found = await self.store.reserve(hold.request_id, hold.scopes, hold.amount, ttl)
+            if isinstance(found, Rejection) and await self.store.reclaim():
+                found = await self.store.reserve(hold.request_id, hold.scopes, hold.amount, ttl)
+        except BudgetUnavailableError as exc:
+            return self._store_down(exc, admit=False)
+        if isinstance(found, Rejection):
+            raise _refusal(found)
+        return True
+
+    def _store_down(self, exc: BudgetUnavailableError, *, admit: T) -> T:
+        if not self.settings.fail_open:
+            raise BudgetUnavailableError(
+                f"{exc.message}; requests are refused while budgets cannot be checked "
+                f"({_FAIL_OPEN_HINT})",
+            ) from exc
+        log.warning("budget store down, admitting without a check (fail-open): %s", exc)
+        return admit
+
+    async def _untake_rate(self, key: str, tokens: int) -> None:
+        try:
+            await self.rates.add_tokens(key, -tokens)
+        except BudgetUnavailableError:
+            log.warning("could not give back %d rate-limit tokens of key %r", tokens, key)
+
+    # --- settlement -------------------------------------------------------------------------
+
+    def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def settle(self, hold: Hold, calls: list[CallRecord]) -> None:
+        """Commit ``hold`` to what ``calls`` cost (release it when nothing was called)."""
+        actual = spent(calls, hold.amount)
+        if hold.rate_tokens:
+            await self._untake_rate(hold.key, hold.rate_tokens - actual.tokens)
+        if not hold.scopes:
+            return
+        try:
+            await self._apply(hold, actual)
+        except BudgetUnavailableError as exc:
+            log.warning("budget store down, spend of %s kept to write later: %s", hold.key, exc)
+            self._pending.append(_Pending(hold, actual))
+
+    async def _apply(self, hold: Hold, actual: Amount) -> None:
+        assert self.store is not None
+        if not hold.reserved:
+            await self.store.charge(hold.request_id, hold.scopes, actual)
+        elif actual == Amount():
+            await self.store.release(hold.request_id)
+        else:
+            await self.store.commit(hold.request_id, actual)
+
+    async def sweep(self) -> None:
+        """Reclaim expired reservations and write buffered spend (while the store answers)."""
+        if self.store is None:
+            return
+        try:
+            while self._pending:
+                await self._apply(self._pending[0].hold, self._pending[0].actual)
+                self._pending.pop(0)
+            await self.store.reclaim()
+        except BudgetUnavailableError as exc:
+            log.warning("budget store still down (%d spends buffered): %s", self.pending, exc)
+
+    @property
+    def pending(self) -> int:
+        """Spends waiting for the store to come back."""
+        return len(self._pending)
+
+    async def run_sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.sweep_s)
+            await self.sweep()
+
+    async def aclose(self) -> None:
+        """Finish settling, write what is buffered, close the stores."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.sweep()
+        for hold in (p.hold for p in self._pending):
+            log.error(
+                "budget spend of request %s (key %r) could not be written",
+                hold.request_id,
+                hold.key,
+            )
+        if self.store is not None:
+            await self.store.aclose()
+        await self.rates.aclose()
+
+
+def _check_request(key: str, limits: Limits, amount: Amount, unknown: list[str]) -> None:
+    """Refuse a request no budget could ever admit as it is."""
+    dollars = limits.usd_per_request is not None or any(
+        scope.limit_nanousd is not None for scope in limits.scopes(key, datetime.now(UTC))
+    )
+    if dollars and unknown:
+        raise InvalidRequestError(
+            f"key {key!r} has a dollar budget, and the price of {', '.join(unknown)} is "
+            "unknown, so its cost cannot be bounded; add its prices to the catalog"
+        )
+    cap = limits.usd_per_request
+    if cap is not None and amount.usd > cap:
+        raise InvalidRequestError(
+            f"this request may cost up to ${amount.usd:.6f}, over key {key!r}'s per-request "
+            f"cap of ${cap}; lower max_tokens or shorten the input"
+        )
+
+
+def _refusal(rejection: Rejection) -> BudgetExhaustedError | KeyRateLimitError:
+    scope, counter = rejection.scope, rejection.counter
+    what = scope.describe()
+    limit = (
+        f"${to_usd(scope.limit_nanousd):.6f}"
+        if scope.limit_nanousd is not None
+        else f"{scope.limit_tokens} tokens"
+    )
+    if rejection.transient:
+        return KeyRateLimitError(
+            f"{what} ({limit}) is held by requests in flight; this one may cost up to "
+            f"${rejection.amount.usd:.6f} ({rejection.amount.tokens} tokens); retry shortly",
+            retry_after_s=1,
+        )
+    used = f"${counter.spent.usd:.6f} and {counter.spent.tokens} tokens spent"
+    resets = f"; it resets at {scope.resets_at:%Y-%m-%d %H:%M} UTC" if scope.resets_at else ""
+    return BudgetExhaustedError(
+        f"{what} is exhausted: {used} of {limit}, and this request may cost up to "
+        f"${rejection.amount.usd:.6f} ({rejection.amount.tokens} tokens){resets}"
+    )
+
+
+def _describe(rate: RateLimits) -> str:
+    parts = []
+    if rate.requests_per_minute is not None:
+        parts.append(f"{rate.requests_per_minute} requests")
+    if rate.tokens_per_minute is not None:
+        parts.append(f"{rate.tokens_per_minute} tokens")
+    return " and ".join(parts) + " per minute"

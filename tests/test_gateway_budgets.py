@@ -1,0 +1,316 @@
+"""Gateway budgets and rate limits through the real ``openai`` and ``anthropic`` clients.
+
+The gateway runs on 127.0.0.1 over fake upstreams; budgets are read back from the store
+itself (a second connection to the same database or Redis), as another instance would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+import pytest
+
+from tests.fakes import anthropic_upstream as afx
+from tests.fakes import openai_upstream as ofx
+from tests.gateway_harness import Served, fake_engine, gateway_settings, serve_app
+from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
+from tierwise.budgets.gate import worst_case
+from tierwise.budgets.limits import Limits, to_nanousd
+from tierwise.budgets.sql import SqlBudgetStore
+from tierwise.budgets.store import Counter
+from tierwise.catalog import load_catalog
+from tierwise.config import Settings
+from tierwise.engine import Engine
+from tierwise.gateway.app import create_app
+from tierwise.gateway.keys import KeyStore
+from tierwise.gateway.service import Gateway
+from tierwise.ledger.store import Ledger
+from tierwise.providers.base import ProviderConfig
+from tierwise.providers.openai_compat import OpenAICompatProvider
+from tierwise.wire.openai import request_from_openai
+
+HELLO = [{"role": "user", "content": "Hello"}]
+MINI = "gpt-4.1-mini"
+HAIKU = "claude-haiku-4-5"
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+def create_key(ledger_url: str, limits: Limits, name: str = "team") -> str:
+    with Ledger.open(ledger_url) as ledger:
+        return KeyStore(ledger).create(name, limits=limits).token
+
+
+@contextmanager
+def gateway(settings: Settings) -> Iterator[tuple[Served, Gateway]]:
+    fa, fo = afx.FakeAnthropic(), ofx.FakeOpenAI()
+    engine = fake_engine(settings, fa, fo)
+    app = create_app(settings, engine=engine)
+    with serve_app(app, engine) as url:
+        yield Served(url, fa, fo, settings), app.state.gateway
+
+
+def read_store(ledger_url: str, scope: str) -> tuple[Counter, int]:
+    """The scope's counters and the reservations held, once every request has settled."""
+
+    async def read() -> tuple[Counter, int]:
+        store = SqlBudgetStore(Ledger.open(ledger_url), owned=True)
+        try:
+            deadline = time.monotonic() + 10
+            while await store.held() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+            return await store.counter(scope), await store.held()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def settings_for(ledger_url: str, **gateway: Any) -> Settings:
+    return gateway_settings(ledger_url, gateway={"key_cache_s": 0, **gateway})
+
+
+# --- budget exhausted ---------------------------------------------------------------------
+
+
+def test_exhausted_budget_is_each_apis_quota_error(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(tokens_total=100))
+    with gateway(settings_for(ledger_url)) as (gw, _):
+        gw.openai_fake.reply_completion(ofx.completion("ok"))  # 19 + 10 tokens used
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=token, max_retries=2)
+        assert client.chat.completions.create(model=MINI, messages=HELLO, max_tokens=20)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(model=MINI, messages=HELLO, max_tokens=80)
+        error = caught.value.body
+        assert caught.value.status_code == 429
+        assert isinstance(error, dict)
+        assert error["type"] == error["code"] == "insufficient_quota"
+        exhausted = "the total budget of key 'team' is exhausted: $0.000024 and 29 tokens spent"
+        assert error["message"].startswith(f"{exhausted} of 100 tokens")
+        assert caught.value.response.headers["x-should-retry"] == "false"
+
+        with pytest.raises(anthropic.BadRequestError) as refused:
+            anthropic.Anthropic(base_url=gw.url, api_key=token, max_retries=2).messages.create(
+                model=HAIKU, max_tokens=80, messages=HELLO
+            )
+        assert refused.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+        assert "budget of key 'team' is exhausted" in refused.value.body["error"]["message"]  # type: ignore[index]
+    assert len(gw.openai_fake.requests) == 1 and gw.anthropic_fake.requests == []
+    counter, held = read_store(ledger_url, "key:team:total")
+    assert counter.spent.tokens == 29 and held == 0  # not retried by the SDKs, nothing held
+
+
+def test_spend_is_reconciled_to_the_exact_cost(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_per_day=Decimal(1), usd_per_month=Decimal(5)))
+    with gateway(settings_for(ledger_url)) as (gw, _):
+        gw.anthropic_fake.reply_message(afx.text_message("hi", usage_=afx.usage(1234, 567)))
+        raw = gw.anthropic(key=token).messages.with_raw_response.create(
+            model=HAIKU, max_tokens=1000, messages=HELLO
+        )
+    cost = Decimal(raw.headers["x-tierwise-cost-usd"])
+    assert cost == (1234 * Decimal("1.00") + 567 * Decimal("5.00")) / 1_000_000
+    with Ledger.open(ledger_url) as ledger:
+        scopes = [
+            s.key
+            for s in Limits(usd_per_day=Decimal(1)).scopes("team", ledger.calls()[0].created_at)
+        ]
+    counter, held = read_store(ledger_url, scopes[0])
+    assert counter.spent.nanousd == to_nanousd(cost) and counter.spent.tokens == 1234 + 567
+    assert counter.reserved.nanousd == 0 and held == 0
+
+
+def test_a_request_over_the_per_request_cap_is_refused(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_per_request=Decimal("0.001")))
+    cap = re.escape("per-request cap of $0.001")
+    with (
+        gateway(settings_for(ledger_url)) as (gw, _),
+        pytest.raises(anthropic.BadRequestError, match=cap),
+    ):
+        gw.anthropic(key=token).messages.create(model=HAIKU, max_tokens=4000, messages=HELLO)
+    assert gw.anthropic_fake.requests == []
+
+
+# --- rate limits --------------------------------------------------------------------------
+
+
+def test_requests_per_minute_is_a_429_with_retry_after(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(requests_per_minute=2))
+    with gateway(settings_for(ledger_url)) as (gw, _):
+        for _ in range(2):
+            gw.openai_fake.reply_completion(ofx.completion("ok"))
+            gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+        with pytest.raises(openai.RateLimitError) as caught:
+            gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            gw.anthropic(key=token).messages.create(model=HAIKU, max_tokens=5, messages=HELLO)
+    body = caught.value.body
+    assert isinstance(body, dict) and body["code"] == "rate_limit_exceeded"
+    assert "over its rate limit (2 requests per minute)" in body["message"]
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 120  # two windows at most
+    assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+    assert int(limited.value.response.headers["retry-after"]) >= 1
+    assert len(gw.openai_fake.requests) == 2
+
+
+def test_gateway_default_limits_apply_to_every_key(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits())
+    settings = settings_for(ledger_url, limits={"requests_per_minute": 1})
+    with gateway(settings) as (gw, _):
+        gw.openai_fake.reply_completion(ofx.completion("ok")).reply_completion(ofx.completion("ok"))
+        gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+        with pytest.raises(openai.RateLimitError):
+            gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+        gw.openai().chat.completions.create(model=MINI, messages=HELLO)  # the admin key: no limit
+
+
+# --- release on every ending --------------------------------------------------------------
+
+
+def test_released_on_upstream_error(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    with gateway(settings_for(ledger_url)) as (gw, _):
+        gw.openai_fake.reply_error(400, "Invalid 'messages'", code="invalid_value")
+        with pytest.raises(openai.BadRequestError):
+            gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+    counter, held = read_store(ledger_url, "key:team:total")
+    assert held == 0 and counter.reserved.nanousd == 0 and counter.spent.nanousd == 0
+
+
+def test_a_stream_cut_midway_is_charged_its_reservation(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    chunks = ofx.stream_chunks(ofx.completion("a long answer cut short"))[:3]
+    body = {"model": MINI, "messages": HELLO, "max_tokens": 100}
+    with gateway(settings_for(ledger_url)) as (gw, _):
+        gw.openai_fake.reply_chunks(chunks, done=False, drop=True)
+        stream = gw.openai(key=token).chat.completions.create(**body, stream=True)
+        with pytest.raises(openai.APIError):
+            list(stream)
+    counter, held = read_store(ledger_url, "key:team:total")
+    assert held == 0 and counter.reserved.nanousd == 0
+    # the upstream may bill what it sent, which nobody saw: charged the whole worst case
+    worst, _ = worst_case(request_from_openai(body), [load_catalog().get(f"openai:{MINI}")], 1.1)
+    assert counter.spent == worst
+    with Ledger.open(ledger_url) as ledger:
+        assert [c.cost_usd for c in ledger.calls()] == [None]
+
+
+def test_released_when_the_client_goes_away(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    with gateway(settings_for(ledger_url)) as (gw, _):
+        gw.anthropic_fake.reply_message(afx.text_message("word " * 400))
+        with gw.anthropic(key=token).messages.stream(
+            model=HAIKU, max_tokens=1000, messages=HELLO
+        ) as stream:
+            next(iter(stream))  # read one event, then hang up
+    counter, held = read_store(ledger_url, "key:team:total")
+    assert held == 0 and counter.reserved.nanousd == 0
+
+
+# --- the store is down --------------------------------------------------------------------
+
+
+def test_budgets_fail_closed_when_the_store_is_down(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    down = settings_for(ledger_url, budget_store="redis://127.0.0.1:1/0")
+    with gateway(down) as (gw, _), pytest.raises(openai.InternalServerError) as caught:
+        gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+    assert caught.value.status_code == 503
+    assert "budget store (Redis) is unavailable" in caught.value.message
+    assert "fail_open" in caught.value.message
+    assert gw.openai_fake.requests == []
+
+
+def test_fail_open_admits_and_keeps_the_spend(ledger_url: str) -> None:
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    settings = settings_for(
+        ledger_url, budget_store="redis://127.0.0.1:1/0", budgets={"fail_open": True}
+    )
+    with gateway(settings) as (gw, service):
+        gw.openai_fake.reply_completion(ofx.completion("ok"))
+        gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
+        gate = service.running.budgets
+        deadline = time.monotonic() + 10
+        while gate.pending == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert gate.pending == 1  # the spend waits for the store to come back
+
+
+# --- several instances --------------------------------------------------------------------
+
+
+def _blocking_openai(release: threading.Event) -> Any:
+    """An OpenAI upstream that answers only once ``release`` is set."""
+    body = ofx.completion("ok")
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        while not release.is_set():
+            await asyncio.sleep(0.005)
+        return httpx2.Response(200, json=body, headers={"x-request-id": uuid.uuid4().hex})
+
+    return handler
+
+
+def blocking_engine(settings: Settings, release: threading.Event) -> Engine:
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(_blocking_openai(release)))
+    config = ProviderConfig(kind="openai", base_url="http://openai.fake/v1")
+    provider = OpenAICompatProvider("openai", config, "sk-upstream", http_client=http)
+    return Engine(settings, providers={"openai": provider})
+
+
+def test_two_instances_sharing_postgres_and_redis_do_not_overshoot(
+    pg_url: str,  # noqa: F811
+    redis_prefix: str,  # noqa: F811
+) -> None:
+    fits, sent = 3, 16
+    body = {"model": MINI, "messages": HELLO, "max_tokens": 50}
+    spec = load_catalog().get(f"openai:{MINI}")
+    each, _ = worst_case(request_from_openai(body), [spec], 1.1)
+    limits = Limits(usd_total=each.usd * fits + each.usd / 2, requests_per_minute=1000)
+    token = create_key(pg_url, limits)
+    settings = settings_for(
+        pg_url, rate_limit_store=REDIS_URL, budgets={"redis_prefix": redis_prefix}
+    )
+    release = threading.Event()
+    with ExitStack() as stack:
+        urls = []
+        for _ in range(2):
+            engine = blocking_engine(settings, release)
+            urls.append(stack.enter_context(serve_app(create_app(settings, engine=engine), engine)))
+        clients = [openai.OpenAI(base_url=f"{u}/v1", api_key=token, max_retries=0) for u in urls]
+        refused: list[int] = []
+
+        def send(i: int) -> bool:
+            try:
+                clients[i % 2].chat.completions.create(**body)
+                return True
+            except openai.RateLimitError:
+                refused.append(i)
+                if len(refused) == sent - fits:
+                    release.set()
+                return False
+
+        with ThreadPoolExecutor(sent) as pool:
+            timer = threading.Timer(20, release.set)
+            timer.start()
+            outcomes = list(pool.map(send, range(sent)))
+            timer.cancel()
+    assert sum(outcomes) == fits
+    counter, held = read_store(pg_url, "key:team:total")
+    assert held == 0 and counter.reserved.nanousd == 0
+    assert counter.spent.nanousd <= to_nanousd(limits.usd_total)  # type: ignore[arg-type]
