@@ -185,7 +185,9 @@ def test_long_windows_are_daily_and_bad_numbers_are_refused(filled: Filled) -> N
     refused = _get(filled, "/dashboard/api/summary?days=lots", headers=BEARER)
     assert refused.status_code == 400
     assert refused.json()["error"]["message"] == "`days` must be a whole number, not 'lots'"
-    assert _get(filled, "/dashboard/api/decisions?page=-1", headers=BEARER).status_code == 400
+    for page in ("-1", "²"):
+        bad = _get(filled, f"/dashboard/api/decisions?page={page}", headers=BEARER)
+        assert bad.status_code == 400 and "whole number" in bad.json()["error"]["message"]
 
 
 def test_decisions_are_paginated_searchable_and_carry_their_task(filled: Filled) -> None:
@@ -384,7 +386,10 @@ def test_decisions_on_each_database(any_ledger: Ledger) -> None:
 
 def test_nothing_without_the_admin_key(filled: Filled) -> None:
     for path in ("/dashboard/api/summary", "/dashboard/api/decisions"):
-        assert _get(filled, path).status_code == 401
+        refused = _get(filled, path)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith(
+            "Bearer"
+        )
         assert _get(filled, path, headers={"authorization": "Bearer nope"}).status_code == 401
         forged = {COOKIE: "admin.AAAAAA.forged"}
         assert _get(filled, path, cookies=forged).status_code == 401

@@ -90,12 +90,18 @@ def _api_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message}}, status_code=status, headers=_API_HEADERS)
 
 
+def _unauthorized() -> JSONResponse:
+    response = _api_error(401, "the dashboard needs the admin key (sign in at /dashboard)")
+    response.headers["www-authenticate"] = 'Bearer realm="tierwise dashboard"'
+    return response
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     """Query parameter ``name`` as an int clamped to ``[low, high]``; ValueError if not one."""
     raw = request.query_params.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ValueError(f"`{name}` must be a whole number, not {raw[:40]!r}")
     return min(max(int(raw), low), high)
 
@@ -167,7 +173,7 @@ class Dashboard:
 
     async def summary(self, request: Request) -> Response:
         if not self._allowed(request):
-            return _api_error(401, "the dashboard needs the admin key (sign in at /dashboard)")
+            return _unauthorized()
         try:
             days = _int_param(request, "days", DEFAULT_DAYS, 1, queries.MAX_DAYS)
         except ValueError as exc:
@@ -184,7 +190,7 @@ class Dashboard:
 
     async def decisions(self, request: Request) -> Response:
         if not self._allowed(request):
-            return _api_error(401, "the dashboard needs the admin key (sign in at /dashboard)")
+            return _unauthorized()
         try:
             page = _int_param(request, "page", 1, 1, 1_000_000)
         except ValueError as exc:
