@@ -110,6 +110,36 @@ class OutcomeRecord(_Record):
     detail: str = ""
 
 
+class ConsultRecord(_Record):
+    """One advisor consult: when in the conversation, tokens and cost on each side, and what
+    the executor did next."""
+
+    task_id: str
+    mode: Literal["native", "emulated"]
+    executor_model: str
+    advisor_model: str
+    turn_index: int
+    """Assistant turns before this one in the conversation (0: its first turn)."""
+    consult_index: int
+    """1 for the conversation's first consult; earlier turns' consults count."""
+    result: str
+    """``advisor_result``, ``advisor_redacted_result`` or the error code."""
+    followed_by: str = ""
+    """``text``, ``tool_use:<name>``, ``consult`` (another one) or ``end``."""
+    executor_call_id: str | None = None
+    advisor_call_id: str | None = None
+    executor_tokens: dict[str, int] = Field(default_factory=dict)
+    advisor_tokens: dict[str, int] = Field(default_factory=dict)
+    executor_cost_usd: Decimal | None = None
+    advisor_cost_usd: Decimal | None = None
+
+
 LedgerRecord = (
-    TaskRecord | CallRecord | DecisionRecord | EscalationRecord | GateRecord | OutcomeRecord
+    TaskRecord
+    | CallRecord
+    | DecisionRecord
+    | EscalationRecord
+    | GateRecord
+    | OutcomeRecord
+    | ConsultRecord
 )
