@@ -8,6 +8,8 @@ bodies are read raw and translated by :mod:`tierwise.wire.openai` (streams by
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
@@ -28,12 +30,15 @@ from tierwise.providers.vendor_errors import translate_vendor_error
 from tierwise.wire.openai import WireFormatError, request_to_openai, response_from_openai
 from tierwise.wire.openai_stream import OpenAIStreamDecoder, SSEParser
 
+REQUEST_ID = "x-request-id"
+DRAIN_TIMEOUT_S = 1.0
 NO_KEY = "no-key"
 """Sent as the API key to hosts that need none (Ollama, a local vLLM), so the SDK never
 falls back to ``OPENAI_API_KEY`` from the environment and leaks it to a third-party host."""
 
 _TRANSPORT_FIELDS = ("stream", "stream_options")
 """Body fields the provider sets itself; a client's values are not passed through."""
+COMPLETIONS_PATH = "/chat/completions"
 
 
 def _error_from_body(
@@ -72,33 +77,28 @@ class OpenAICompatProvider:
 
     async def complete(self, request: Request, model: ModelSpec) -> Response:
         """One completion; errors are :class:`ProviderError` subclasses."""
-        body, extra_body = self._body(request, model)
+        body = self._body(request, model)
         try:
-            raw = await self._client.chat.completions.with_raw_response.create(
-                model=body["model"],
-                messages=body["messages"],
-                extra_body=extra_body,
-                extra_headers=request.headers or None,
+            raw = await self._client.post(
+                COMPLETIONS_PATH, cast_to=httpx2.Response, body=body, options=_options(request)
             )
-            content = raw.http_response.content
+            content = raw.content
         except Exception as exc:
             raise translate_vendor_error(exc, self.name, model.name) from exc
-        return self._parse_completion(content, model, raw.request_id)
+        return self._parse_completion(content, model, raw.headers.get(REQUEST_ID))
 
     async def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]:
         """Canonical events; a stream cut short raises instead of ending quietly."""
-        body, extra_body = self._body(request, model)
         options = {**(request.extra.get("stream_options") or {}), "include_usage": True}
+        body = self._body(request, model) | {"stream": True, "stream_options": options}
         try:
-            async with self._client.chat.completions.with_streaming_response.create(
-                model=body["model"],
-                messages=body["messages"],
-                stream=True,
-                extra_body={**extra_body, "stream_options": options},
-                extra_headers=request.headers or None,
-            ) as raw:
-                async for event in self._events(raw.iter_lines(), model, raw.request_id):
+            raw = await self._open_stream(body, request)
+            try:
+                lines = raw.aiter_lines()
+                async for event in self._events(lines, model, raw.headers.get(REQUEST_ID)):
                     yield event
+            finally:
+                await raw.aclose()
         except Exception as exc:
             raise translate_vendor_error(exc, self.name, model.name) from exc
 
@@ -108,11 +108,26 @@ class OpenAICompatProvider:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _body(self, request: Request, model: ModelSpec) -> tuple[JsonObject, JsonObject]:
-        """The request body, and the part of it the SDK sends as ``extra_body``."""
+    def _body(self, request: Request, model: ModelSpec) -> JsonObject:
+        """The request body as sent: already wire JSON, so it goes through ``post`` as it is
+        (the SDK's typed ``create`` would walk it field by field on every request)."""
         body = request_to_openai(request, model.name)
-        skip = {"model", "messages", *_TRANSPORT_FIELDS}
-        return body, {k: v for k, v in body.items() if k not in skip}
+        return {k: v for k, v in body.items() if k not in _TRANSPORT_FIELDS}
+
+    async def _open_stream(self, body: JsonObject, request: Request) -> httpx2.Response:
+        # With ``cast_to=httpx2.Response`` the SDK hands back the unread response even when
+        # streaming; the overloads type it as the (unused) stream class.
+        raw: object = await self._client.post(
+            COMPLETIONS_PATH,
+            cast_to=httpx2.Response,
+            body=body,
+            options=_options(request),
+            stream=True,
+            stream_cls=openai.AsyncStream[object],
+        )
+        if not isinstance(raw, httpx2.Response):
+            raise TypeError(f"expected a raw httpx2.Response from the SDK, got {type(raw)}")
+        return raw
 
     def _malformed(
         self, message: str, model: ModelSpec, request_id: str | None
@@ -151,6 +166,7 @@ class OpenAICompatProvider:
         async for line in lines:
             data = parser.feed(line)
             if data == "[DONE]":
+                await _drain(lines)
                 for event in self._finish(decoder, model, request_id):
                     yield event
                 return
@@ -188,3 +204,17 @@ class OpenAICompatProvider:
         if not isinstance(event, MessageStart):
             return event
         return MessageStart(message=event.message.model_copy(update={"request_id": request_id}))
+
+
+async def _drain(lines: AsyncIterator[str]) -> None:
+    """Read the body to its end after ``[DONE]`` (the last chunk's framing), so that the
+    connection goes back to the pool instead of being closed; a host that holds the
+    connection open after ``[DONE]`` is given up on after :data:`DRAIN_TIMEOUT_S`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in lines:
+                pass
+
+
+def _options(request: Request) -> openai.RequestOptions:
+    return {"headers": dict(request.headers)} if request.headers else {}
