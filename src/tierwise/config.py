@@ -51,6 +51,7 @@ from tierwise.failover import FailoverSettings
 from tierwise.gateway.config import GatewayConfig
 from tierwise.ledger.store import default_ledger_url
 from tierwise.providers.base import ProviderConfig
+from tierwise.strategies.cascade_settings import CascadeSettings
 
 APP_NAME = "tierwise"
 
@@ -119,6 +120,7 @@ class Settings(BaseSettings):
     policies: dict[str, str] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    cascade: CascadeSettings = Field(default_factory=CascadeSettings)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
     admin_key: SecretStr | None = None

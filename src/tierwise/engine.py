@@ -14,15 +14,18 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tierwise.budget import TaskBudget
 from tierwise.catalog import Catalog, ModelSpec, load_catalog
 from tierwise.config import Settings, load_settings
-from tierwise.errors import InvalidRequestError, TierwiseError
+from tierwise.errors import BudgetExceededError, InvalidRequestError, TierwiseError
 from tierwise.failover import Failover
 from tierwise.ledger.records import (
     CallRecord,
     DecisionRecord,
+    EscalationRecord,
+    GateRecord,
     LedgerRecord,
     OutcomeRecord,
     TaskRecord,
@@ -34,6 +37,7 @@ from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
 from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import Recorder, Strategy, TaskContext
+from tierwise.strategies.budgeted import budget_of
 
 Observer = Callable[[LedgerRecord], None]
 """Sees each record of a task as soon as it is stored (e.g. the gateway's decision header)."""
@@ -63,10 +67,14 @@ class Result(BaseModel):
     """Exact total over every call of the task; ``None`` when any price is unknown."""
     calls: list[CallRecord]
     decisions: list[DecisionRecord]
+    gates: list[GateRecord] = Field(default_factory=list)
+    escalations: list[EscalationRecord] = Field(default_factory=list)
 
     def explain(self) -> str:
-        """One line per decision: who was chosen and why."""
-        return "\n".join(f"{d.router}: {d.chosen_model} — {d.reason}" for d in self.decisions)
+        """One line per decision (who was chosen and why), then per escalation."""
+        lines = [f"{d.router}: {d.chosen_model} — {d.reason}" for d in self.decisions]
+        lines += [f"{e.from_model} -> {e.to_model}: {e.trigger}" for e in self.escalations]
+        return "\n".join(lines)
 
 
 def _as_request(request: Request | Mapping[str, Any] | str) -> Request:
@@ -161,6 +169,8 @@ class Engine:
         source: str,
         parent_id: str | None,
         observer: Observer | None = None,
+        *,
+        budget: TaskBudget | None = None,
     ) -> TaskContext:
         task = TaskRecord(
             parent_id=parent_id,
@@ -178,10 +188,12 @@ class Engine:
             log_content=self.settings.log_content,
             parent_id=parent_id,
             failover=self.failover,
+            budget=budget,
         )
 
     async def _close_task(self, task: TaskContext, error: TierwiseError | None) -> None:
-        outcome = "error" if error else "success"
+        stopped = isinstance(error, BudgetExceededError)  # ended early, not broken
+        outcome = "failure" if stopped else "error" if error else "success"
         detail = str(error) if error else ""
         await task.record(OutcomeRecord(task_id=task.task_id, outcome=outcome, detail=detail))
 
@@ -193,17 +205,26 @@ class Engine:
         source: str = "library",
         parent_id: str | None = None,
         observer: Observer | None = None,
+        budget: TaskBudget | None = None,
     ) -> Result:
-        """Run one task under ``policy`` (default: the config's ``default_policy``)."""
+        """Run one task under ``policy`` (default: the config's ``default_policy``) within
+        ``budget`` (default: the policy's ``budget_usd`` / ``budget_tokens``); a task that
+        runs out raises :class:`BudgetExceededError` carrying its partial result."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
-        task = await self._open_task(canonical, strategy, source, parent_id, observer)
+        own = budget or budget_of(strategy)
+        task = await self._open_task(canonical, strategy, source, parent_id, observer, budget=own)
         try:
             response = await strategy.run(canonical, task)
         except TierwiseError as exc:
             await self._close_task(task, exc)
+            self._attach_partial(exc, task, strategy)
             raise
         await self._close_task(task, None)
+        return self._result(task, strategy, response)
+
+    @staticmethod
+    def _result(task: TaskContext, strategy: Strategy, response: Response) -> Result:
         return Result(
             task_id=task.task_id,
             policy=strategy.name,
@@ -211,7 +232,14 @@ class Engine:
             cost_usd=task.total_cost(),
             calls=task.calls,
             decisions=[r for r in task.records if isinstance(r, DecisionRecord)],
+            gates=[r for r in task.records if isinstance(r, GateRecord)],
+            escalations=[r for r in task.records if isinstance(r, EscalationRecord)],
         )
+
+    def _attach_partial(self, exc: TierwiseError, task: TaskContext, strategy: Strategy) -> None:
+        """A task stopped by its budget hands back its best answer so far as a result."""
+        if isinstance(exc, BudgetExceededError) and exc.partial is not None:
+            exc.result = self._result(task, strategy, exc.partial)
 
     async def stream(
         self,
@@ -221,16 +249,19 @@ class Engine:
         source: str = "library",
         parent_id: str | None = None,
         observer: Observer | None = None,
+        budget: TaskBudget | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Like :meth:`complete`, as canonical stream events; recorded when it ends."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
-        task = await self._open_task(canonical, strategy, source, parent_id, observer)
+        own = budget or budget_of(strategy)
+        task = await self._open_task(canonical, strategy, source, parent_id, observer, budget=own)
         try:
             async for event in strategy.stream(canonical, task):
                 yield event
         except TierwiseError as exc:
             await self._close_task(task, exc)
+            self._attach_partial(exc, task, strategy)
             raise
         except GeneratorExit:
             # the consumer stopped reading (e.g. a client disconnected): say so in the ledger

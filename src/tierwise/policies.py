@@ -17,18 +17,27 @@ into sub-tasks run concurrently (see :mod:`tierwise.workflows.execute`).
 
 Any policy takes ``fallback=a,b``: the models its calls fail over to (see
 :mod:`tierwise.failover`), e.g. ``fixed:anthropic:claude-sonnet-4-6?fallback=openai:gpt-5``.
+
+``cascade:a,b,c?gates=python,command:pytest -q&max_escalations=2`` tries the cheapest
+capable tier, gates its answer and climbs a tier on failure; ``cascade`` alone uses the
+config's ``[cascade]`` ladder (see :mod:`tierwise.strategies.cascade`).
+
+Any policy takes ``budget_usd=0.05`` and/or ``budget_tokens=20000``: one budget over every
+call of the task (see :mod:`tierwise.budget`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from pydantic import BaseModel, Field
 
+from tierwise.budget import BUDGET_PARAMS, TaskBudget
 from tierwise.errors import PolicyError
 from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import Strategy
+from tierwise.strategies.budgeted import Budgeted
 from tierwise.strategies.fallback import WithFallbacks
 from tierwise.strategies.fixed import FixedStrategy
 
@@ -74,9 +83,22 @@ def _decompose(spec: PolicySpec, env: RouterEnv) -> Strategy:
     return build_plan_strategy("decompose", spec.argument, spec.params, env)
 
 
+def _cascade(spec: PolicySpec, env: RouterEnv) -> Strategy:
+    from tierwise.strategies.cascade import build_cascade_strategy  # noqa: PLC0415
+
+    return build_cascade_strategy(spec.argument, spec.params, env)
+
+
+def policy_text(spec: PolicySpec) -> str:
+    """``spec`` written back as ``kind[:argument][?key=value&...]``."""
+    head = f"{spec.kind}:{spec.argument}" if spec.argument else spec.kind
+    return f"{head}?{urlencode(spec.params)}" if spec.params else head
+
+
 FACTORIES: dict[str, Factory] = {
     "fixed": _fixed,
     "route": _route,
+    "cascade": _cascade,
     "plan": _plan,
     "decompose": _decompose,
 }
@@ -93,6 +115,11 @@ def resolve_policy(
             raise PolicyError(f"named policy {name!r} refers to itself")
         return resolve_policy(table[name], env, table, depth + 1)
     spec = parse_policy(name)
+    budget = TaskBudget.from_params(spec.params)
+    if budget is not None:  # the task's budget wraps whatever the rest of the policy builds
+        rest = {k: v for k, v in spec.params.items() if k not in BUDGET_PARAMS}
+        inner = policy_text(spec.model_copy(update={"params": rest}))
+        return Budgeted(resolve_policy(inner, env, table, depth + 1), budget, name)
     factory = FACTORIES.get(spec.kind)
     if factory is None:
         known = ", ".join(sorted([*FACTORIES, *table]))

@@ -26,7 +26,7 @@ from tierwise.cli import (
 )
 from tierwise.cli.options import DataDirOption
 from tierwise.cli.state import CliState
-from tierwise.errors import PolicyError, TierwiseError
+from tierwise.errors import BudgetExceededError, PolicyError, TierwiseError
 
 app = typer.Typer(
     name="tierwise",
@@ -65,6 +65,16 @@ def models(
     out.print(render.models_table(specs))
 
 
+def _print_partial(stopped: BudgetExceededError) -> None:
+    """A task stopped by its budget still shows the best answer it got, marked partial."""
+    if stopped.result is None:
+        return
+    out.print(stopped.result.response.text(), markup=False, highlight=False)
+    cost = stopped.result.cost_usd
+    spent = "an unknown amount" if cost is None else f"${cost}"
+    out.print(f"[yellow](partial answer: the task stopped at its budget after {spent})[/]")
+
+
 @app.command()
 def ask(
     ctx: typer.Context,
@@ -80,7 +90,11 @@ def ask(
     text = sys.stdin.read() if prompt == "-" else prompt
     chosen = f"fixed:{model}" if model else policy
     state = ctx.ensure_object(CliState)
-    result = asyncio.run(state.ask(text, chosen, max_tokens))
+    try:
+        result = asyncio.run(state.ask(text, chosen, max_tokens))
+    except BudgetExceededError as stopped:
+        _print_partial(stopped)
+        raise
     out.print(result.response.text(), markup=False, highlight=False)
     if explain:
         out.print(render.explain_panel(result))

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 
 from tierwise.errors import (
+    BudgetExceededError,
     CircuitOpenError,
     ConfigError,
     GatewayError,
@@ -75,6 +76,7 @@ def _upstream(exc: ProviderError) -> Failure:
 
 _LOCAL: tuple[tuple[type[TierwiseError] | tuple[type[TierwiseError], ...], int, str], ...] = (
     (InvalidRequestError, 400, ""),
+    (BudgetExceededError, 402, ""),  # the task's own budget: retrying cannot help
     (LedgerError, 503, "the gateway's ledger is unavailable: "),
     ((ConfigError, PolicyError), 500, "the gateway is misconfigured: "),
 )

@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from decimal import Decimal
 from typing import Any, Protocol
 
+from tierwise.budget import BudgetGuard, TaskBudget
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.cost import billed_tokens, price_usage
 from tierwise.errors import ProviderError
@@ -53,6 +54,7 @@ class TaskContext:
         log_content: bool = True,
         parent_id: str | None = None,
         failover: Failover | None = None,
+        budget: TaskBudget | None = None,
     ) -> None:
         self.task_id = task_id
         self.parent_id = parent_id
@@ -61,6 +63,8 @@ class TaskContext:
         self._record = record
         self._log_content = log_content
         self.records: list[LedgerRecord] = []
+        self.guard = BudgetGuard(budget)
+        """The task's budget, spend and best answer so far (shared with its sub-tasks)."""
         self.failover = failover or Failover()
         self.fallbacks: list[str] | None = None
         """The policy's own fallback models (``?fallback=a,b``); ``None``: the config's."""
@@ -68,6 +72,8 @@ class TaskContext:
     async def record(self, record: LedgerRecord) -> None:
         """Keep ``record`` in this task's trace and append it to the ledger."""
         self.records.append(record)
+        if isinstance(record, CallRecord) and record.task_id == self.task_id:
+            self.guard.charge(record)
         await self._record(record)
 
     async def subtask(
@@ -178,7 +184,8 @@ class TaskContext:
             raise
 
     async def _call_once(self, request: Request, spec: ModelSpec, role: Role) -> Response:
-        """One model call, timed, costed and recorded (failures too)."""
+        """One model call, timed, costed and recorded (failures too), within the budget."""
+        self.guard.before(request, spec)
         start = time.perf_counter()
         try:
             response = await self._provider_for(spec).complete(request, spec)
@@ -191,12 +198,14 @@ class TaskContext:
             request, response, spec, role=role, latency_ms=latency, ttft_ms=None
         )
         await self.record(record)
+        self.guard.settle(response, role)
         return response
 
     async def _stream_once(
         self, request: Request, spec: ModelSpec, role: Role
     ) -> AsyncIterator[StreamEvent]:
         """One streamed model call; recorded when the stream ends (or fails)."""
+        self.guard.before(request, spec)
         start = time.perf_counter()
         ttft: float | None = None
         accumulator = StreamAccumulator()
@@ -228,6 +237,7 @@ class TaskContext:
             request, response, spec, role=role, latency_ms=latency, ttft_ms=ttft
         )
         await self.record(record.model_copy(update={"stream": True}))
+        self.guard.settle(response, role, enforce=False)
 
     def _call_record(
         self,
