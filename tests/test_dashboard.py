@@ -492,6 +492,8 @@ def test_the_dashboard_in_headless_chromium(filled: Filled, chromium: Browser) -
     assert page.text_content("#tile-escalation") == "14.3%"
     assert page.text_content("#tile-advisor") == "14.3%"
     assert page.text_content("#tile-failover") == "0.0%"
+    routed = page.text_content("#routed-note") or ""
+    assert routed.startswith("Chosen per task: ") and f"{HAIKU} 50.0%" in routed  # 4 of 8
     assert page.text_content("#tile-volume") == "7 · 7"
 
     rows = page.locator("#decisions tbody tr")

@@ -113,6 +113,11 @@
       },
       options: { plugins: { legend: { position: "right" } } },
     });
+    const chosen = Object.entries(s.decisions_by_model);
+    const decided = chosen.reduce((total, [, n]) => total + n, 0);
+    $("routed-note").textContent = decided
+      ? "Chosen per task: " + chosen.map(([model, n]) => model + " " + pct(n / decided)).join(" · ")
+      : "";
   }
 
   function fillTiles(s) {
