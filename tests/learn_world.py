@@ -9,8 +9,8 @@ official SDKs in process. Three kinds of prompt, as the shipped routing rules se
 * ``architecture`` (security reviews): sent to the strong model, though the cheap one gets
   them right too.
 
-Every answer says ``RIGHT`` or ``WRONG``; the strong model, asked as a judge (its system
-prompt says it grades answers), reads the answer and returns its verdict as JSON.
+Every answer says ``RIGHT`` or ``WRONG``; the strong model, asked as a judge (the
+``judge:<model>`` gate's system prompt), reads the answer and returns its verdict as JSON.
 """
 
 from __future__ import annotations
@@ -64,11 +64,10 @@ def _last_user_text(body: dict[str, object]) -> str:
 
 @dataclass
 class World:
-    """The fakes and what they were asked; ``judge_reply`` overrides the judge's JSON."""
+    """The fakes behind the engine, each answering by prompt (and the strong one as judge)."""
 
     anthropic: FakeAnthropic = field(default_factory=FakeAnthropic)
     openai: FakeOpenAI = field(default_factory=FakeOpenAI)
-    judge_reply: str | None = None
 
     def __post_init__(self) -> None:
         for _ in range(REPLIES):
@@ -79,11 +78,11 @@ class World:
         body = request.json()
         text = _last_user_text(body)
         system = json.dumps(body.get("system") or "")
-        if "You grade answers" in system:
+        if "review another model's answer" in system:
             found = _ANSWER.search(text)
             verdict = found is not None and found.group(1).startswith("RIGHT")
-            reply = self.judge_reply or json.dumps(
-                {"correct": verdict, "score": 0.9, "reason": "checked the answer"}
+            reply = json.dumps(
+                {"verdict": "pass" if verdict else "fail", "score": 0.9, "reason": "checked"}
             )
         else:
             reply = answer(STRONG, text)

@@ -98,7 +98,12 @@ def shadow_command(  # noqa: PLR0917 (typer takes options as parameters)
         typer.Option(help="Comma-separated models (default: routing.candidates, else those used)."),
     ] = None,
     judge: Annotated[
-        str | None, typer.Option(help="Judge model (default: the strongest candidate).")
+        str | None,
+        typer.Option(help="Judge model (default, with no --gate: the strongest candidate)."),
+    ] = None,
+    gate: Annotated[
+        list[str] | None,
+        typer.Option(help="A gate spec (python, regex:^OK, command:pytest -q …); repeatable."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
     output: Annotated[
@@ -115,6 +120,7 @@ def shadow_command(  # noqa: PLR0917 (typer takes options as parameters)
         sample=sample,
         models=[m.strip() for m in (models or "").split(",") if m.strip()],
         judge=judge,
+        gates=list(gate or []),
         seed=seed,
         max_cost=_cap(max_cost),
         max_tokens=max_tokens,

@@ -2,10 +2,12 @@
 
 A seeded sample of the distinct prompts of live ledger tasks is re-run on every candidate
 model through ``Engine.complete(policy="fixed:<model>", source="shadow")``; each answer is
-judged by gates (a judge model by default) run in the shadow task's own context, so the
-judge's call, a :class:`GateRecord` and an :class:`OutcomeRecord` (``source="judge"`` or
-``"gate"``) land in the ledger with it — ``tierwise learn`` reads them later. The labelled
-answers are also written as traces (:mod:`tierwise.learning.traces`) that
+judged by gates from the :mod:`tierwise.gates` registry (``judge:<model>`` by default, the
+strongest candidate judging), run in the shadow task's own context, so each gate's calls
+(``role="judge"``), a :class:`GateRecord` and an :class:`OutcomeRecord` (``source="judge"``
+when only judges spoke, else ``"gate"``) land in the ledger with it — ``tierwise learn``
+reads them later. A gate's verdict is taken as it is: an answer fails when any gate fails.
+The labelled answers are also written as traces (:mod:`tierwise.learning.traces`) that
 ``tierwise calibrate`` reads.
 
 A spend cap stops the run cleanly *before* a prompt whose estimated cost (catalog prices,
@@ -25,8 +27,8 @@ from pydantic import BaseModel, ConfigDict
 from tierwise.catalog import ModelSpec
 from tierwise.engine import Engine, Result
 from tierwise.errors import InsufficientDataError, InvalidRequestError, ProviderError
-from tierwise.gates.base import Gate, GateResult
-from tierwise.learning.judge import JudgeGate
+from tierwise.gates import Gate, GateEnv, GateResult, build_gates
+from tierwise.gates.model_gates import VERDICT_MAX_TOKENS, AgreementGate, JudgeGate
 from tierwise.learning.kinds import KindReader
 from tierwise.learning.labels import Label, TaskBundle, load_bundles
 from tierwise.learning.stats import Rate, rate
@@ -46,6 +48,9 @@ class ShadowOptions(BaseModel):
     sample: int = 50
     models: list[str] = []
     judge: str | None = None
+    """Judge model; with no ``gates`` and no judge: the strongest candidate."""
+    gates: list[str] = []
+    """Gate specs (``regex:^OK``, ``python``, ``judge:<model>`` …), run in order."""
     seed: int = 0
     max_cost: Decimal | None = None
     max_tokens: int = 1024
@@ -104,6 +109,28 @@ def candidate_models(
     return sorted(specs, key=lambda s: (s.profile.tier, s.prices.input or Decimal(0)))
 
 
+def estimate_prompt_cost(
+    request: Request, models: Sequence[ModelSpec], gates: Sequence[Gate]
+) -> Decimal:
+    """Catalog-price estimate of ``request`` on every model, the gates' calls included: an
+    answer of ``max_tokens`` (at most the routers' typical 500), which a judge reads in full
+    and answers at its verdict cap; ``agree:k`` re-asks the model ``k - 1`` times."""
+    answer = "x " * (request.max_tokens or 500)
+    judged = Request.from_prompt(
+        f"{request.prompt_text()}\n{answer}", max_tokens=VERDICT_MAX_TOKENS
+    )
+    total = Decimal(0)
+    for spec in models:
+        one = predicted_cost(request, spec) or Decimal(0)
+        total += one
+        for gate in gates:
+            if isinstance(gate, JudgeGate):
+                total += predicted_cost(judged, gate.model) or Decimal(0)
+            elif isinstance(gate, AgreementGate):
+                total += (gate.k - 1) * one
+    return total
+
+
 class _Budget:
     """The spend so far against the cap."""
 
@@ -129,17 +156,6 @@ class ShadowRun:
         self.labels: list[Label] = []
         self.failed_calls = 0
 
-    def _estimate(self, request: Request, models: Sequence[ModelSpec]) -> Decimal:
-        """Catalog-price estimate of one prompt on every model, judges included."""
-        total = Decimal(0)
-        for spec in models:
-            total += predicted_cost(request, spec) or Decimal(0)
-            for gate in self.gates:
-                if isinstance(gate, JudgeGate):
-                    judged = gate.request(request.prompt_text(), "x " * self.options.max_tokens)
-                    total += predicted_cost(judged, gate.spec) or Decimal(0)
-        return total
-
     def _context(self, result: Result) -> TaskContext:
         engine = self.engine
         return TaskContext(
@@ -150,24 +166,20 @@ class ShadowRun:
             log_content=engine.settings.log_content,
         )
 
-    async def _judge(self, request: Request, result: Result) -> GateResult | None:
-        """Every gate's verdict on the answer, recorded; ``None`` when a judge gave no
-        usable verdict (the answer stays unlabelled)."""
+    async def _judge(self, request: Request, result: Result) -> GateResult:
+        """Every gate's verdict on the answer, each recorded; passed when all passed."""
         task = self._context(result)
         try:
             verdicts = [await self._gate(gate, request, result, task) for gate in self.gates]
         finally:
             self.budget.add(task.total_cost())
-        if any(v is None for v in verdicts):
-            return None
-        known = [v for v in verdicts if v is not None]
         return GateResult(
-            passed=all(v.passed for v in known), reason="; ".join(v.reason for v in known)
+            passed=all(v.passed for v in verdicts), reason="; ".join(v.reason for v in verdicts)
         )
 
     async def _gate(
         self, gate: Gate, request: Request, result: Result, task: TaskContext
-    ) -> GateResult | None:
+    ) -> GateResult:
         verdict = await gate.check(request, result.response, task)
         await task.record(
             GateRecord(
@@ -179,8 +191,7 @@ class ShadowRun:
                 reason=verdict.reason,
             )
         )
-        unusable = isinstance(gate, JudgeGate) and verdict.score is None
-        return None if unusable else verdict
+        return verdict
 
     async def _one(self, prompt: str, spec: ModelSpec) -> None:
         request = Request.from_prompt(prompt, max_tokens=self.options.max_tokens)
@@ -191,8 +202,6 @@ class ShadowRun:
             return
         self.budget.add(result.cost_usd)
         verdict = await self._judge(request, result)
-        if verdict is None:
-            return
         source = "judge" if all(isinstance(g, JudgeGate) for g in self.gates) else "gate"
         await self.engine.record(
             OutcomeRecord(
@@ -211,7 +220,8 @@ class ShadowRun:
         """Run every prompt on every model until done or capped: (prompts run, capped)."""
         for done, prompt in enumerate(prompts):
             request = Request.from_prompt(prompt, max_tokens=self.options.max_tokens)
-            if not self.budget.allows(self._estimate(request, models)):
+            estimate = estimate_prompt_cost(request, models, self.gates)
+            if not self.budget.allows(estimate):
                 return done, True
             for spec in models:
                 await self._one(prompt, spec)
@@ -223,7 +233,7 @@ class ShadowRun:
 def _check_priced(models: Sequence[ModelSpec], gates: Sequence[Gate], cap: Decimal | None) -> None:
     if cap is None:
         return
-    judges = [g.spec for g in gates if isinstance(g, JudgeGate)]
+    judges = [g.model for g in gates if isinstance(g, JudgeGate)]
     unpriced = [
         s.id for s in [*models, *judges] if s.prices.input is None or s.prices.output is None
     ]
@@ -273,10 +283,7 @@ async def shadow(
     """Sample, re-run on every model, label, write traces; see the module doc."""
     bundles = await _bundles(engine)
     models = candidate_models(engine, bundles, options.models)
-    judge_id = options.judge or models[-1].id
-    chosen_gates = (
-        list(gates) if gates else [JudgeGate(engine.catalog.get(judge_id), engine.settings)]
-    )
+    chosen_gates = list(gates) if gates is not None else _gates(engine, options, models)
     _check_priced(models, chosen_gates, options.max_cost)
     prompts = sample_prompts(bundles, options.sample, options.seed)
     run = ShadowRun(engine, options, chosen_gates)
@@ -299,6 +306,14 @@ async def shadow(
         by_kind=by_kind,
         cheap_failures=failures,
     )
+
+
+def _gates(engine: Engine, options: ShadowOptions, models: Sequence[ModelSpec]) -> list[Gate]:
+    """``options.gates``, then ``judge:<options.judge>``; neither: the strongest judges."""
+    specs = list(options.gates)
+    if options.judge or not specs:
+        specs.append(f"judge:{options.judge or models[-1].id}")
+    return build_gates(specs, GateEnv(catalog=engine.catalog))
 
 
 async def _bundles(engine: Engine) -> list[TaskBundle]:
