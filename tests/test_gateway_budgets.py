@@ -22,24 +22,34 @@ import anthropic
 import httpx2
 import openai
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
 from tests.gateway_harness import Served, fake_engine, gateway_settings, serve_app
 from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
-from tierwise.budgets.gate import worst_case
-from tierwise.budgets.limits import Limits, to_nanousd
+from tierwise.budgets.config import BudgetSettings
+from tierwise.budgets.gate import BudgetGate, worst_case
+from tierwise.budgets.limits import Amount, Limits, to_nanousd
+from tierwise.budgets.rate import MemoryRateLimiter
 from tierwise.budgets.sql import SqlBudgetStore
-from tierwise.budgets.store import Counter
+from tierwise.budgets.store import Counter, MemoryBudgetStore
 from tierwise.catalog import load_catalog
+from tierwise.cli import main as cli_main
+from tierwise.cli.serve_cmd import register
 from tierwise.config import Settings
 from tierwise.engine import Engine
+from tierwise.errors import BudgetUnavailableError, InvalidRequestError
 from tierwise.gateway.app import create_app
 from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.service import Gateway
+from tierwise.ledger.records import CallRecord
 from tierwise.ledger.store import Ledger
+from tierwise.messages import Request
 from tierwise.providers.base import ProviderConfig
 from tierwise.providers.openai_compat import OpenAICompatProvider
+from tierwise.strategies.fixed import FixedStrategy
 from tierwise.wire.openai import request_from_openai
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -314,3 +324,98 @@ def test_two_instances_sharing_postgres_and_redis_do_not_overshoot(
     counter, held = read_store(pg_url, "key:team:total")
     assert held == 0 and counter.reserved.nanousd == 0
     assert counter.spent.nanousd <= to_nanousd(limits.usd_total)  # type: ignore[arg-type]
+
+
+# --- the keys CLI -------------------------------------------------------------------------
+
+
+def test_keys_limits_and_usage_cli(ledger_url: str) -> None:
+    runner, app = CliRunner(), typer.Typer()
+    app.callback()(cli_main.main)
+    register(app)
+    create_key(ledger_url, Limits(usd_per_day=Decimal(2)), name="ci")
+    base = ["--ledger", ledger_url, "keys"]
+    done = runner.invoke(app, [*base, "limits", "ci", "--usd-total", "10", "--rpm", "60"])
+    assert done.exit_code == 0, done.output
+    assert "usd_per_day=2, usd_total=10, requests_per_minute=60" in done.stdout
+    with Ledger.open(ledger_url) as ledger:
+        found = next(k for k in KeyStore(ledger).list_keys() if k.name == "ci")
+    assert found.limits == Limits(
+        usd_per_day=Decimal(2), usd_total=Decimal(10), requests_per_minute=60
+    )
+    usage = runner.invoke(app, [*base, "usage", "ci"])
+    assert usage.exit_code == 0, usage.output
+    assert "key:ci:total" in usage.stdout and "$10" in usage.stdout
+    bad = runner.invoke(app, [*base, "limits", "ci", "--usd-total", "-1"])
+    assert isinstance(bad.exception, InvalidRequestError)
+    assert "--usd-total: Input should be greater than or equal to 0" in str(bad.exception)
+    cleared = runner.invoke(app, [*base, "limits", "ci", "--clear"])
+    assert "none (the [gateway.limits] defaults)" in cleared.stdout
+
+
+# --- the gate on its own: fail-open spend is written once the store is back ---------------
+
+
+class FlakyStore(MemoryBudgetStore):
+    """A real in-memory store that can be switched off, like a database going away."""
+
+    down = False
+
+    async def reserve(self, *args: Any, **kw: Any) -> Any:
+        self._check()
+        return await super().reserve(*args, **kw)
+
+    async def charge(self, *args: Any, **kw: Any) -> bool:
+        self._check()
+        return await super().charge(*args, **kw)
+
+    async def reclaim(self) -> int:
+        self._check()
+        return await super().reclaim()
+
+    def _check(self) -> None:
+        if self.down:
+            raise BudgetUnavailableError("the budget store is unavailable: test switch off")
+
+
+async def test_fail_open_spend_is_written_when_the_store_is_back() -> None:
+    catalog = load_catalog()
+    store = FlakyStore()
+    settings = BudgetSettings(fail_open=True)
+    gate = BudgetGate(
+        settings, Limits(), store, MemoryRateLimiter(), store_name="flaky", catalog=catalog
+    )
+    strategy = FixedStrategy(catalog.get(f"openai:{MINI}"))
+    limits = Limits(usd_total=Decimal(1))
+    store.down = True
+    request, hold = await gate.admit("ci", limits, Request.from_prompt("Hi"), strategy)
+    assert hold is not None and not hold.reserved
+    assert request.max_tokens == settings.default_max_tokens  # bounds the worst case
+    call = CallRecord(
+        task_id="t", provider="openai", model=f"openai:{MINI}", input_tokens=19,
+        output_tokens=10, cost_usd=Decimal("0.0000236"),
+    )  # fmt: skip
+    await hold.settle([call])
+    assert gate.pending == 1
+    await gate.sweep()  # still down: kept
+    assert gate.pending == 1
+    store.down = False
+    await gate.sweep()
+    assert gate.pending == 0
+    counter = await store.counter("key:ci:total")
+    assert counter.spent == Amount(to_nanousd(Decimal("0.0000236")), 29)
+    await gate.aclose()
+
+
+async def test_fail_closed_refuses_when_the_store_is_down() -> None:
+    catalog = load_catalog()
+    store = FlakyStore()
+    gate = BudgetGate(
+        BudgetSettings(), Limits(), store, MemoryRateLimiter(), store_name="flaky", catalog=catalog
+    )
+    store.down = True
+    strategy = FixedStrategy(catalog.get(f"openai:{MINI}"))
+    with pytest.raises(BudgetUnavailableError, match="refused while budgets cannot be checked"):
+        await gate.admit("ci", Limits(usd_total=Decimal(1)), Request.from_prompt("Hi"), strategy)
+    admin, hold = await gate.admit("admin", None, Request.from_prompt("Hi"), strategy)
+    assert hold is None and admin.max_tokens is None  # unlimited keys never touch the store

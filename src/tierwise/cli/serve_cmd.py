@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tierwise.cli import budget_cmd
 from tierwise.cli.state import CliState
 from tierwise.config import Settings
 from tierwise.errors import ConfigError
@@ -128,4 +129,5 @@ def register(app: typer.Typer) -> None:
     keys.command("create")(keys_create)
     keys.command("list")(keys_list)
     keys.command("revoke")(keys_revoke)
+    budget_cmd.register(keys)  # keys limits, keys usage
     app.add_typer(keys, name="keys")
