@@ -36,6 +36,8 @@ TASKS = [
         "id": "last-n",
         "prompt": "Fix last_n for n == 0 and test it.",
         "checks": [{"kind": "python", "criteria": "parses"}],
+        "gates": ["command:python check_it.py"],
+        "files": {"check_it.py": "from solution import slugify\nassert slugify('AB') == 'ab'\n"},
     },
 ]
 PLANNER = (800, 200)
@@ -108,7 +110,8 @@ def test_compare_prints_four_variants_with_exact_cost_and_rubric_scores(
         expected = 2 * run_cost(planner.partition(":")[2], executor.partition(":")[2])
         assert Decimal(summary["cost_usd"]) == expected  # exact, as a decimal string
         assert Decimal(summary["judge_cost_usd"]) == judge_cost
-        assert summary["finished"] == 2 and summary["checks_passed"] == 2
+        assert summary["finished"] == 2
+        assert (summary["checks_passed"], summary["checks_total"]) == (3, 3)
         level = 5.0 if executor == OPUS else 3.0
         assert summary["scores"] == dict.fromkeys(DIMENSIONS, level)
         row = next(line for line in result.stdout.splitlines() if f" {name} " in line)
@@ -189,9 +192,10 @@ async def test_the_rubric_is_recorded_as_a_judge_subtask(
     }
 
 
-def test_the_shipped_example_tasks_load() -> None:
-    tasks = load_tasks("examples")
+def test_the_shipped_example_tasks_load_with_hidden_tests() -> None:
+    tasks = load_tasks("examples", load_catalog())
     assert len(tasks) >= 3 and all(task.prompt and task.checks for task in tasks)
+    assert all(task.gates[0].startswith("command:") and task.files for task in tasks)
 
 
 @pytest.mark.parametrize(
@@ -204,6 +208,8 @@ def test_the_shipped_example_tasks_load() -> None:
         ('{"id": "a", "prompt": "x", "checks": [{"kind": "regex"}]}\n', "needs a pattern"),
         ('{"id": "a", "prompt": "x"}\n{"id": "a", "prompt": "y"}\n', "'a' is used more"),
         ("\n\n", "no tasks in"),
+        ('{"id": "a", "prompt": "x", "gates": ["teleport"]}\n', "gates: unknown gate 'teleport'"),
+        ('{"id": "a", "prompt": "x", "gates": ["judge:nobody:x"]}\n', "gates: unknown model"),
     ],
 )
 def test_bad_task_files_are_one_clear_line(
@@ -213,7 +219,7 @@ def test_bad_task_files_are_one_clear_line(
     if content is not None:
         path.write_text(content)
     with pytest.raises(TaskFileError, match=message):
-        load_tasks(path)
+        load_tasks(path, load_catalog())
 
 
 @pytest.mark.parametrize(

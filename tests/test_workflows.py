@@ -282,7 +282,7 @@ async def test_failed_steps_escalate_then_the_planner_replans_from_the_artifacts
     prompt = message["content"][0]["text"]
     assert '"id": "s1"' in prompt  # the plan
     assert '<output step="s0" model="anthropic:claude-haiku-4-5">' in prompt  # a finished artifact
-    assert "output does not match /^OK/" in prompt and "nope" in prompt  # the failures
+    assert "does not match '^OK'" in prompt and "nope" in prompt  # the failures
     r1_prompt = bodies[5]["messages"][0]["content"][0]["text"]
     assert "The task: make it work." in r1_prompt  # r1 builds on s0 from the first plan
     assert result.response.text() == "fixed it"

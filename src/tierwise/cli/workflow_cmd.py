@@ -41,7 +41,7 @@ STRONG, CHEAP = "anthropic:claude-opus-4-7", "anthropic:claude-haiku-4-5"
 TasksArgument = Annotated[
     str,
     typer.Argument(
-        help="Task file, JSON Lines: {id, prompt, reference?, checks?} per line; "
+        help="Task file, JSON Lines: {id, prompt, reference?, checks?, gates?, files?} per line; "
         "'examples' runs the small set shipped with tierwise.",
         show_default=False,
     ),
@@ -75,9 +75,9 @@ def compare_command(  # noqa: PLR0917 (typer takes options as parameters)
     """Run the tasks as OO / OK / KO / KK (strong or cheap planner x strong or cheap
     executor); print cost and seven-dimension rubric scores per variant; write JSON."""
     chosen = _variants(variants)
-    task_list = load_tasks(tasks)[:limit]
     state = ctx.ensure_object(CliState)
     catalog = state.catalog()
+    task_list = load_tasks(tasks, catalog)[:limit]
     setup = CompareSetup(
         planner_strong=catalog.get(planner_strong),
         planner_cheap=catalog.get(planner_cheap),

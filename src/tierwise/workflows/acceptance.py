@@ -1,18 +1,16 @@
 """Acceptance checks as gates: a plan's checks are data, each kind is a small gate on the
 :class:`~tierwise.gates.Gate` seam.
 
-``judge`` asks a model (by default the planner) for a verdict in structured output — cheap,
-since it mostly reads; the others are deterministic: ``regex``, ``contains``, ``json``,
-``python`` (the answer's code parses) and ``none``. A failed check is a result, never an
-exception; a judge whose answer is unusable fails the check and says so (a judge that cannot
-be reached raises: the gate could not run).
+``judge`` asks a model (by default the planner) for a verdict on the step's own criteria in
+structured output — cheap, since it mostly reads. The others are deterministic: ``regex``,
+``json`` and ``python`` (the answer's code parses) are the gates of :mod:`tierwise.gates`;
+``contains`` and ``none`` are here. A failed check is a result, never an exception; a judge
+whose answer is unusable fails the check and says so (a judge that cannot be reached
+raises: the gate could not run).
 """
 
 from __future__ import annotations
 
-import ast
-import json
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +19,12 @@ from pydantic import BaseModel, ConfigDict
 from tierwise.catalog import ModelSpec
 from tierwise.config import Settings
 from tierwise.gates.base import Gate, GateResult
+from tierwise.gates.static import JsonGate, PythonSyntaxGate, RegexGate
 from tierwise.messages import Request, Response
 from tierwise.strategies.base import TaskContext
 from tierwise.workflows.plan import AcceptanceCheck
 from tierwise.workflows.structured import AnswerError, model_request, parse_json_as, user
 
-_FENCE = re.compile(r"```[ \t]*([\w+.-]*)[^\n]*\n(.*?)```", re.DOTALL)
 JUDGE_MAX_TOKENS = 512
 MAX_OUTPUT_CHARS = 24_000
 
@@ -61,31 +59,6 @@ def clipped(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
     return f"{text[:head]}\n[… {len(text) - limit} characters cut …]\n{text[-(limit - head) :]}"
 
 
-def python_source(text: str) -> str:
-    """The Python in an answer: its python (or untagged) fenced blocks, else the whole text."""
-    blocks = _FENCE.findall(text)
-    if not blocks:
-        return text
-    return "\n\n".join(body for tag, body in blocks if tag.lower() in ("", "py", "python"))
-
-
-def json_source(text: str) -> str:
-    """The JSON in an answer: its first json (or untagged) fenced block, else the text."""
-    blocks = [body for tag, body in _FENCE.findall(text) if tag.lower() in ("", "json")]
-    return blocks[0] if blocks else text.strip()
-
-
-@dataclass
-class RegexGate:
-    pattern: str
-    name: str = "acceptance:regex"
-
-    async def check(self, request: Request, answer: Response, task: TaskContext) -> GateResult:
-        found = re.search(self.pattern, answer.text(), re.MULTILINE) is not None
-        verb = "matches" if found else "does not match"
-        return GateResult(passed=found, reason=f"output {verb} /{self.pattern}/")
-
-
 @dataclass
 class ContainsGate:
     text: str
@@ -95,33 +68,6 @@ class ContainsGate:
         found = self.text.casefold() in answer.text().casefold()
         verb = "contains" if found else "does not contain"
         return GateResult(passed=found, reason=f"output {verb} {self.text!r}")
-
-
-@dataclass
-class JsonGate:
-    name: str = "acceptance:json"
-
-    async def check(self, request: Request, answer: Response, task: TaskContext) -> GateResult:
-        try:
-            json.loads(json_source(answer.text()))
-        except json.JSONDecodeError as exc:
-            return GateResult(passed=False, reason=f"output is not JSON ({exc.msg})")
-        return GateResult(passed=True, reason="output is JSON")
-
-
-@dataclass
-class PythonGate:
-    name: str = "acceptance:python"
-
-    async def check(self, request: Request, answer: Response, task: TaskContext) -> GateResult:
-        source = python_source(answer.text())
-        if not source.strip():
-            return GateResult(passed=False, reason="output has no Python code")
-        try:
-            ast.parse(source)
-        except SyntaxError as exc:
-            return GateResult(passed=False, reason=f"Python syntax error line {exc.lineno}")
-        return GateResult(passed=True, reason="the code parses as Python")
 
 
 @dataclass
@@ -179,5 +125,5 @@ def acceptance_gate(
     if check.kind == "json":
         return JsonGate()
     if check.kind == "python":
-        return PythonGate()
+        return PythonSyntaxGate()
     return NoCheck()

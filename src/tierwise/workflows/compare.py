@@ -1,5 +1,5 @@
 """The variant harness: the same tasks as OO / OK / KO / KK — strong (O) or cheap (K) model
-at planning by strong or cheap at implementation — costed exactly and scored.
+at planning, strong or cheap at implementation — costed exactly and scored.
 
 Each task of each variant runs through the engine under a ``plan:`` policy (so every call is
 in the ledger). Its outcome then gets the task's own acceptance checks and a judge model's
@@ -11,7 +11,14 @@ calls are still costed. The rubric judge's own cost is reported apart from the v
 Task file: JSON Lines, one task per line::
 
     {"id": "slugify", "prompt": "Write slugify(title) ...", "reference": "what a good
-     outcome does (for the judge)", "checks": [{"kind": "regex", "pattern": "def slugify"}]}
+     outcome does (for the judge)", "checks": [{"kind": "regex", "pattern": "def slugify"}],
+     "gates": ["command:python -m pytest -q test_hidden.py"],
+     "files": {"test_hidden.py": "from solution import slugify ..."}}
+
+``checks`` are acceptance checks as in a plan (``judge`` checks are read by the judge);
+``gates`` are :mod:`tierwise.gates` specs — a command gate writes the outcome's Python to
+``solution.py`` next to ``files`` in a temporary directory and runs there (the models' code
+runs with your rights: a scratch directory, not a sandbox).
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from tierwise.catalog import ModelSpec
+from tierwise.catalog import Catalog, ModelSpec
 from tierwise.engine import Engine
-from tierwise.errors import ProviderError, TaskFileError, WorkflowError
+from tierwise.errors import ProviderError, TaskFileError, TierwiseError, WorkflowError
+from tierwise.gates.base import Gate
+from tierwise.gates.registry import GateEnv, build_gate
 from tierwise.ledger.records import (
     CallRecord,
     EscalationRecord,
@@ -71,6 +80,10 @@ class TaskSpec(BaseModel):
     reference: str = ""
     """What a good outcome does, for the judge (optional)."""
     checks: tuple[AcceptanceCheck, ...] = ()
+    gates: tuple[str, ...] = ()
+    """Gate specs of :mod:`tierwise.gates.registry`, e.g. ``command:python -m pytest -q``."""
+    files: dict[str, str] = Field(default_factory=dict)
+    """Files (path -> text) next to the outcome's code when a command gate runs."""
 
 
 def example_tasks() -> Path:
@@ -78,9 +91,10 @@ def example_tasks() -> Path:
     return Path(str(resources.files("tierwise.workflows").joinpath("examples/tasks.jsonl")))
 
 
-def load_tasks(source: str | Path) -> list[TaskSpec]:
+def load_tasks(source: str | Path, catalog: Catalog | None = None) -> list[TaskSpec]:
     """The tasks of a JSONL file (``"examples"``: the shipped set); :class:`TaskFileError`
-    naming the file and line when it is missing or malformed."""
+    naming the file and line when it is missing or malformed (with ``catalog``, each task's
+    gates are built once to check them)."""
     path = example_tasks() if str(source) == EXAMPLES else Path(source)
     try:
         lines = path.read_text("utf-8").splitlines()
@@ -88,7 +102,7 @@ def load_tasks(source: str | Path) -> list[TaskSpec]:
         raise TaskFileError(f"task file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TaskFileError(f"cannot read task file {path}: {exc}") from None
-    tasks = [_task(line, path, n) for n, line in enumerate(lines, start=1) if line.strip()]
+    tasks = [_task(line, path, n, catalog) for n, line in enumerate(lines, start=1) if line.strip()]
     if not tasks:
         raise TaskFileError(f"no tasks in {path}")
     ids = [task.id for task in tasks]
@@ -97,7 +111,7 @@ def load_tasks(source: str | Path) -> list[TaskSpec]:
     return tasks
 
 
-def _task(line: str, path: Path, number: int) -> TaskSpec:
+def _task(line: str, path: Path, number: int, catalog: Catalog | None) -> TaskSpec:
     where = f"{path} line {number}"
     try:
         task = TaskSpec.model_validate(json.loads(line))
@@ -108,7 +122,16 @@ def _task(line: str, path: Path, number: int) -> TaskSpec:
     for check in task.checks:
         if (problem := check.problem()) is not None:
             raise TaskFileError(f"{where}: checks: {problem}")
+    if catalog is not None:
+        try:
+            _gates(task, catalog)
+        except TierwiseError as exc:
+            raise TaskFileError(f"{where}: gates: {exc.message}") from None
     return task
+
+
+def _gates(task: TaskSpec, catalog: Catalog) -> list[Gate]:
+    return [build_gate(spec, GateEnv(catalog, files=task.files)) for spec in task.gates]
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -279,9 +302,8 @@ def _plan_text(calls: Sequence[CallRecord]) -> str:
 
 
 def _unfinished(task: TaskSpec) -> dict[str, object]:
-    checks = [
-        CheckResult(kind=c.kind, passed=False, reason="the run did not finish") for c in task.checks
-    ]
+    kinds = [check.kind for check in task.checks] + list(task.gates)
+    checks = [CheckResult(kind=k, passed=False, reason="the run did not finish") for k in kinds]
     return {"scores": dict.fromkeys(DIMENSIONS, 0), "checks": checks}
 
 
@@ -335,23 +357,30 @@ async def _judged(
 async def _checks(
     engine: Engine, context: TaskContext, setup: CompareSetup, task: TaskSpec, outcome: str
 ) -> list[CheckResult]:
-    """The task file's own checks on the outcome (a ``judge`` check is read by the judge)."""
+    """The task file's own checks and gates on the outcome (a ``judge`` check is read by the
+    judge; a command gate runs the outcome's code next to the task's files)."""
     request = Request.from_prompt(task.prompt)
     answer = Response(id="outcome", model=setup.judge.id, content=[TextBlock(text=outcome)])
+    gates = [
+        (
+            check.kind,
+            acceptance_gate(check, goal=task.prompt, judge=setup.judge, settings=engine.settings),
+        )
+        for check in task.checks
+    ] + [(gate.name, gate) for gate in _gates(task, engine.catalog)]
     results = []
-    for check in task.checks:
-        gate = acceptance_gate(check, goal=task.prompt, judge=setup.judge, settings=engine.settings)
+    for kind, gate in gates:
         verdict = await gate.check(request, answer, context)
         await context.record(
             GateRecord(
                 task_id=context.task_id,
-                gate=f"task:{check.kind}",
+                gate=f"task:{kind}",
                 passed=verdict.passed,
                 score=verdict.score,
                 reason=verdict.reason,
             )
         )
-        results.append(CheckResult(kind=check.kind, passed=verdict.passed, reason=verdict.reason))
+        results.append(CheckResult(kind=kind, passed=verdict.passed, reason=verdict.reason))
     return results
 
 

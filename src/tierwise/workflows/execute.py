@@ -169,7 +169,7 @@ class _Run:
             GateRecord(
                 task_id=sub.task_id,
                 call_id=call_id,
-                gate=gate.name,
+                gate=f"acceptance:{step.acceptance.kind}",
                 passed=verdict.passed,
                 score=verdict.score,
                 reason=verdict.reason,
