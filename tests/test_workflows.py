@@ -4,6 +4,7 @@ OpenAI wire formats, through the real providers, the engine and a real SQLite le
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from tests.fakes import anthropic_upstream as fa
 from tests.fakes import openai_upstream as fo
+from tests.fakes.loopback import serve
 from tests.fakes.scripted import Answer, Asked, answer_on
 from tierwise.catalog import load_catalog
 from tierwise.config import Settings
@@ -443,3 +445,25 @@ def test_plan_policies_resolve_with_their_options(settings: Settings) -> None:
     strategy = resolve_policy(f"decompose:{OPUS}?executors={HAIKU},{SONNET}&max_steps=4", env)
     assert strategy.name == f"decompose:{OPUS}?executors={HAIKU},{SONNET}&max_steps=4"
     assert strategy.options.concurrency == 4 and strategy.options.max_steps == 4  # type: ignore[attr-defined]
+
+
+async def test_independent_subtasks_run_at_the_same_time(settings: Settings) -> None:
+    """Both independent sub-tasks must be in flight together: each executor reply waits at a
+    barrier for the other (a real socket, so the replies are served on separate threads)."""
+    both_in_flight = threading.Barrier(2, timeout=30)
+
+    def answer(asked: Asked) -> Answer:
+        if not is_planner(asked) and step_of(asked) in ("lookup", "design"):
+            both_in_flight.wait()  # BrokenBarrierError (a failed reply) if run one by one
+        return decomposition(asked)
+
+    fake = fa.FakeAnthropic()
+    answer_on(fake, answer)
+    policy = f"decompose:{OPUS}?executors={HAIKU},{OPUS}&concurrency=2"
+    with serve(fake.handler) as base:
+        config = ProviderConfig(kind="anthropic", base_url=base, max_retries=0)
+        provider = AnthropicProvider("anthropic", config, "sk-test")
+        async with Engine(settings, providers={"anthropic": provider}) as eng:
+            result = await eng.complete(TASK, policy)
+    assert result.response.text() == "slug = lowercase title under /posts/"
+    assert [c.status for c in result.calls] == ["ok"] * 4
