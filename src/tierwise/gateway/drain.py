@@ -13,6 +13,7 @@ uvicorn server ``tierwise serve`` runs, whose signal handler starts the drain.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from types import FrameType
@@ -97,5 +98,8 @@ class DrainingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         if self._deadline is not None and not self.should_exit:
-            self.should_exit = self.drain.idle or time.monotonic() >= self._deadline
+            left = self._deadline - time.monotonic()
+            self.should_exit = self.drain.idle or left <= 0
+            # uvicorn's own wait for what is still running may use only what is left of it
+            self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
         return await super().on_tick(counter)
