@@ -22,8 +22,10 @@ from tierwise.catalog import Catalog
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.errors import BudgetExceededError, PolicyError
+from tierwise.ledger.records import LedgerRecord
 from tierwise.ledger.store import Ledger
 from tierwise.messages import Request
+from tierwise.strategies.base import TaskContext
 from tierwise.streaming import collect
 
 HAIKU, SONNET, OPUS = (
@@ -196,3 +198,27 @@ async def test_a_dollar_budget_refuses_a_model_of_unknown_price(engine: Engine) 
     async with engine:
         with pytest.raises(BudgetExceededError, match=r"price of ollama:llama3\.1:8b is unknown"):
             await engine.complete(_ask(100), "fixed:ollama:llama3.1:8b?budget_usd=1")
+
+
+async def test_sub_tasks_spend_from_their_task_budget(engine: Engine, fake: FakeAnthropic) -> None:
+    fake.reply_message(fa.text_message("step one done", usage_=fa.usage(100, 100)))
+    records: list[LedgerRecord] = []
+
+    async def keep(record: LedgerRecord) -> None:
+        records.append(record)
+
+    task = TaskContext(
+        "task-budget",
+        catalog=engine.catalog,
+        provider_for=engine.provider_for,
+        record=keep,
+        budget=TaskBudget(usd=Decimal("0.001")),
+    )
+    step = await task.subtask("plan step 1")
+    haiku = engine.catalog.get(HAIKU)
+    async with engine:
+        await step.call(_ask(100), haiku)  # projected $0.00051, billed 100 + 500 = $0.0006
+        with pytest.raises(BudgetExceededError, match=r"from \$0\.0006 to over") as caught:
+            await task.call(_ask(100), haiku)
+    assert caught.value.partial is not None
+    assert caught.value.partial.text() == "step one done" and len(fake.requests) == 1
