@@ -38,7 +38,15 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -46,6 +54,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from tierwise.advisor.settings import AdvisorSettings
 from tierwise.errors import ConfigError, MissingCredentialsError
 from tierwise.failover import FailoverSettings
 from tierwise.gateway.config import GatewayConfig
@@ -123,6 +132,7 @@ class Settings(BaseSettings):
     cascade: CascadeSettings = Field(default_factory=CascadeSettings)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    advisor: AdvisorSettings = Field(default_factory=AdvisorSettings)
     admin_key: SecretStr | None = None
     """The gateway's admin API key (env ``TIERWISE_ADMIN_KEY``); full access to every model."""
 
@@ -134,6 +144,13 @@ class Settings(BaseSettings):
             given = row.model_dump(exclude_unset=True) if isinstance(row, ProviderConfig) else row
             rows[name] = {**rows.get(name, {}), **given} if isinstance(given, dict) else given
         return rows
+
+    @model_validator(mode="after")
+    def _default_policies(self) -> Settings:
+        """The named policy ``advisor`` (model ``tierwise/advisor``), unless the config has one."""
+        advisor = f"advisor:{self.advisor.executor}?advisor={self.advisor.model}"
+        self.policies.setdefault("advisor", advisor)
+        return self
 
     def resolved_ledger_url(self) -> str:
         return self.ledger_url or default_ledger_url()

@@ -9,13 +9,16 @@ so a failure midway loses nothing already done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from decimal import Decimal
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tierwise.advisor.runner import AdvisorHook
 from tierwise.budget import TaskBudget
 from tierwise.catalog import Catalog, ModelSpec, load_catalog
 from tierwise.config import Settings, load_settings
@@ -53,6 +56,17 @@ def _observed(record: Recorder, observer: Observer | None) -> Recorder:
         observer(item)
 
     return record_and_show
+
+
+@asynccontextmanager
+async def _closing(events: AsyncIterator[StreamEvent]) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    """``events``, closed on the way out: an abandoned stream is recorded at once, not
+    whenever the garbage collector gets to it."""
+    try:
+        yield events
+    finally:
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()
 
 
 class Result(BaseModel):
@@ -127,6 +141,11 @@ class Engine:
             self._ledger = Ledger.open(self.settings.resolved_ledger_url())
         return self._ledger
 
+    @cached_property
+    def advisor(self) -> AdvisorHook:
+        """Runs executor calls that carry the advisor tool, under any policy."""
+        return AdvisorHook(self.settings.advisor, self.catalog, self.settings.providers)
+
     def provider_for(self, spec: ModelSpec) -> Provider:
         if spec.provider not in self._providers:
             self._providers[spec.provider] = build_provider(spec.provider, self.settings)
@@ -180,7 +199,7 @@ class Engine:
         )
         record = _observed(self.record, observer)
         await record(task)
-        return TaskContext(
+        context = TaskContext(
             task.id,
             catalog=self.catalog,
             provider_for=self.provider_for,
@@ -190,6 +209,8 @@ class Engine:
             failover=self.failover,
             budget=budget,
         )
+        context.advisor = self.advisor
+        return context
 
     async def _close_task(self, task: TaskContext, error: TierwiseError | None) -> None:
         stopped = isinstance(error, BudgetExceededError)  # ended early, not broken
@@ -257,8 +278,9 @@ class Engine:
         own = budget or budget_of(strategy)
         task = await self._open_task(canonical, strategy, source, parent_id, observer, budget=own)
         try:
-            async for event in strategy.stream(canonical, task):
-                yield event
+            async with _closing(strategy.stream(canonical, task)) as events:
+                async for event in events:
+                    yield event
         except TierwiseError as exc:
             await self._close_task(task, exc)
             self._attach_partial(exc, task, strategy)

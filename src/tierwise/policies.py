@@ -89,6 +89,12 @@ def _cascade(spec: PolicySpec, env: RouterEnv) -> Strategy:
     return build_cascade_strategy(spec.argument, spec.params, env)
 
 
+def _advisor(spec: PolicySpec, env: RouterEnv) -> Strategy:
+    from tierwise.strategies.advisor import build_advisor_strategy  # noqa: PLC0415
+
+    return build_advisor_strategy(spec.argument, spec.params, env)
+
+
 def policy_text(spec: PolicySpec) -> str:
     """``spec`` written back as ``kind[:argument][?key=value&...]``."""
     head = f"{spec.kind}:{spec.argument}" if spec.argument else spec.kind
@@ -101,6 +107,7 @@ FACTORIES: dict[str, Factory] = {
     "cascade": _cascade,
     "plan": _plan,
     "decompose": _decompose,
+    "advisor": _advisor,
 }
 
 

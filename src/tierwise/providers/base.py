@@ -35,6 +35,9 @@ class ProviderConfig(BaseModel):
     first token arrives with its last); default: ``timeout_s``."""
     idle_timeout_s: float | None = Field(default=None, gt=0)
     """Longest gap between two stream events once streaming started; default: ``timeout_s``."""
+    advisor_beta: bool = True
+    """Anthropic only: the account may use the advisor tool beta (``advisor-tool-2026-03-01``);
+    false: tierwise emulates the advisor for this host's models."""
     max_retries: int = Field(default=2, ge=0, le=10)
     max_retry_wait_s: float = Field(default=60.0, ge=0)
     dataset: str | None = None

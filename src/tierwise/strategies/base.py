@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -35,6 +36,18 @@ class Strategy(Protocol):
     async def run(self, request: Request, task: TaskContext) -> Response: ...
 
     def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]: ...
+
+
+class ExecutorHook(Protocol):
+    """Takes over executor calls whose request it handles (the advisor tool: a consult loop)."""
+
+    def handles(self, request: Request) -> bool: ...
+
+    async def complete(self, request: Request, spec: ModelSpec, task: TaskContext) -> Response: ...
+
+    def stream(
+        self, request: Request, spec: ModelSpec, task: TaskContext
+    ) -> AsyncGenerator[StreamEvent]: ...
 
 
 def _ms_since(start: float) -> float:
@@ -68,6 +81,8 @@ class TaskContext:
         self.failover = failover or Failover()
         self.fallbacks: list[str] | None = None
         """The policy's own fallback models (``?fallback=a,b``); ``None``: the config's."""
+        self.advisor: ExecutorHook | None = None
+        """Runs executor requests that carry the advisor tool (see :mod:`tierwise.advisor`)."""
 
     async def record(self, record: LedgerRecord) -> None:
         """Keep ``record`` in this task's trace and append it to the ledger."""
@@ -121,6 +136,27 @@ class TaskContext:
         )
 
     async def call(self, request: Request, spec: ModelSpec, role: Role = "executor") -> Response:
+        """A model call; an executor request carrying the advisor tool (or advisor blocks) goes
+        through :attr:`advisor`, which makes the calls it needs with :meth:`call_model`."""
+        if role == "executor" and self.advisor is not None and self.advisor.handles(request):
+            return await self.advisor.complete(request, spec, self)
+        return await self.call_model(request, spec, role)
+
+    async def stream(
+        self, request: Request, spec: ModelSpec, role: Role = "executor"
+    ) -> AsyncGenerator[StreamEvent]:
+        """A streamed model call; see :meth:`call` and :meth:`stream_model`."""
+        if role == "executor" and self.advisor is not None and self.advisor.handles(request):
+            events = self.advisor.stream(request, spec, self)
+        else:
+            events = self.stream_model(request, spec, role)
+        async with aclosing(events):  # an abandoned stream is recorded now, not when collected
+            async for event in events:
+                yield event
+
+    async def call_model(
+        self, request: Request, spec: ModelSpec, role: Role = "executor"
+    ) -> Response:
         """A model call; before it answers, a retryable failure or an open circuit moves it to
         the next model of the fallback chain (a recorded step)."""
         chain = self._chain(spec)
@@ -143,9 +179,9 @@ class TaskContext:
         self.failover.settle(spec.id, None)
         return response
 
-    async def stream(
+    async def stream_model(
         self, request: Request, spec: ModelSpec, role: Role = "executor"
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent]:
         """A streamed model call; it fails over like :meth:`call`, but only before its first
         event — after that a failure is the caller's to report."""
         chain = self._chain(spec)
@@ -174,11 +210,12 @@ class TaskContext:
         self.failover.admit(spec.provider, spec.id, spec.name)
         answered = False
         try:
-            async for event in self._stream_once(request, spec, role):
-                if not answered:
-                    answered = True
-                    self.failover.settle(spec.id, None)
-                yield event
+            async with aclosing(self._stream_once(request, spec, role)) as events:
+                async for event in events:
+                    if not answered:
+                        answered = True
+                        self.failover.settle(spec.id, None)
+                    yield event
         except ProviderError as exc:
             self.failover.settle(spec.id, exc)
             raise
@@ -203,7 +240,7 @@ class TaskContext:
 
     async def _stream_once(
         self, request: Request, spec: ModelSpec, role: Role
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent]:
         """One streamed model call; recorded when the stream ends (or fails)."""
         self.guard.before(request, spec)
         start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 from tierwise.catalog import ModelSpec
 from tierwise.ledger.records import DecisionRecord
@@ -34,5 +35,6 @@ class FixedStrategy:
 
     async def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]:
         await self._decide(task)
-        async for event in task.stream(request, self.spec):
-            yield event
+        async with aclosing(task.stream(request, self.spec)) as events:
+            async for event in events:
+                yield event

@@ -1,0 +1,280 @@
+"""The advisor hook: every executor call whose request carries the advisor tool comes here.
+
+It decides per call: **native** when the executor is an Anthropic model that takes the
+``advisor_20260301`` tool, the advisor is an Anthropic model too, and the provider row says
+the account has the beta (``advisor_beta``, on by default); **emulated** otherwise. A request
+without the tool whose history still holds advisor blocks has them stripped. Each consult
+leaves a :class:`~tierwise.ledger.records.ConsultRecord`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from decimal import Decimal
+
+from tierwise.advisor.emulate import Emulation, Limits
+from tierwise.advisor.native import complete_native, stream_native
+from tierwise.advisor.prompt import escalation_section, with_escalation, with_nudge
+from tierwise.advisor.settings import AdvisorSettings
+from tierwise.advisor.telemetry import (
+    ConsultFacts,
+    Mode,
+    consult_records,
+    native_facts,
+    prior_consults,
+)
+from tierwise.advisor.tool import (
+    AdvisorTool,
+    find_advisor_tool,
+    has_advisor_blocks,
+    strip_advisor,
+    with_beta,
+)
+from tierwise.catalog import Catalog, ModelSpec
+from tierwise.errors import InvalidRequestError
+from tierwise.messages import Request, Response, StreamEvent, Tool
+from tierwise.providers.base import ProviderConfig
+from tierwise.strategies.base import TaskContext
+from tierwise.strategies.route import conversation_key
+from tierwise.streaming import StreamAccumulator, events_from_response
+
+CONVERSATIONS_REMEMBERED = 4096
+
+
+class ConversationSpend:
+    """Advisor dollars per conversation (in memory, most recent conversations only)."""
+
+    def __init__(self) -> None:
+        self._spent: OrderedDict[str, Decimal] = OrderedDict()
+
+    def spent(self, key: str) -> Decimal:
+        return self._spent.get(key, Decimal(0))
+
+    def add(self, key: str, amount: Decimal) -> None:
+        self._spent[key] = self.spent(key) + amount
+        self._spent.move_to_end(key)
+        if len(self._spent) > CONVERSATIONS_REMEMBERED:
+            self._spent.popitem(last=False)
+
+
+def native_supported(
+    providers: Mapping[str, ProviderConfig], executor: ModelSpec, advisor: ModelSpec
+) -> bool:
+    """Anthropic runs this pair's consults itself (else tierwise emulates them)."""
+    row = providers.get(executor.provider)
+    return (
+        row is not None
+        and row.kind == "anthropic"
+        and row.advisor_beta
+        and executor.capabilities.native_advisor_tool
+        and advisor.provider == executor.provider
+        and advisor.capabilities.advisor
+    )
+
+
+class AdvisorHook:
+    """Runs executor requests that carry the advisor tool (an :class:`ExecutorHook`)."""
+
+    def __init__(
+        self,
+        settings: AdvisorSettings,
+        catalog: Catalog,
+        providers: Mapping[str, ProviderConfig],
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.providers = providers
+        self.spend = ConversationSpend()
+
+    def handles(self, request: Request) -> bool:
+        return find_advisor_tool(request) is not None or has_advisor_blocks(request)
+
+    # --- deciding ----------------------------------------------------------------------------
+
+    def advisor_spec(self, tool: AdvisorTool, executor: ModelSpec) -> ModelSpec:
+        """The catalog model the tool's ``model`` names (a catalog id or an upstream name)."""
+        found = (
+            self.catalog.find(tool.model)
+            or self.catalog.find_upstream(executor.provider, tool.model)
+            or self.catalog.find_upstream("anthropic", tool.model)
+        )
+        if found is None:
+            hint = ", ".join(self.catalog.suggest(tool.model)) or "see `tierwise models`"
+            raise InvalidRequestError(
+                f"advisor model {tool.model!r} is not in the catalog (did you mean: {hint})"
+            )
+        return found
+
+    def is_native(self, executor: ModelSpec, advisor: ModelSpec) -> bool:
+        return native_supported(self.providers, executor, advisor)
+
+    def _capped(self, request: Request) -> bool:
+        """The conversation has used up its consults or advisor dollars."""
+        cap = self.settings.max_consults_per_conversation
+        if cap is not None and prior_consults(request) >= cap:
+            return True
+        return not self._may_spend(conversation_key(request))
+
+    def _may_spend(self, key: str) -> bool:
+        cap = self.settings.max_usd_per_conversation
+        return cap is None or self.spend.spent(key) < cap
+
+    def _prepared(self, request: Request, native: bool, tool: AdvisorTool) -> Request:
+        """The escalation section and the early nudge, as configured."""
+        mode = self.settings.escalation_prompt
+        if mode == "always" or (mode == "emulated" and not native):
+            max_uses = tool.max_uses if tool.max_uses is not None else self.settings.max_uses
+            section = escalation_section(self.settings, tool.name, max_uses)
+            request = with_escalation(request, section)
+        if self.settings.early_nudge:
+            request = with_nudge(request, self.settings.nudge_text)
+        return request
+
+    # --- running -----------------------------------------------------------------------------
+
+    async def complete(self, request: Request, spec: ModelSpec, task: TaskContext) -> Response:
+        tool = find_advisor_tool(request)
+        if tool is None or (self._capped(request) and self._native_for(tool, spec)):
+            return await task.call_model(strip_advisor(request), spec)
+        advisor = self.advisor_spec(tool, spec)
+        if self.is_native(spec, advisor):
+            return await self._complete_native(request, spec, advisor, tool, task)
+        return await self._complete_emulated(request, spec, advisor, tool, task)
+
+    def _native_for(self, tool: AdvisorTool, spec: ModelSpec) -> bool:
+        return self.is_native(spec, self.advisor_spec(tool, spec))
+
+    async def _complete_native(
+        self,
+        request: Request,
+        spec: ModelSpec,
+        advisor: ModelSpec,
+        tool: AdvisorTool,
+        task: TaskContext,
+    ) -> Response:
+        upstream = self._native_request(request, advisor, tool)
+        response = await complete_native(upstream, spec, task, self.settings.max_pause_turns)
+        await self._record_native(request, response, spec, advisor, task)
+        return response
+
+    def _native_request(self, request: Request, advisor: ModelSpec, tool: AdvisorTool) -> Request:
+        """The request for Anthropic: the beta on, the tool naming the advisor upstream."""
+        named = tool.model_copy(update={"model": advisor.name}).as_tool()
+        tools = [named if t.type == tool.type else t for t in request.tools]
+        request = request.model_copy(update={"tools": tools})
+        return with_beta(self._prepared(request, True, tool))
+
+    async def _record_native(
+        self,
+        request: Request,
+        response: Response,
+        spec: ModelSpec,
+        advisor: ModelSpec,
+        task: TaskContext,
+    ) -> None:
+        calls = task.calls
+        call_id = calls[-1].id if calls else None
+        facts = native_facts(response, spec, self.catalog, call_id)
+        await self._record(
+            task, request, response, mode="native", spec=spec, advisor=advisor, facts=facts
+        )
+
+    async def _complete_emulated(
+        self,
+        request: Request,
+        spec: ModelSpec,
+        advisor: ModelSpec,
+        tool: AdvisorTool,
+        task: TaskContext,
+    ) -> Response:
+        emulation = Emulation(
+            tool, spec, advisor, self._limits(request, tool), self.settings.advisor_instructions
+        )
+        executor_request = self._prepared(emulation.executor_request(request), False, tool)
+        response, facts = await emulation.run(executor_request, request, task)
+        await self._record(
+            task, request, response, mode="emulated", spec=spec, advisor=advisor, facts=facts
+        )
+        return response
+
+    def _limits(self, request: Request, tool: AdvisorTool) -> Limits:
+        cap = self.settings.max_consults_per_conversation
+        left = None if cap is None else max(cap - prior_consults(request), 0)
+        key = conversation_key(request)
+        return Limits(
+            max_uses=tool.max_uses if tool.max_uses is not None else self.settings.max_uses,
+            max_tokens=tool.max_tokens or self.settings.max_tokens,
+            conversation_left=left,
+            may_spend=lambda: self._may_spend(key),
+        )
+
+    async def _record(
+        self,
+        task: TaskContext,
+        request: Request,
+        response: Response,
+        *,
+        mode: Mode,
+        spec: ModelSpec,
+        advisor: ModelSpec,
+        facts: Mapping[str, ConsultFacts],
+    ) -> None:
+        records = consult_records(
+            task.task_id,
+            request,
+            response,
+            mode=mode,
+            executor=spec,
+            advisor=advisor,
+            facts=facts,
+        )
+        key = conversation_key(request)
+        for record in records:
+            self.spend.add(key, record.advisor_cost_usd or Decimal(0))
+            await task.record(record)
+
+    # --- streaming ---------------------------------------------------------------------------
+
+    async def stream(
+        self, request: Request, spec: ModelSpec, task: TaskContext
+    ) -> AsyncGenerator[StreamEvent]:
+        """Native: the upstream's own events (pauses resumed); emulated: the finished
+        response as events."""
+        tool = find_advisor_tool(request)
+        native = tool is not None and self._native_for(tool, spec)
+        if tool is None or (native and self._capped(request)):
+            async with aclosing(task.stream_model(strip_advisor(request), spec)) as events:
+                async for event in events:
+                    yield event
+            return
+        if not native:
+            response = await self.complete(request, spec, task)
+            for event in events_from_response(response):
+                yield event
+            return
+        advisor = self.advisor_spec(tool, spec)
+        upstream = self._native_request(request, advisor, tool)
+        accumulator = StreamAccumulator()
+        native_events = stream_native(upstream, spec, task, self.settings.max_pause_turns)
+        async with aclosing(native_events):
+            async for event in native_events:
+                accumulator.feed(event)
+                yield event
+        await self._record_native(request, accumulator.response(), spec, advisor, task)
+
+
+def advisor_tool(
+    advisor: ModelSpec, *, max_uses: int | None, max_tokens: int | None, caching: str | None
+) -> Tool:
+    """The ``advisor_20260301`` tool a policy adds: the advisor by catalog id (resolved to
+    the upstream name when the tool goes to Anthropic natively)."""
+    fields: dict[str, object] = {
+        "model": advisor.id,
+        "max_uses": max_uses,
+        "max_tokens": max_tokens,
+    }
+    if caching:
+        fields["caching"] = {"type": "ephemeral", "ttl": caching}
+    return AdvisorTool.model_validate(fields).as_tool()
