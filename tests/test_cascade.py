@@ -274,3 +274,16 @@ async def test_requests_carry_workspace_files_to_the_command_gate(
     async with engine:
         result = await engine.complete(request, f"cascade:{HAIKU}?gates={TESTS}")
     assert [(g.gate, g.passed, g.reason) for g in result.gates] == [(TESTS, True, "exit 0")]
+
+
+def test_gateway_streams_the_cascade_answer(gw: Served) -> None:
+    gw.anthropic_fake.reply_message(fa.text_message("Lyon?"))
+    gw.anthropic_fake.reply_message(fa.text_message("Paris, on the Seine."))
+    with gw.anthropic().messages.stream(
+        model="tierwise/cascade",
+        max_tokens=100,
+        messages=[{"role": "user", "content": "Capital of France?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.content[0].type == "text" and final.content[0].text == "Paris, on the Seine."
+    assert not any(r.wants_stream for r in gw.anthropic_fake.requests)  # gated before streaming

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
+import openai
 import pytest
 
 from tests.fakes import anthropic_upstream as fa
@@ -222,3 +223,17 @@ async def test_sub_tasks_spend_from_their_task_budget(engine: Engine, fake: Fake
             await task.call(_ask(100), haiku)
     assert caught.value.partial is not None
     assert caught.value.partial.text() == "step one done" and len(fake.requests) == 1
+
+
+def test_gateway_refuses_a_streamed_task_over_budget_with_402(settings: Settings) -> None:
+    with running_gateway(gateway_settings(settings.resolved_ledger_url())) as gw:
+        client = gw.openai()
+        with pytest.raises(openai.APIStatusError) as caught:
+            client.chat.completions.create(
+                model=f"tierwise/fixed:{OPUS}?budget_usd=0.001",
+                messages=[{"role": "user", "content": "hi"}],
+                max_tokens=1000,
+                stream=True,
+            )
+    assert caught.value.status_code == 402
+    assert "task budget of $0.001 exceeded" in caught.value.message
