@@ -199,7 +199,7 @@ class CascadeStrategy:
             return Step(index + 1, False, "climbing: a price is unknown, so no retry is costed")
         there = there_breakdown.total
         p = self.options.pass_rate(attempt.spec.id)
-        retry_then_climb = here + Decimal(str(1 - p)) * there
+        retry_then_climb = here + (1 - Decimal(str(p))) * there
         figures = f"retry then climb ${_money(retry_then_climb)} vs climb ${_money(there)}"
         if retry_then_climb < there:
             return Step(index, True, f"retrying (p={p:g}): {figures}")
