@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -322,3 +323,40 @@ async def test_cli_learn_with_labels_on_one_model_only_says_so(
     assert "12 labelled answers (user 12)" in result.stdout  # the report still prints
     assert "labels cover one model only (openai:gpt-5-nano)" in result.stderr
     assert SECURITY[0] not in result.stdout
+
+
+# --- a cascade's gates and escalations --------------------------------------------------------
+
+CASCADE = f"cascade:{CANDIDATES}?gates=regex:^RIGHT&retries=0"
+
+
+async def test_cascade_gates_and_escalations_are_labels_and_escalation_drift(
+    calibrated: World, settings: Settings, catalog: Catalog, tmp_path: Path
+) -> None:
+    since = datetime.now(UTC)
+    async with calibrated.engine(settings) as engine:
+        for prompt in ALL:
+            await engine.complete(prompt, CASCADE)
+    report = _gather(settings, catalog, _options(tmp_path, since=since))
+    # every cheap answer was gated; the six it failed climbed to the strong model, gated too
+    assert report.tasks == 18 and report.labels.by_source == {"gate": 24}
+    assert report.kinds.escalated.hits == 6
+    default = _kind(report.kinds.by_rule, "default")
+    assert (default.escalated.hits, default.escalated.n, default.verdict) == (
+        6,
+        6,
+        "too aggressive",
+    )
+    assert _kind(report.kinds.by_rule, "simple").escalated.hits == 0
+    # the strong tier is imputed to pass what the cheap one passed: every prompt is complete
+    assert report.labels.imputed == 12
+    # the artifact was learned on a ledger without escalations; now a third of tasks climb
+    meta = find_meta(settings.routing.resolved_artifacts_dir(), "ledger")
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        drift = check_drift(ledger, meta, since=since, min_samples=5)
+    assert drift.scope == "all live tasks (none routed by it)" and drift.tasks == 18
+    checks = {check.name: check for check in drift.checks}
+    assert set(checks) == {"quality", "escalation rate"}  # nothing routed: no strong share
+    assert checks["escalation rate"].status == "drift" and checks["escalation rate"].live.low > 0
+    assert checks["quality"].status == "ok"  # the cascade still ends with right answers
+    assert drift.recalibrate and "escalation rate" in drift.advice

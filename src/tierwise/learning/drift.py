@@ -6,7 +6,7 @@ set against the artifact's metadata:
 * **quality** — the share of labelled tasks answered right, against the held-out quality
   the calibration measured (``test.quality``): drift when that figure lies above the live
   interval;
-* **escalation rate** — the share of tasks that climbed a tier, against the rate in the
+* **escalation rate** — the share of tasks that climbed to another model, against the rate in the
   ledger the router was learned from (``baseline.escalation_rate``, written by
   ``tierwise learn``): drift when it lies below the live interval;
 * **strong share** — the share of routed tasks sent to the strongest model, against the
@@ -117,7 +117,7 @@ def _quality(tasks: list[TaskBundle], meta: ArtifactMeta, min_samples: int) -> D
 
 
 def _escalation(tasks: list[TaskBundle], meta: ArtifactMeta, min_samples: int) -> DriftCheck:
-    live = rate(sum(bool(b.escalations) for b in tasks), len(tasks))
+    live = rate(sum(b.climbed for b in tasks), len(tasks))
     calibrated = meta.baseline["escalation_rate"]
     drifted = calibrated < live.low
     return _check("escalation rate", calibrated, live, min_samples, drifted=drifted, unit="tasks")

@@ -77,6 +77,11 @@ class TaskBundle:
         return self.task.prompt_text or (calls[0].prompt_text if calls else None)
 
     @property
+    def climbed(self) -> bool:
+        """Whether the task escalated to another model (a retry on the same one is not)."""
+        return any(e.to_model != e.from_model for e in self.escalations)
+
+    @property
     def live(self) -> bool:
         """A top-level task of real traffic (not a sub-task, not a shadow re-run)."""
         return self.task.parent_id is None and self.task.source not in SHADOW_SOURCES

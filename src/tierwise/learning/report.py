@@ -2,7 +2,8 @@
 
 Over the live tasks of a window (top-level, not shadow re-runs), per task kind:
 
-* **escalation rate** — the share of tasks that climbed a tier;
+* **escalation rate** — the share of tasks that climbed to another model (retries on the
+  same model are not escalations, though they do count as failures there);
 * **too aggressive** — tasks sent to the cheapest tier fail there (escalate or are labelled
   wrong) more often than ``max_cheap_failure``: the 95% interval's *lower* bound is above it;
 * **too timid** — tasks started above the cheapest tier although the cheapest tier answers
@@ -103,7 +104,7 @@ class _Tally:
             return
         group = self.groups[self.kind_of(prompt)]
         group.tasks += 1
-        group.escalated += bool(bundle.escalations)
+        group.escalated += bundle.climbed
         first = _first_tier(bundle, self.tier_of)
         if self.cheap(calls[0].model):
             self._cheap_start(group, bundle)
@@ -186,7 +187,7 @@ def kinds_report(
     live = [b for b in bundles if b.live and b.executors and b.prompt]
     tally, by_rule = _by(lambda p: kind_of(p).rule, live, labels, catalog, limits)
     _, by_words = _by(lambda p: kind_of(p).words, live, labels, catalog, limits)
-    escalated = sum(bool(b.escalations) for b in live)
+    escalated = sum(b.climbed for b in live)
     return KindsReport(
         cheapest_tier=tally.cheapest,
         tasks=len(live),
