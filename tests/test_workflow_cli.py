@@ -243,3 +243,22 @@ def test_compare_bad_input_exits_2_without_traceback(
     )
     assert result.returncode == 2
     assert message in _one_clean_line(result)
+
+
+async def test_a_judge_that_cannot_be_reached_leaves_the_run_unscored(
+    settings: Settings, task_file: Path
+) -> None:
+    anthropic, nothing_scripted = fa.FakeAnthropic(), fo.FakeOpenAI()  # the judge gets a 418
+    answer_on(anthropic, grade)
+    catalog = load_catalog()
+    opus = catalog.get(OPUS)
+    setup = CompareSetup(opus, opus, opus, opus, judge=catalog.get(MINI), variants=("OO",))
+    async with engine(settings, anthropic, nothing_scripted) as eng:
+        report = await compare(eng, load_tasks(task_file)[:1], setup)
+    (run,) = report.runs
+    assert run.finished and run.scores is None and "judging failed" in run.notes
+    assert "status 418" in run.notes
+    assert [check.passed for check in run.checks] == [True]  # the task's own regex check ran
+    assert run.judge_cost_usd == Decimal(0)  # refused before producing anything: not billed
+    (summary,) = report.variants
+    assert summary.scores == dict.fromkeys(DIMENSIONS) and summary.overall is None

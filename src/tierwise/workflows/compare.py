@@ -310,17 +310,38 @@ def _unfinished(task: TaskSpec) -> dict[str, object]:
 async def _judged(
     engine: Engine, setup: CompareSetup, task: TaskSpec, run: RunResult, plan: str
 ) -> RunResult:
-    """``run`` with its checks and rubric, from a judge sub-task of the run's task."""
-    judge = setup.judge
+    """``run`` with its checks and rubric, from a judge sub-task of the run's task; a judge
+    that cannot be reached leaves the run unscored (``scores`` ``None``) and says why."""
+    context = await _judge_task(engine, setup, task, run)
+    checks: list[CheckResult] = []
+    rubric: RubricScores | None = None
+    try:
+        checks = await _checks(engine, context, setup, task, run.answer)
+        rubric = await _rubric(engine, context, setup, task, outcome=run.answer, plan=plan)
+        notes = rubric.notes
+    except ProviderError as exc:
+        notes = f"judging failed: {exc}"
+    except AnswerError as exc:
+        notes = f"judge answer unusable: {exc}"
+    await _record_rubric(context, rubric, notes)
+    scores = rubric.scores() if rubric else None
+    update = {"checks": checks, "scores": scores, "notes": notes}
+    return run.model_copy(update=update | {"judge_cost_usd": context.total_cost()})
+
+
+async def _judge_task(
+    engine: Engine, setup: CompareSetup, task: TaskSpec, run: RunResult
+) -> TaskContext:
+    """A task for the judging of ``run``, a sub-task of the run's own task."""
     record = TaskRecord(
         parent_id=run.ledger_task_id,
-        policy=f"rubric:{judge.id}",
+        policy=f"rubric:{setup.judge.id}",
         source=SOURCE,
         prompt_text=task.prompt if engine.settings.log_content else None,
         metadata={"variant": run.variant, "task": task.id},
     )
     await engine.record(record)
-    context = TaskContext(
+    return TaskContext(
         record.id,
         catalog=engine.catalog,
         provider_for=engine.provider_for,
@@ -328,30 +349,27 @@ async def _judged(
         log_content=engine.settings.log_content,
         parent_id=run.ledger_task_id,
     )
-    checks = await _checks(engine, context, setup, task, run.answer)
+
+
+async def _rubric(
+    engine: Engine,
+    context: TaskContext,
+    setup: CompareSetup,
+    task: TaskSpec,
+    *,
+    outcome: str,
+    plan: str,
+) -> RubricScores:
     request = rubric_request(
-        judge,
+        setup.judge,
         engine.settings,
         task=task.prompt,
         reference=task.reference,
         plan=plan,
-        outcome=run.answer,
+        outcome=outcome,
     )
-    response = await context.call(request, judge, role="judge")
-    try:
-        rubric: RubricScores | None = parse_json_as(response.text(), RubricScores)
-        notes = rubric.notes if rubric else ""
-    except AnswerError as exc:
-        rubric, notes = None, f"judge answer unusable: {exc}"
-    await _record_rubric(context, rubric, notes)
-    return run.model_copy(
-        update={
-            "checks": checks,
-            "scores": rubric.scores() if rubric else None,
-            "notes": notes,
-            "judge_cost_usd": context.total_cost(),
-        }
-    )
+    response = await context.call(request, setup.judge, role="judge")
+    return parse_json_as(response.text(), RubricScores)
 
 
 async def _checks(
