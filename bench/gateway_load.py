@@ -100,10 +100,10 @@ def _cpu_s(pid: int) -> float:
     return total
 
 
-def _memory_mb(pid: int, field: str) -> float:
-    """Sum over the tree of ``VmRSS`` (now) or ``VmHWM`` (peak)."""
+def _memory_mb(pid: int, field: str, tree: bool = True) -> float:
+    """Sum over the tree (or just ``pid``) of ``VmRSS`` (now) or ``VmHWM`` (peak)."""
     total = 0
-    for p in _tree(pid):
+    for p in _tree(pid) if tree else [pid]:
         try:
             lines = Path(f"/proc/{p}/status").read_text().splitlines()
         except OSError:
@@ -329,8 +329,9 @@ def main() -> None:
 def _idle_rss(targets: list[Target]) -> Iterator[str]:
     for target in targets[1:]:
         assert target.pid is not None
-        rss = _memory_mb(target.pid, "VmRSS")
-        yield f"{target.name}: {len(_tree(target.pid))} processes, idle RSS {rss:.0f} MB"
+        each = [_memory_mb(p, "VmRSS", tree=False) for p in _tree(target.pid)]
+        parts = " + ".join(f"{mb:.0f}" for mb in each)
+        yield f"{target.name}: idle RSS {sum(each):.0f} MB ({len(each)} processes: {parts})"
 
 
 def _warm_up(targets: list[Target]) -> None:
