@@ -287,3 +287,22 @@ def test_gateway_streams_the_cascade_answer(gw: Served) -> None:
         final = stream.get_final_message()
     assert final.content[0].type == "text" and final.content[0].text == "Paris, on the Seine."
     assert not any(r.wants_stream for r in gw.anthropic_fake.requests)  # gated before streaming
+
+
+async def test_feedback_shows_the_next_tier_the_failed_answer_and_why(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI], workspace: Path
+) -> None:
+    anthropic_fake, _ = fakes
+    _reply(anthropic_fake, BAD_ADD, 40, 30)
+    _reply(anthropic_fake, GOOD_ADD, 90, 35)
+    async with engine:
+        result = await engine.complete(
+            "Write add(a, b).", _coding_policy(workspace, feedback="true", retries="0")
+        )
+    assert result.response.text() == GOOD_ADD
+    first, second = (r.json()["messages"] for r in anthropic_fake.requests)
+    assert len(first) == 1 and [m["role"] for m in second] == ["user", "assistant", "user"]
+    assert second[1]["content"][0]["text"] == BAD_ADD
+    note = second[2]["content"][0]["text"]
+    assert note.startswith(f"Your answer failed the check `{TESTS}`: exit 1")
+    assert "assert -1 == 5" in note

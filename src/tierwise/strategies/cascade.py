@@ -16,8 +16,9 @@ the last answer is returned (its outcome says so).
 
 Policy parameters (defaults from ``[cascade]``): ``gates`` (comma-separated specs),
 ``max_escalations``, ``retries``, ``retry_pass_rate``, ``start=route:<router>`` (start at
-the tier a router picks), and for command gates ``workspace``, ``answer_file``,
-``gate_timeout``. Streaming runs the cascade, then streams the final answer's events.
+the tier a router picks), ``feedback=true`` (the next try sees the failed answer and the
+gate's reason), and for command gates ``workspace``, ``answer_file``, ``gate_timeout``.
+Streaming runs the cascade, then streams the final answer's events.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from tierwise.cost import reprice
 from tierwise.errors import InvalidRequestError, PolicyError
 from tierwise.gates import Gate, GateEnv, GateResult, build_gates
 from tierwise.ledger.records import DecisionRecord, EscalationRecord, GateRecord, OutcomeRecord
-from tierwise.messages import ImageBlock, Request, Response, StreamEvent
+from tierwise.messages import ImageBlock, Message, Request, Response, StreamEvent, TextBlock
 from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import TaskContext
 from tierwise.strategies.cascade_settings import CascadeSettings
@@ -50,6 +51,7 @@ PARAMS = frozenset(
         "workspace",
         "answer_file",
         "gate_timeout",
+        "feedback",
     }
 )
 TRIGGER_CHARS = 400
@@ -61,6 +63,8 @@ class CascadeOptions:
     retries: int = 1
     retry_pass_rate: float = 0.3
     retry_pass_rates: Mapping[str, float] = field(default_factory=dict)
+    feedback: bool = False
+    """Show the next try the failed answer and the gate's reason (a repair prompt)."""
 
     def pass_rate(self, model_id: str) -> float:
         return self.retry_pass_rates.get(model_id, self.retry_pass_rate)
@@ -160,9 +164,12 @@ class CascadeStrategy:
         await task.record(decision)
         return 0
 
-    async def _attempt(self, request: Request, spec: ModelSpec, task: TaskContext) -> Attempt:
-        """One answer from ``spec``, checked by the gates in order (stop at a failure)."""
-        response = await task.call(request, spec)
+    async def _attempt(
+        self, request: Request, spec: ModelSpec, task: TaskContext, asked: Request | None = None
+    ) -> Attempt:
+        """One answer from ``spec`` to ``asked`` (default: the request), checked against the
+        request by the gates in order (stop at a failure)."""
+        response = await task.call(asked or request, spec)
         call = task.calls[-1]
         ran = task.catalog.find(response.model) or spec  # a failover may have answered
         for gate in self.gates:
@@ -228,7 +235,8 @@ class CascadeStrategy:
             )
             retries, climbs = (retries + 1, climbs) if step.retry else (0, climbs + 1)
             index = step.index
-            attempt = await self._attempt(request, ladder[index], task)
+            asked = repair_request(request, attempt) if self.options.feedback else None
+            attempt = await self._attempt(request, ladder[index], task, asked)
         await self._conclude(attempt, task)
         return attempt.response
 
@@ -249,6 +257,23 @@ class CascadeStrategy:
         response = await self.run(request, task)
         for event in events_from_response(response):
             yield event
+
+
+def repair_request(request: Request, failed: Attempt) -> Request:
+    """The request, the failed answer and what the gate said: the next try can fix it."""
+    assert failed.failed is not None
+    gate, verdict = failed.failed
+    note = (
+        f"Your answer failed the check `{gate}`: {verdict.reason}\n"
+        "Answer the task again in full, fixing that."
+    )
+    answer = failed.response.text() or "(no text)"
+    messages = [
+        *request.messages,
+        Message(role="assistant", content=[TextBlock(text=answer)]),
+        Message(role="user", content=[TextBlock(text=note)]),
+    ]
+    return request.model_copy(update={"messages": messages})
 
 
 def _float(value: Decimal | None) -> float | None:
@@ -290,9 +315,18 @@ def _options(params: Mapping[str, str], settings: CascadeSettings) -> CascadeOpt
             retries=int(params.get("retries", settings.retries)),
             retry_pass_rate=float(params.get("retry_pass_rate", settings.retry_pass_rate)),
             retry_pass_rates=dict(settings.retry_pass_rates),
+            feedback=_flag(params.get("feedback"), settings.feedback),
         )
     except ValueError as exc:
         raise PolicyError(f"cascade: a numeric parameter is not a number ({exc})") from None
+
+
+def _flag(text: str | None, default: bool) -> bool:
+    if text is None:
+        return default
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise PolicyError(f"cascade: feedback must be true or false, not {text!r}")
+    return text.lower() in ("true", "1", "yes")
 
 
 def _gate_env(params: Mapping[str, str], env: RouterEnv) -> GateEnv:

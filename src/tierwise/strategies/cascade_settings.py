@@ -10,6 +10,7 @@ Example::
     retries = 1                          # same-tier retries, taken only when cheaper in expectation
     retry_pass_rate = 0.3                # chance a retry passes after a failure
     retry_pass_rates = { "openai:gpt-5-mini" = 0.4 }
+    feedback = true                      # show the next try the failed answer and why
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class CascadeSettings(BaseModel):
     retry_pass_rate: float = Field(default=0.3, ge=0, le=1)
     retry_pass_rates: dict[str, float] = Field(default_factory=dict)
     """Per model id: the chance its retry passes the gates (overrides ``retry_pass_rate``)."""
+    feedback: bool = False
+    """Show each retry or climb the failed answer and the gate's reason."""
     workspace: Path | None = None
     answer_file: str = "solution.py"
     gate_timeout_s: float = Field(default=60.0, gt=0)
