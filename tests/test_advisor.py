@@ -20,6 +20,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.loopback import serve
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.gateway_harness import fake_engine
+from tierwise.advisor.tool import ERROR_CODES
 from tierwise.config import Settings, load_settings
 from tierwise.engine import Engine, Result
 from tierwise.errors import InvalidRequestError, PolicyError
@@ -636,3 +637,55 @@ async def test_early_nudge_on_the_first_turn_only(
     first, second = (r.json()["messages"][-1]["content"] for r in foa.requests)
     assert "consult the advisor" in json.dumps(first)
     assert second == "go on"
+
+
+async def test_an_advisor_unknown_to_the_catalog_still_passes_through_natively(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    fa, _ = fakes
+    reply = fx.advisor_message()
+    reply["usage"]["iterations"][1]["model"] = "claude-opus-9"
+    fa.reply_message(reply)
+    tool = _advisor_tool(model="claude-opus-9")
+    result = await engine.complete(_request(tools=[tool]), "fixed:anthropic:claude-sonnet-4-6")
+    assert fa.last_request.json()["tools"] == [tool]
+    assert result.cost_usd is None  # the advisor iteration's price is not known
+    (consult,) = _consults(engine, result)
+    assert consult.advisor_model == "anthropic:claude-opus-9"
+    assert consult.advisor_cost_usd is None
+
+
+@pytest.mark.parametrize("code", sorted(ERROR_CODES))
+async def test_every_advisor_error_code_comes_back_verbatim_from_native(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI], code: str
+) -> None:
+    fa, _ = fakes
+    fa.reply_message(fx.advisor_message(fx.advisor_error(code)))
+    result = await engine.complete(
+        _request(tools=[_advisor_tool()]), "fixed:anthropic:claude-sonnet-4-6"
+    )
+    block = result.response.content[2]
+    assert isinstance(block, AdvisorToolResultBlock)
+    assert block.content == {"type": "advisor_tool_result_error", "error_code": code}
+    (consult,) = _consults(engine, result)
+    assert consult.result == code and consult.advisor_cost_usd == 0
+
+
+async def test_redacted_and_refused_consults_reach_an_emulated_executor_as_tool_results(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    _, foa = fakes
+    body = fx.claude_code_request()
+    foa.reply_completion(fo.completion("Running it.", token_usage=fo.usage(50, 5)))
+    await engine.complete(request_from_anthropic(body), "fixed:openai:gpt-4o-mini")
+    sent = foa.last_request.json()
+    results = {
+        m["tool_call_id"]: m["content"]
+        for m in sent["messages"]
+        if m["role"] == "tool" and m["tool_call_id"].startswith("srvtoolu_")
+    }
+    assert results == {
+        fx.ADVISOR_TOOL_USE_ID: "(the advisor's advice is not readable here)",
+        "srvtoolu_01Second": "advisor unavailable: max_uses_exceeded",
+    }
+    assert [t["function"]["name"] for t in sent["tools"]][-1] == "advisor"

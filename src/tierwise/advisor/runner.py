@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass
 from decimal import Decimal
 
 from tierwise.advisor.emulate import Emulation, Limits
@@ -59,19 +60,37 @@ class ConversationSpend:
             self._spent.popitem(last=False)
 
 
-def native_supported(
-    providers: Mapping[str, ProviderConfig], executor: ModelSpec, advisor: ModelSpec
-) -> bool:
-    """Anthropic runs this pair's consults itself (else tierwise emulates them)."""
+def _anthropic_beta(providers: Mapping[str, ProviderConfig], executor: ModelSpec) -> bool:
+    """The executor takes Anthropic's advisor tool on this account."""
     row = providers.get(executor.provider)
     return (
         row is not None
         and row.kind == "anthropic"
         and row.advisor_beta
         and executor.capabilities.native_advisor_tool
+    )
+
+
+def native_supported(
+    providers: Mapping[str, ProviderConfig], executor: ModelSpec, advisor: ModelSpec
+) -> bool:
+    """Anthropic runs this pair's consults itself (else tierwise emulates them)."""
+    return (
+        _anthropic_beta(providers, executor)
         and advisor.provider == executor.provider
         and advisor.capabilities.advisor
     )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one request's consults run."""
+
+    tool: AdvisorTool
+    native: bool
+    advisor: ModelSpec | None
+    """``None``: a model the catalog does not know, passed to Anthropic as it is."""
+    advisor_id: str
 
 
 class AdvisorHook:
@@ -93,22 +112,23 @@ class AdvisorHook:
 
     # --- deciding ----------------------------------------------------------------------------
 
-    def advisor_spec(self, tool: AdvisorTool, executor: ModelSpec) -> ModelSpec:
-        """The catalog model the tool's ``model`` names (a catalog id or an upstream name)."""
+    def plan(self, tool: AdvisorTool, executor: ModelSpec) -> Plan:
+        """Native or emulated, and who advises. An advisor the catalog does not know can
+        only run natively (its cost is then unknown); otherwise it is a clear error."""
         found = (
             self.catalog.find(tool.model)
             or self.catalog.find_upstream(executor.provider, tool.model)
             or self.catalog.find_upstream("anthropic", tool.model)
         )
-        if found is None:
-            hint = ", ".join(self.catalog.suggest(tool.model)) or "see `tierwise models`"
-            raise InvalidRequestError(
-                f"advisor model {tool.model!r} is not in the catalog (did you mean: {hint})"
-            )
-        return found
-
-    def is_native(self, executor: ModelSpec, advisor: ModelSpec) -> bool:
-        return native_supported(self.providers, executor, advisor)
+        if found is not None:
+            native = native_supported(self.providers, executor, found)
+            return Plan(tool, native, found, found.id)
+        if _anthropic_beta(self.providers, executor):
+            return Plan(tool, True, None, f"{executor.provider}:{tool.model}")
+        hint = ", ".join(self.catalog.suggest(tool.model)) or "see `tierwise models`"
+        raise InvalidRequestError(
+            f"advisor model {tool.model!r} is not in the catalog (did you mean: {hint})"
+        )
 
     def _capped(self, request: Request) -> bool:
         """The conversation has used up its consults or advisor dollars."""
@@ -136,66 +156,52 @@ class AdvisorHook:
 
     async def complete(self, request: Request, spec: ModelSpec, task: TaskContext) -> Response:
         tool = find_advisor_tool(request)
-        if tool is None or (self._capped(request) and self._native_for(tool, spec)):
+        plan = None if tool is None else self.plan(tool, spec)
+        if plan is None or (plan.native and self._capped(request)):
             return await task.call_model(strip_advisor(request), spec)
-        advisor = self.advisor_spec(tool, spec)
-        if self.is_native(spec, advisor):
-            return await self._complete_native(request, spec, advisor, tool, task)
-        return await self._complete_emulated(request, spec, advisor, tool, task)
-
-    def _native_for(self, tool: AdvisorTool, spec: ModelSpec) -> bool:
-        return self.is_native(spec, self.advisor_spec(tool, spec))
+        if plan.native:
+            return await self._complete_native(request, spec, plan, task)
+        return await self._complete_emulated(request, spec, plan, task)
 
     async def _complete_native(
-        self,
-        request: Request,
-        spec: ModelSpec,
-        advisor: ModelSpec,
-        tool: AdvisorTool,
-        task: TaskContext,
+        self, request: Request, spec: ModelSpec, plan: Plan, task: TaskContext
     ) -> Response:
-        upstream = self._native_request(request, advisor, tool)
+        upstream = self._native_request(request, plan)
         response = await complete_native(upstream, spec, task, self.settings.max_pause_turns)
-        await self._record_native(request, response, spec, advisor, task)
+        await self._record_native(request, response, spec, plan, task)
         return response
 
-    def _native_request(self, request: Request, advisor: ModelSpec, tool: AdvisorTool) -> Request:
+    def _native_request(self, request: Request, plan: Plan) -> Request:
         """The request for Anthropic: the beta on, the tool naming the advisor upstream."""
-        named = tool.model_copy(update={"model": advisor.name}).as_tool()
-        tools = [named if t.type == tool.type else t for t in request.tools]
+        tool = plan.tool
+        if plan.advisor is not None:
+            tool = tool.model_copy(update={"model": plan.advisor.name})
+        tools = [tool.as_tool() if t.type == tool.type else t for t in request.tools]
         request = request.model_copy(update={"tools": tools})
         return with_beta(self._prepared(request, True, tool))
 
     async def _record_native(
-        self,
-        request: Request,
-        response: Response,
-        spec: ModelSpec,
-        advisor: ModelSpec,
-        task: TaskContext,
+        self, request: Request, response: Response, spec: ModelSpec, plan: Plan, task: TaskContext
     ) -> None:
         calls = task.calls
         call_id = calls[-1].id if calls else None
         facts = native_facts(response, spec, self.catalog, call_id)
         await self._record(
-            task, request, response, mode="native", spec=spec, advisor=advisor, facts=facts
+            task, request, response, mode="native", spec=spec, plan=plan, facts=facts
         )
 
     async def _complete_emulated(
-        self,
-        request: Request,
-        spec: ModelSpec,
-        advisor: ModelSpec,
-        tool: AdvisorTool,
-        task: TaskContext,
+        self, request: Request, spec: ModelSpec, plan: Plan, task: TaskContext
     ) -> Response:
-        emulation = Emulation(
-            tool, spec, advisor, self._limits(request, tool), self.settings.advisor_instructions
-        )
-        executor_request = self._prepared(emulation.executor_request(request), False, tool)
+        if plan.advisor is None:  # plan() never emulates an unknown advisor
+            raise InvalidRequestError(f"advisor model {plan.tool.model!r} is not in the catalog")
+        limits = self._limits(request, plan.tool)
+        instructions = self.settings.advisor_instructions
+        emulation = Emulation(plan.tool, spec, plan.advisor, limits, instructions)
+        executor_request = self._prepared(emulation.executor_request(request), False, plan.tool)
         response, facts = await emulation.run(executor_request, request, task)
         await self._record(
-            task, request, response, mode="emulated", spec=spec, advisor=advisor, facts=facts
+            task, request, response, mode="emulated", spec=spec, plan=plan, facts=facts
         )
         return response
 
@@ -218,7 +224,7 @@ class AdvisorHook:
         *,
         mode: Mode,
         spec: ModelSpec,
-        advisor: ModelSpec,
+        plan: Plan,
         facts: Mapping[str, ConsultFacts],
     ) -> None:
         records = consult_records(
@@ -227,7 +233,7 @@ class AdvisorHook:
             response,
             mode=mode,
             executor=spec,
-            advisor=advisor,
+            advisor_id=plan.advisor_id,
             facts=facts,
         )
         key = conversation_key(request)
@@ -243,26 +249,25 @@ class AdvisorHook:
         """Native: the upstream's own events (pauses resumed); emulated: the finished
         response as events."""
         tool = find_advisor_tool(request)
-        native = tool is not None and self._native_for(tool, spec)
-        if tool is None or (native and self._capped(request)):
+        plan = None if tool is None else self.plan(tool, spec)
+        if plan is None or (plan.native and self._capped(request)):
             async with aclosing(task.stream_model(strip_advisor(request), spec)) as events:
                 async for event in events:
                     yield event
             return
-        if not native:
-            response = await self.complete(request, spec, task)
+        if not plan.native:
+            response = await self._complete_emulated(request, spec, plan, task)
             for event in events_from_response(response):
                 yield event
             return
-        advisor = self.advisor_spec(tool, spec)
-        upstream = self._native_request(request, advisor, tool)
+        upstream = self._native_request(request, plan)
         accumulator = StreamAccumulator()
         native_events = stream_native(upstream, spec, task, self.settings.max_pause_turns)
         async with aclosing(native_events):
             async for event in native_events:
                 accumulator.feed(event)
                 yield event
-        await self._record_native(request, accumulator.response(), spec, advisor, task)
+        await self._record_native(request, accumulator.response(), spec, plan, task)
 
 
 def advisor_tool(

@@ -77,7 +77,7 @@ def consult_records(
     *,
     mode: Mode,
     executor: ModelSpec,
-    advisor: ModelSpec,
+    advisor_id: str,
     facts: Mapping[str, ConsultFacts],
 ) -> list[ConsultRecord]:
     """A record per advisor result in ``response`` (``facts`` by tool use id)."""
@@ -94,7 +94,7 @@ def consult_records(
                 task_id=task_id,
                 mode=mode,
                 executor_model=executor.id,
-                advisor_model=advisor.id,
+                advisor_model=advisor_id,
                 turn_index=turn,
                 consult_index=index,
                 result=kind,
