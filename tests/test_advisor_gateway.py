@@ -140,3 +140,19 @@ def test_native_pair_passes_the_tool_through(settings: Settings) -> None:
         "server_tool_use",
         "advisor_tool_result",
     ]
+
+
+def test_an_openai_client_gets_the_executor_answer_and_all_the_tokens(gw: Served) -> None:
+    """An OpenAI client cannot see advisor blocks; it gets the text, and usage over every
+    iteration (executor and advisor)."""
+    script_emulated_exchange(gw.anthropic_fake, gw.openai_fake)
+    raw = gw.openai().chat.completions.with_raw_response.create(
+        model="tierwise/advisor", messages=[{"role": "user", "content": PROMPT}]
+    )
+    completion = raw.parse()
+    assert completion.choices[0].message.content == FIRST + AFTER
+    usage = completion.usage
+    assert usage is not None
+    # prompt: 1200 + (9400 + 2800 written) + (1905 + 8600 cached); completion: 85 + 620 + 240
+    assert (usage.prompt_tokens, usage.completion_tokens) == (23905, 945)
+    assert raw.headers["x-tierwise-cost-usd"] == str(EXECUTOR_COST + ADVISOR_COST)
