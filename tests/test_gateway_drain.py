@@ -2,7 +2,8 @@
 
 The stream in flight finishes (every event, ``message_stop``); meanwhile ``/readyz`` says 503
 and a new request gets a 503 with ``retry-after`` in its API's envelope; then the process
-exits on its own, before the drain deadline.
+exits on its own, before the drain deadline. A stream still running at the deadline ends
+with an in-band error event instead of a cut connection.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _config(tmp_path: Path, upstream: str, port: int) -> Path:
+def _config(tmp_path: Path, upstream: str, port: int, drain_s: float = DRAIN_S) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f"""
@@ -46,7 +47,7 @@ ledger_url = "sqlite:///{tmp_path / "ledger.db"}"
 [gateway]
 port = {port}
 auth = false
-drain_s = {DRAIN_S}
+drain_s = {drain_s}
 
 [providers.anthropic]
 base_url = "{upstream}"
@@ -129,3 +130,41 @@ def test_sigterm_mid_stream_drains_then_exits(
     assert received[-1] == "message_stop"  # the stream in flight finished, whole
     assert "text" in received
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it drained on
+
+
+def test_a_stream_still_running_at_the_deadline_ends_in_band(
+    tmp_path: Path, fake: tuple[FakeAnthropic, str]
+) -> None:
+    fa, upstream = fake
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    config = _config(tmp_path, upstream, port, drain_s=1)
+    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    received: list[str] = []
+    try:
+        with httpx2.Client(base_url=base, timeout=10) as http:
+            _wait_ready(http, process)
+        events = afx.stream_events(afx.text_message("too long to finish " * 4), chunk_size=8)
+        fa.reply(faults.paced(faults.split_events(afx.sse_body(events)), gap=0.4))
+        client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+        with (
+            pytest.raises(anthropic.APIError) as caught,
+            client.messages.stream(
+                model="claude-haiku-4-5",
+                max_tokens=64,
+                messages=[{"role": "user", "content": "Hello"}],
+            ) as stream,
+        ):
+            for event in stream:
+                received.append(event.type)
+                if len(received) == 1:
+                    process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "shut down before this answer was finished" in str(caught.value)
+    assert "message_stop" not in received
+    assert code in (0, -signal.SIGTERM)

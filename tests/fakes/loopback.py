@@ -54,6 +54,8 @@ def _make_request_handler(handler: Handler, base_url: str) -> type[BaseHTTPReque
             except Cut:
                 self.connection.shutdown(socket.SHUT_RDWR)
                 self.close_connection = True
+            except (BrokenPipeError, ConnectionResetError):  # the client went away first
+                self.close_connection = True
 
         def _send_head(self, response: httpx2.Response) -> None:
             self.send_response(response.status_code)

@@ -5,7 +5,9 @@
    in its API's envelope, while requests already running — streams included — go on.
 2. When none is left, or ``[gateway] drain_s`` has passed, uvicorn's own shutdown runs
    (listeners closed, connections closed, lifespan shutdown: the ledger is flushed and
-   closed). A second signal skips the wait.
+   closed). A stream still running at the deadline is stopped and ends with an in-band error
+   event in its API's format, so the client knows its answer is incomplete. A second signal
+   skips the wait.
 
 :class:`DrainMiddleware` does the counting and refusing; :class:`DrainingServer` is the
 uvicorn server ``tierwise serve`` runs, whose signal handler starts the drain.
@@ -13,18 +15,21 @@ uvicorn server ``tierwise serve`` runs, whose signal handler starts the drain.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import signal
 import time
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tierwise.errors import GatewayBusyError
-from tierwise.gateway.dialects import dialect_for_path
+from tierwise.gateway.dialects import Dialect, dialect_for_path
+from tierwise.gateway.failures import Failure
 from tierwise.gateway.routes import error_response
 
 MODEL_PATHS = "/v1/"
@@ -32,18 +37,51 @@ DRAIN_RETRY_AFTER_S = 1
 
 
 class Drain:
-    """The drain state one app shares: a flag and the number of model requests in flight."""
+    """The drain state one app shares: a flag and the model requests in flight."""
 
     def __init__(self) -> None:
         self.draining = False
-        self.in_flight = 0
+        self.expired = False
+        self.requests: set[asyncio.Task[Any]] = set()
 
     def begin(self) -> None:
         self.draining = True
 
     @property
+    def in_flight(self) -> int:
+        return len(self.requests)
+
+    @property
     def idle(self) -> bool:
-        return self.in_flight == 0
+        return not self.requests
+
+    def expire(self) -> None:
+        """The deadline passed: stop what is still running; a started stream ends with an
+        in-band error event (see :class:`_Watched`), not a cut connection."""
+        self.expired = True
+        for task in self.requests:
+            task.cancel("the drain deadline passed")
+
+
+class _Watched:
+    """A response's ``send``, watched: has a stream started and not yet ended?"""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.streaming = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = dict(message.get("headers", []))
+            self.streaming = headers.get(b"content-type", b"").startswith(b"text/event-stream")
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self.streaming = False
+        await self._send(message)
+
+    async def end_in_band(self, dialect: Dialect) -> None:
+        gone = Failure(503, "the gateway shut down before this answer was finished; retry")
+        frame = dialect.stream_encoder({}, "").error(gone)
+        await self._send({"type": "http.response.body", "body": frame, "more_body": False})
 
 
 class DrainMiddleware:
@@ -64,11 +102,18 @@ class DrainMiddleware:
         if self.drain.draining:
             await self._refuse(scope, receive, send)
             return
-        self.drain.in_flight += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self.drain.requests.add(task)
+        watched = _Watched(send)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, watched.send)
+        except asyncio.CancelledError:
+            if self.drain.expired and watched.streaming:
+                await watched.end_in_band(dialect_for_path(scope["path"], Headers(scope=scope)))
+            raise
         finally:
-            self.drain.in_flight -= 1
+            self.drain.requests.discard(task)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         dialect = dialect_for_path(scope["path"], Headers(scope=scope))
@@ -99,7 +144,10 @@ class DrainingServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         if self._deadline is not None and not self.should_exit:
             left = self._deadline - time.monotonic()
-            self.should_exit = self.drain.idle or left <= 0
+            if left <= 0 and not self.drain.idle and not self.drain.expired:
+                self.drain.expire()  # streams end in-band; shut down at the next tick
+            else:
+                self.should_exit = self.drain.idle or left <= 0
             # uvicorn's own wait for what is still running may use only what is left of it
             self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
         return await super().on_tick(counter)
