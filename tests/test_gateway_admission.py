@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,7 +20,9 @@ import pytest
 from tests.fakes import anthropic_upstream as fx
 from tests.gateway_harness import ADMIN_KEY, gateway_settings, running_gateway, serve_app
 from tierwise.engine import Engine
+from tierwise.gateway.admission import AdmissionControl, LoopLag
 from tierwise.gateway.app import create_app
+from tierwise.gateway.service import Gateway
 from tierwise.ledger.store import Ledger
 from tierwise.providers.anthropic import AnthropicProvider
 from tierwise.providers.base import ProviderConfig
@@ -117,3 +120,30 @@ def test_write_behind_can_be_turned_off(tmp_path: Path) -> None:
         assert gw.engine is not None and gw.engine.ledger.write_behind is None
         with Ledger.open(url) as ledger:  # written before the response
             assert len(ledger.calls()) == 1
+
+
+async def test_loop_lag_is_measured_when_the_loop_is_blocked() -> None:
+    lag = LoopLag()
+    lag.watch()
+    await asyncio.sleep(0.06)
+    assert lag.seconds < 0.2
+    time.sleep(0.3)  # the loop is blocked: the next probe fires late
+    while lag.seconds < 0.2:  # the probe after the block records it (a state, not a speed)
+        await asyncio.sleep(0.01)
+    assert lag.seconds >= 0.2
+
+
+def test_a_late_loop_refuses_new_requests(tmp_path: Path) -> None:
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", gateway={"max_loop_lag_ms": 100})
+    admission = AdmissionControl(create_app(settings), Gateway(settings))
+    assert admission.refusal() is None
+    admission.lag.seconds = 0.25
+    refusal = admission.refusal()
+    assert refusal is not None and refusal.status == 503 and refusal.retry_after_s == 1
+    assert refusal.message == (
+        "the gateway is saturated (its event loop runs 250 ms late); retry after 1 s"
+    )
+    off = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", gateway={"max_loop_lag_ms": 0})
+    unlimited = AdmissionControl(create_app(off), Gateway(off))
+    unlimited.lag.seconds = 5.0
+    assert unlimited.refusal() is None

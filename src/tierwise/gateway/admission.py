@@ -2,11 +2,20 @@
 
 A pure ASGI middleware in front of the model endpoints. A request is admitted while fewer
 than ``[gateway] max_in_flight`` model requests are in flight in this process (a stream counts
-until its last byte) and the ledger's write-behind queue is not backlogged; otherwise it gets
-a 503 in its API's own error envelope with ``retry-after``, before its body is even read.
+until its last byte), the event loop is not running more than ``max_loop_lag_ms`` late, and
+the ledger's write-behind queue is not backlogged; otherwise it gets a 503 in its API's own
+error envelope with ``retry-after``, before its body is even read.
+
+The loop lag is what catches a saturated CPU: requests then wait in socket buffers before
+the app sees them, so the in-flight count stays low while latency grows without bound.
+Answering the excess with a cheap 503 lets the process catch up. The lag is measured by a
+timer callback that re-arms itself every :data:`LAG_PROBE_S` (a callback, not a task: no
+cleanup needed when the loop closes).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -17,6 +26,28 @@ from tierwise.gateway.routes import error_response
 from tierwise.gateway.service import Gateway
 
 MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
+LAG_PROBE_S = 0.05
+
+
+class LoopLag:
+    """How late the running event loop wakes a timer (seconds), measured continuously."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def watch(self) -> None:
+        """Start measuring on the running loop (once per loop)."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._loop = loop
+            loop.call_later(LAG_PROBE_S, self._tick, loop, loop.time() + LAG_PROBE_S)
+
+    def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        now = loop.time()
+        self.seconds = max(0.0, now - due)
+        if self._loop is loop and not loop.is_closed():
+            loop.call_later(LAG_PROBE_S, self._tick, loop, now + LAG_PROBE_S)
 
 
 class AdmissionControl:
@@ -26,11 +57,13 @@ class AdmissionControl:
         self.app = app
         self.gateway = gateway
         self.in_flight = 0
+        self.lag = LoopLag()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] not in MODEL_PATHS:
             await self.app(scope, receive, send)
             return
+        self.lag.watch()
         refusal = self.refusal()
         if refusal is not None:
             await self._refuse(refusal, scope, receive, send)
@@ -47,6 +80,10 @@ class AdmissionControl:
         wait = config.busy_retry_after_s
         if self.in_flight >= config.max_in_flight:
             message = f"the gateway is at its limit of {config.max_in_flight} requests in flight"
+            return GatewayBusyError(f"{message}; retry after {wait} s", wait)
+        lag_ms = self.lag.seconds * 1000
+        if config.max_loop_lag_ms and lag_ms > config.max_loop_lag_ms:
+            message = f"the gateway is saturated (its event loop runs {lag_ms:.0f} ms late)"
             return GatewayBusyError(f"{message}; retry after {wait} s", wait)
         try:
             behind = self.gateway.running.ledger.write_behind

@@ -42,6 +42,9 @@ class GatewayConfig(BaseModel):
     max_in_flight: int = Field(default=256, ge=1)
     """Model requests served at once per process; past it a 503 with ``retry-after`` at once,
     rather than queueing into client timeouts."""
+    max_loop_lag_ms: float = Field(default=500.0, ge=0)
+    """Also refuse (503) while the event loop runs this late (the CPU is saturated and
+    requests queue before they are even read); 0 turns this off."""
     busy_retry_after_s: int = Field(default=1, ge=1)
     """The ``retry-after`` sent with that 503."""
     write_behind: bool = True
