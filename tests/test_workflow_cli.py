@@ -180,6 +180,11 @@ async def test_the_rubric_is_recorded_as_a_judge_subtask(
     async with engine(settings, fake) as eng:
         report = await compare(eng, load_tasks(task_file)[:1], setup)
     (run,) = report.runs
+    judge_prompt = fake.requests[-1].json()["messages"][0]["content"][0]["text"]
+    assert "Write slugify(title) and a pytest test." in judge_prompt  # the task
+    assert "<reference>\nLowercase, hyphens, tested." in judge_prompt
+    assert '"goal": "Write the code and its test"' in judge_prompt  # the plan
+    assert "# by claude-opus-4-7" in judge_prompt  # the outcome
     with Ledger.open(settings.resolved_ledger_url()) as ledger:
         (judged,) = [t for t in ledger.tasks() if t.policy == f"rubric:{OPUS}"]
         gates = {g.gate: g for g in ledger.gate_results(task_id=judged.id)}

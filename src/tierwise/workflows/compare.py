@@ -296,9 +296,9 @@ def _step_counts(seen: Sequence[LedgerRecord]) -> dict[str, int]:
 
 
 def _plan_text(calls: Sequence[CallRecord]) -> str:
-    """The last plan the planner wrote (when the ledger keeps content)."""
+    """What the planner wrote, plan and re-plans in order (when the ledger keeps content)."""
     plans = [c.response_text for c in calls if c.role == "planner" and c.status == "ok"]
-    return next((text for text in reversed(plans) if text), "")
+    return "\n\n--- the planner's next answer ---\n\n".join(text for text in plans if text)
 
 
 def _unfinished(task: TaskSpec) -> dict[str, object]:
