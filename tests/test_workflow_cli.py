@@ -234,6 +234,7 @@ def test_bad_task_files_are_one_clear_line(
         (["BAD"], "line 1: not valid JSON"),
         (["GOOD", "--variants", "OO,XY"], "unknown variant 'XY'"),
         (["GOOD", "--planner-cheap", "anthropic:claude-haiku-45"], "did you mean"),
+        (["GOOD", "--json", "no/such/dir/r.json"], "no/such/dir is not a directory"),
     ],
 )
 def test_compare_bad_input_exits_2_without_traceback(

@@ -17,7 +17,7 @@ from tierwise.cli.render import dollars
 from tierwise.cli.state import CliState
 from tierwise.config import Settings
 from tierwise.engine import Engine
-from tierwise.errors import PolicyError, TierwiseError
+from tierwise.errors import InvalidRequestError, PolicyError, TierwiseError
 from tierwise.workflows.compare import (
     VARIANTS,
     CompareReport,
@@ -75,6 +75,8 @@ def compare_command(  # noqa: PLR0917 (typer takes options as parameters)
     """Run the tasks as OO / OK / KO / KK (strong or cheap planner x strong or cheap
     executor); print cost and seven-dimension rubric scores per variant; write JSON."""
     chosen = _variants(variants)
+    if not json_out.parent.is_dir():  # say so now, not after every run has been paid for
+        raise InvalidRequestError(f"cannot write {json_out}: {json_out.parent} is not a directory")
     state = ctx.ensure_object(CliState)
     catalog = state.catalog()
     task_list = load_tasks(tasks, catalog)[:limit]
