@@ -25,6 +25,10 @@ from tierwise.errors import BudgetUnavailableError, ConfigError
 
 T = TypeVar("T")
 SOCKET_TIMEOUT_S = 2.0
+MAX_CONNECTIONS = 64
+"""Per process and store; more requests at once queue for a connection."""
+POOL_WAIT_S = 30.0
+"""How long a request waits for a free connection (a busy process, not a dead Redis)."""
 DEFAULT_PREFIX = "tierwise:"
 
 _RESERVE = """
@@ -146,13 +150,19 @@ return {1}
 
 
 def _client(url: str) -> Any:
+    """A client whose requests wait for one of ``MAX_CONNECTIONS`` rather than fail."""
     try:
-        from redis.asyncio import Redis  # noqa: PLC0415 (optional dependency)
+        from redis.asyncio import BlockingConnectionPool, Redis  # noqa: PLC0415 (optional)
     except ImportError:
         raise ConfigError("Redis budgets need: pip install 'tierwise[redis]'") from None
-    return Redis.from_url(
-        url, socket_timeout=SOCKET_TIMEOUT_S, socket_connect_timeout=SOCKET_TIMEOUT_S
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
+        socket_timeout=SOCKET_TIMEOUT_S,
+        socket_connect_timeout=SOCKET_TIMEOUT_S,
     )
+    return Redis.from_pool(pool)
 
 
 def _opt(value: int | None) -> str:
