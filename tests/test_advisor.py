@@ -33,6 +33,8 @@ from tierwise.messages import (
     ServerToolUseBlock,
     TextBlock,
 )
+from tierwise.providers.base import ProviderConfig
+from tierwise.providers.openai_compat import OpenAICompatProvider
 from tierwise.streaming import collect
 from tierwise.wire.anthropic import request_from_anthropic
 
@@ -689,3 +691,18 @@ async def test_redacted_and_refused_consults_reach_an_emulated_executor_as_tool_
         "srvtoolu_01Second": "advisor unavailable: max_uses_exceeded",
     }
     assert [t["function"]["name"] for t in sent["tools"]][-1] == "advisor"
+
+
+async def test_an_executor_without_tool_calling_runs_without_the_advisor(tmp_path: Path) -> None:
+    """Mixtral on Together has no tool calling: it answers alone, nothing else is sent."""
+    foa = FakeOpenAI()
+    config = ProviderConfig(kind="openai", base_url="http://together.fake/v1")
+    together = OpenAICompatProvider("together", config, "key", http_client=foa.client())
+    foa.reply_completion(fo.completion("Alone.", token_usage=fo.usage(10, 2)))
+    async with Engine(_settings(tmp_path), providers={"together": together}) as engine:
+        result = await engine.complete(
+            _request(tools=[_advisor_tool()]),
+            "fixed:together:mistralai/Mixtral-8x7B-Instruct-v0.1",
+        )
+    assert result.response.text() == "Alone."
+    assert "tools" not in foa.last_request.json()

@@ -130,6 +130,13 @@ class AdvisorHook:
             f"advisor model {tool.model!r} is not in the catalog (did you mean: {hint})"
         )
 
+    def _without_advisor(self, plan: Plan, request: Request, spec: ModelSpec) -> bool:
+        """The call goes out with the tool and advisor blocks stripped: a native conversation
+        is over its caps, or the executor cannot call tools at all."""
+        if plan.native:
+            return self._capped(request)
+        return not spec.capabilities.tools
+
     def _capped(self, request: Request) -> bool:
         """The conversation has used up its consults or advisor dollars."""
         cap = self.settings.max_consults_per_conversation
@@ -157,7 +164,7 @@ class AdvisorHook:
     async def complete(self, request: Request, spec: ModelSpec, task: TaskContext) -> Response:
         tool = find_advisor_tool(request)
         plan = None if tool is None else self.plan(tool, spec)
-        if plan is None or (plan.native and self._capped(request)):
+        if plan is None or self._without_advisor(plan, request, spec):
             return await task.call_model(strip_advisor(request), spec)
         if plan.native:
             return await self._complete_native(request, spec, plan, task)
@@ -250,7 +257,7 @@ class AdvisorHook:
         response as events."""
         tool = find_advisor_tool(request)
         plan = None if tool is None else self.plan(tool, spec)
-        if plan is None or (plan.native and self._capped(request)):
+        if plan is None or self._without_advisor(plan, request, spec):
             async with aclosing(task.stream_model(strip_advisor(request), spec)) as events:
                 async for event in events:
                     yield event
