@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import anthropic
 import httpx2
 import openai
 import pytest
+import redis
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import faults
@@ -22,12 +26,41 @@ from tierwise.ledger.store import Ledger
 HELLO: Any = [{"role": "user", "content": "Hello"}]
 
 
-@pytest.fixture(params=["memory", "ledger"])
+REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RUN = uuid.uuid4().hex[:12]
+"""Every key this run uses ends with it; the Redis keys are deleted afterwards."""
+
+
+def _key(name: str) -> str:
+    return f"{name}-{RUN}"
+
+
+@contextmanager
+def _redis_cleanup() -> Iterator[None]:
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
+    try:
+        yield
+    finally:
+        keys = list(client.scan_iter(match=f"tierwise:idempotency:*-{RUN}"))
+        if keys:
+            client.delete(*keys)
+        client.close()
+
+
+@pytest.fixture(params=["memory", "ledger", "redis"])
 def gw(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     settings = _settings(tmp_path, fallbacks=False)
-    gateway = settings.gateway.model_copy(update={"idempotency": request.param})
-    with faulty_gateway(settings.model_copy(update={"gateway": gateway})) as served:
-        yield served
+    store = REDIS_URL if request.param == "redis" else request.param
+    gateway = settings.gateway.model_copy(update={"idempotency": store})
+    with ExitStack() as stack:
+        if request.param == "redis":
+            stack.enter_context(_redis_cleanup())
+        yield stack.enter_context(faulty_gateway(settings.model_copy(update={"gateway": gateway})))
 
 
 def _calls(gw: Served) -> int:
@@ -37,7 +70,7 @@ def _calls(gw: Served) -> int:
 
 
 def _ask(gw: Served, key: str, text: str = "Hello") -> Any:
-    client = gw.anthropic(timeout=10, default_headers={"idempotency-key": key})
+    client = gw.anthropic(timeout=10, default_headers={"idempotency-key": _key(key)})
     messages = [{"role": "user", "content": text}]
     return client.messages.with_raw_response.create(
         model="claude-haiku-4-5", max_tokens=64, messages=messages
@@ -67,7 +100,7 @@ def test_the_same_key_while_the_first_runs_is_a_409(gw: Served) -> None:
     events = faults.split_events(afx.sse_body(afx.stream_events(afx.text_message("slow"))))
     gw.anthropic_fake.reply(faults.paced(events, first_delay=0.5))
     first: list[str] = []
-    client = gw.anthropic(timeout=10, default_headers={"idempotency-key": "k-3"})
+    client = gw.anthropic(timeout=10, default_headers={"idempotency-key": _key("k-3")})
 
     def stream() -> str:
         with client.messages.stream(model="claude-haiku-4-5", max_tokens=64, messages=HELLO) as s:
@@ -85,7 +118,7 @@ def test_the_same_key_while_the_first_runs_is_a_409(gw: Served) -> None:
 
 def test_a_stream_is_replayed_as_the_same_stream(gw: Served) -> None:
     gw.openai_fake.reply_completion(ofx.completion("streamed once"))
-    client = gw.openai(timeout=10, default_headers={"idempotency-key": "k-4"})
+    client = gw.openai(timeout=10, default_headers={"idempotency-key": _key("k-4")})
 
     def text() -> str:
         chunks = client.chat.completions.create(model="gpt-4.1-mini", messages=HELLO, stream=True)
@@ -98,7 +131,7 @@ def test_a_stream_is_replayed_as_the_same_stream(gw: Served) -> None:
 def test_a_failed_first_attempt_is_not_stored(gw: Served) -> None:
     gw.openai_fake.reply_error(500, "boom", "server_error")
     gw.openai_fake.reply_completion(ofx.completion("second try"))
-    client = gw.openai(timeout=10, default_headers={"idempotency-key": "k-5"})
+    client = gw.openai(timeout=10, default_headers={"idempotency-key": _key("k-5")})
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="gpt-4.1-mini", messages=HELLO)
     reply = client.chat.completions.create(model="gpt-4.1-mini", messages=HELLO)
@@ -109,7 +142,7 @@ def test_keys_are_scoped_to_the_callers_api_key(gw: Served) -> None:
     gw.openai_fake.reply_completion(ofx.completion("admin's"))
     body = {"model": "gpt-4.1-mini", "messages": HELLO}
     with httpx2.Client(base_url=gw.url, timeout=10) as http:
-        headers = {"authorization": f"Bearer {ADMIN_KEY}", "idempotency-key": "k-6"}
+        headers = {"authorization": f"Bearer {ADMIN_KEY}", "idempotency-key": _key("k-6")}
         assert http.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
-        other = {"authorization": "Bearer tw_0000000000000000_nope", "idempotency-key": "k-6"}
+        other = {"authorization": "Bearer tw_0000000000000000_nope", "idempotency-key": _key("k-6")}
         assert http.post("/v1/chat/completions", json=body, headers=other).status_code == 401

@@ -50,9 +50,11 @@ class GatewayConfig(BaseModel):
     write_behind: bool = True
     """Write ledger records in batches off the request path (flushed on shutdown; buffered and
     retried while the database is down). Off: each record is written before going on."""
-    idempotency: str = "memory"
+    idempotency: str = Field(
+        default="memory", pattern=r"^(memory|ledger|off|(redis|rediss|unix)://.+)$"
+    )
     """Where ``Idempotency-Key`` results are kept: ``memory`` (this process), ``ledger`` (the
-    ledger database, shared by instances) or ``off``."""
+    ledger database) or a ``redis://`` URL (both shared by instances), or ``off``."""
     idempotency_ttl_s: float = Field(default=24 * 3600, gt=0)
     """How long a stored result answers a retry with the same key."""
     drain_s: float = Field(default=30.0, ge=0)

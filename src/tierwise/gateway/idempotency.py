@@ -8,8 +8,9 @@ final event, with no in-band error — the bytes the client received are stored 
 stream), marked ``idempotent-replayed: true``, without calling any model. Any other ending
 releases the key, so a retry is a new attempt.
 
-Stores: ``memory`` (one process, the default) or ``ledger`` (the ledger database, table
-``idempotency_keys``, shared by every instance on it); ``off`` ignores the header.
+Stores: ``memory`` (one process, the default), ``ledger`` (the ledger database, table
+``idempotency_keys``) or a ``redis://`` URL (:mod:`tierwise.gateway.idempotency_redis`) —
+both shared by every instance using them; ``off`` ignores the header.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tierwise.errors import (
     ConfigError,
+    GatewayError,
     IdempotencyConflictError,
     IdempotencyMismatchError,
     LedgerError,
@@ -70,7 +72,7 @@ class IdempotencyStore(Protocol):
     async def release(self, key: str) -> None: ...
 
 
-def _decide(fingerprint: str, claimed: str, stored: Stored | None) -> Stored:
+def decide(fingerprint: str, claimed: str, stored: Stored | None) -> Stored:
     if fingerprint != claimed:
         raise IdempotencyMismatchError(_MISMATCH)
     if stored is None:
@@ -100,7 +102,7 @@ class MemoryStore:
             while len(self.entries) > MEMORY_ENTRIES:
                 self.entries.popitem(last=False)
             return None
-        return _decide(fingerprint, entry.fingerprint, entry.stored)
+        return decide(fingerprint, entry.fingerprint, entry.stored)
 
     async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
         if (entry := self.entries.get(key)) is not None:
@@ -125,7 +127,7 @@ class LedgerStore:
             found = await asyncio.to_thread(self._row, key)
             if found is None:
                 raise
-            return _decide(fingerprint, *found)
+            return decide(fingerprint, *found)
 
     async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
         await asyncio.to_thread(self._store, key, stored, ttl_s)
@@ -142,7 +144,7 @@ class LedgerStore:
                 values = {"key": key, "fingerprint": fingerprint, "expires_at": now + ttl_s}
                 conn.execute(insert(table).values(values))
                 return None
-        return _decide(fingerprint, row["fingerprint"], _stored(row))
+        return decide(fingerprint, row["fingerprint"], _stored(row))
 
     def _row(self, key: str) -> tuple[str, Stored | None] | None:
         table = idempotency_keys
@@ -279,6 +281,23 @@ async def replay(stored: Stored, send: Send) -> None:
     await send({"type": "http.response.body", "body": stored.body, "more_body": False})
 
 
+def build_store(kind: str, gateway: Gateway) -> IdempotencyStore | None:
+    """The store ``[gateway] idempotency`` names: memory, ledger, a Redis URL, or off."""
+    if kind == "memory":
+        return MemoryStore()
+    if kind == "ledger":
+        return LedgerStore(gateway.running.ledger)
+    if kind.startswith(("redis://", "rediss://", "unix://")):
+        from tierwise.gateway.idempotency_redis import RedisStore  # noqa: PLC0415
+
+        return RedisStore(kind)
+    if kind == "off":
+        return None
+    raise ConfigError(
+        f"gateway.idempotency must be memory, ledger, a redis:// URL or off, not {kind!r}"
+    )
+
+
 class IdempotencyMiddleware:
     """Answers retried model requests (same ``Idempotency-Key``) from the store."""
 
@@ -288,13 +307,8 @@ class IdempotencyMiddleware:
         self._store: IdempotencyStore | None = None
 
     def store(self) -> IdempotencyStore | None:
-        kind = self.gateway.config.idempotency
-        if self._store is None and kind == "memory":
-            self._store = MemoryStore()
-        elif self._store is None and kind == "ledger":
-            self._store = LedgerStore(self.gateway.running.ledger)
-        elif kind not in ("memory", "ledger", "off"):
-            raise ConfigError(f"gateway.idempotency must be memory, ledger or off, not {kind!r}")
+        if self._store is None:
+            self._store = build_store(self.gateway.config.idempotency, self.gateway)
         return self._store
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -306,7 +320,7 @@ class IdempotencyMiddleware:
         assert headers is not None
         try:
             await self._once(scope, receive, send, headers, key)
-        except (IdempotencyConflictError, IdempotencyMismatchError, RequestTooLargeError) as exc:
+        except (GatewayError, LedgerError) as exc:  # 409, 422, 413; 503 when the store is down
             await error_response(dialect_for_path(scope["path"], headers), exc)(
                 scope, receive, send
             )
