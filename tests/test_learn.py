@@ -27,14 +27,15 @@ from tests.learn_world import (
 from tests.test_cli import tierwise
 from tierwise.catalog import Catalog
 from tierwise.config import Settings
-from tierwise.errors import InsufficientDataError, InvalidRequestError
+from tierwise.errors import ArtifactError, InsufficientDataError, InvalidRequestError
+from tierwise.evaluation.loaders import load_matrix
 from tierwise.learning.drift import check_drift, find_meta
 from tierwise.learning.kinds import KindReader
 from tierwise.learning.learn import LearnOptions, LearnReport, gather, recalibrate
 from tierwise.learning.report import KindFigures, Thresholds
 from tierwise.learning.shadow import ShadowOptions, shadow
 from tierwise.ledger.store import Ledger
-from tierwise.routing.calibrate import Objective
+from tierwise.routing.calibrate import Objective, calibrate
 
 LEARNED = f"route:learned?artifact=ledger&candidates={CANDIDATES}"
 
@@ -162,7 +163,8 @@ async def test_learn_reports_aggressive_rules_and_imputes_by_tier(
         "tasks": 18.0,
         "escalation_rate": 0.0,
         "labels": 18.0,
-        "label_quality": pytest.approx(12 / 18, abs=1e-6),
+        "live_labelled": 18.0,
+        "live_quality": pytest.approx(12 / 18, abs=1e-6),
     }
     # a renamed helper passed on the cheap tier: the strong tier is imputed to pass it too
     lines = _lines(report.traces_path)
@@ -354,9 +356,35 @@ async def test_cascade_gates_and_escalations_are_labels_and_escalation_drift(
     meta = find_meta(settings.routing.resolved_artifacts_dir(), "ledger")
     with Ledger.open(settings.resolved_ledger_url()) as ledger:
         drift = check_drift(ledger, meta, since=since, min_samples=5)
-    assert drift.scope == "all live tasks (none routed by it)" and drift.tasks == 18
+    assert drift.scope == "all live tasks; none routed by it" and drift.tasks == 18
     checks = {check.name: check for check in drift.checks}
-    assert set(checks) == {"quality", "escalation rate"}  # nothing routed: no strong share
+    assert set(checks) == {"live quality", "escalation rate"}  # nothing routed: no strong share
     assert checks["escalation rate"].status == "drift" and checks["escalation rate"].live.low > 0
-    assert checks["quality"].status == "ok"  # the cascade still ends with right answers
+    # the cascade ends with right answers: better than the 12 of 18 the rules alone got
+    assert checks["live quality"].calibrated == pytest.approx(12 / 18, abs=1e-6)
+    assert checks["live quality"].status == "ok" and checks["live quality"].live.hits == 18
     assert drift.recalibrate and "escalation rate" in drift.advice
+
+
+async def test_drift_of_an_unused_dataset_artifact_has_nothing_to_compare(
+    shadowed: World, settings: Settings, tmp_path: Path
+) -> None:
+    root = settings.routing.resolved_artifacts_dir()
+    matrix = load_matrix(str(tmp_path / "shadow.jsonl"), data_dir=None, cache_dir=tmp_path)
+    calibrate(
+        matrix,
+        Objective(kind="strong-share", value=1.0),
+        name="plain",
+        artifacts_dir=root,
+        embedder="hashing",
+        resamples=20,
+    )
+    meta = find_meta(root, "plain")
+    assert meta.baseline == {}
+    with (
+        Ledger.open(settings.resolved_ledger_url()) as ledger,
+        pytest.raises(InsufficientDataError, match=r"nothing to compare: no task .* plain@v1"),
+    ):
+        check_drift(ledger, meta, since=None, min_samples=5)
+    with pytest.raises(ArtifactError, match="has no version 3"):
+        find_meta(root, "plain", version=3)

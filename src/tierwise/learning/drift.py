@@ -3,9 +3,10 @@
 Over a recent window of the ledger, three live rates (each with a 95% Wilson interval) are
 set against the artifact's metadata:
 
-* **quality** — the share of labelled tasks answered right, against the held-out quality
-  the calibration measured (``test.quality``): drift when that figure lies above the live
-  interval;
+* **quality** — the share of labelled routed tasks answered right, against the held-out
+  quality the calibration measured (``test.quality``); with no routed tasks, the share of
+  labelled live tasks against the live quality of the ledger the router was learned from
+  (``baseline.live_quality``): drift when the reference lies above the live interval;
 * **escalation rate** — the share of tasks that climbed to another model, against the rate in the
   ledger the router was learned from (``baseline.escalation_rate``, written by
   ``tierwise learn``): drift when it lies below the live interval;
@@ -27,7 +28,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from tierwise.errors import ArtifactError, InsufficientDataError, PolicyError
-from tierwise.learning.labels import TaskBundle, load_bundles, task_labels
+from tierwise.learning.labels import TaskBundle, final_label, load_bundles
 from tierwise.learning.stats import Rate, rate
 from tierwise.ledger.store import Ledger
 from tierwise.policies import parse_policy
@@ -85,12 +86,6 @@ def _routed_by(bundle: TaskBundle, meta: ArtifactMeta) -> bool:
     )
 
 
-def _final_label(bundle: TaskBundle) -> bool | None:
-    calls = bundle.executors
-    labels = {label.call.id: label.correct for label in task_labels(bundle)}
-    return labels.get(calls[-1].id) if calls else None
-
-
 def _check(
     name: str, calibrated: float, live: Rate, min_samples: int, *, drifted: bool, unit: str
 ) -> DriftCheck:
@@ -107,13 +102,23 @@ def _check(
     return DriftCheck(name=name, calibrated=calibrated, live=live, status=status, detail=said)
 
 
-def _quality(tasks: list[TaskBundle], meta: ArtifactMeta, min_samples: int) -> DriftCheck:
-    finals = [v for v in (_final_label(b) for b in tasks) if v is not None]
+def _quality(tasks: list[TaskBundle], reference: float, min_samples: int, name: str) -> DriftCheck:
+    finals = [v for v in (final_label(b) for b in tasks) if v is not None]
     live = rate(sum(finals), len(finals))
-    calibrated = meta.test.quality
-    return _check(
-        "quality", calibrated, live, min_samples, drifted=calibrated > live.high, unit="labelled"
-    )
+    drifted = reference > live.high
+    return _check(name, reference, live, min_samples, drifted=drifted, unit="labelled")
+
+
+def _quality_check(
+    tasks: list[TaskBundle], meta: ArtifactMeta, min_samples: int, routed: bool
+) -> list[DriftCheck]:
+    """Routed tasks against the calibrated held-out quality; otherwise live tasks against
+    the live quality of the ledger the router was learned from (when it was)."""
+    if routed:
+        return [_quality(tasks, meta.test.quality, min_samples, "quality")]
+    if "live_quality" in meta.baseline:
+        return [_quality(tasks, meta.baseline["live_quality"], min_samples, "live quality")]
+    return []
 
 
 def _escalation(tasks: list[TaskBundle], meta: ArtifactMeta, min_samples: int) -> DriftCheck:
@@ -154,16 +159,21 @@ def check_drift(
         raise InsufficientDataError(
             f"no tasks in the ledger at {ledger.url} in that window to compare with {meta.label}"
         )
-    checks = [_quality(tasks, meta, min_samples)]
+    checks = _quality_check(tasks, meta, min_samples, routed=bool(routed))
     if "escalation_rate" in meta.baseline:
         checks.append(_escalation(tasks, meta, min_samples))
     if routed:
         checks.append(_strong_share(routed, meta, min_samples))
+    if not checks:
+        raise InsufficientDataError(
+            f"nothing to compare: no task in that window was routed by {meta.label}, and it "
+            "was not learned from the ledger (`tierwise learn` records a live baseline)"
+        )
     if all(check.status == "not enough data" for check in checks):
         details = "; ".join(f"{c.name}: {c.detail}" for c in checks)
         raise InsufficientDataError(f"too little live data to check {meta.label}: {details}")
     recalibrate, advice = _advice(meta, checks)
-    scope = f"tasks routed by {meta.name}" if routed else "all live tasks (none routed by it)"
+    scope = f"tasks routed by {meta.name}" if routed else "all live tasks; none routed by it"
     return DriftReport(
         artifact=meta.label,
         since=since,

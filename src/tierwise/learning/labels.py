@@ -168,6 +168,15 @@ def task_labels(bundle: TaskBundle) -> list[Label]:
     ]
 
 
+def final_label(bundle: TaskBundle) -> bool | None:
+    """Whether the task's final answer (its last executor call) was right, when known."""
+    calls = bundle.executors
+    if not calls:
+        return None
+    found = {label.call.id: label.correct for label in task_labels(bundle)}
+    return found.get(calls[-1].id)
+
+
 def all_labels(bundles: Iterable[TaskBundle]) -> Iterator[Label]:
     for bundle in bundles:
         yield from task_labels(bundle)

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from tierwise.catalog import Catalog
 from tierwise.errors import DatasetError, InsufficientDataError
 from tierwise.learning.kinds import KindReader
-from tierwise.learning.labels import Label, TaskBundle, all_labels, load_bundles
+from tierwise.learning.labels import Label, TaskBundle, all_labels, final_label, load_bundles
 from tierwise.learning.report import KindsReport, Thresholds, kinds_report
 from tierwise.learning.traces import cells_for, write_traces
 from tierwise.ledger.store import Ledger
@@ -66,15 +66,21 @@ class LearnReport(BaseModel):
     calibration: CalibrationReport | None = None
 
 
-def _baseline(kinds: KindsReport, labels: list[Label]) -> dict[str, float]:
-    """What the live ledger looked like, for ``tierwise drift``."""
-    right = sum(label.correct for label in labels)
-    return {
+def _baseline(
+    kinds: KindsReport, labels: list[Label], bundles: list[TaskBundle]
+) -> dict[str, float]:
+    """What the live ledger looked like, for ``tierwise drift``: its escalation rate and the
+    share of labelled live tasks whose final answer was right."""
+    finals = [v for v in (final_label(b) for b in bundles if b.live) if v is not None]
+    baseline = {
         "tasks": float(kinds.tasks),
         "escalation_rate": round(kinds.escalated.value, 6),
         "labels": float(len(labels)),
-        "label_quality": round(right / len(labels), 6) if labels else 0.0,
+        "live_labelled": float(len(finals)),
     }
+    if finals:
+        baseline["live_quality"] = round(sum(finals) / len(finals), 6)
+    return baseline
 
 
 def _check_ledger(bundles: list[TaskBundle], labels: list[Label], ledger: Ledger) -> None:
@@ -113,7 +119,7 @@ def gather(
         labels=counts,
         kinds=kinds,
         traces_path=options.traces_path,
-        baseline=_baseline(kinds, labels),
+        baseline=_baseline(kinds, labels, bundles),
     )
 
 

@@ -125,17 +125,18 @@ class _Tally:
 def _verdict(group: _Group, failed: Rate, passed: Rate, limits: Thresholds) -> tuple[Verdict, str]:
     if failed.enough(limits.min_samples) and failed.low > limits.max_cheap_failure:
         return "too aggressive", (
-            f"the cheapest tier fails {failed} of the tasks sent to it "
-            f"(over {limits.max_cheap_failure:.0%}): send this kind a tier up"
+            f"the cheapest tier failed {failed} of the tasks sent to it, above the "
+            f"{limits.max_cheap_failure:.0%} limit: send this kind a tier up"
         )
     timid_rate = passed.enough(limits.min_samples) and passed.low >= limits.min_cheap_pass
     if group.dear_starts and (timid_rate or group.avoidable >= limits.min_samples):
         return "too timid", (
-            f"{group.dear_starts} tasks started above the cheapest tier, which passes "
-            f"{passed} of this kind ({group.avoidable} of those very prompts): start it lower"
+            f"{group.dear_starts} tasks started above the cheapest tier, yet it passes "
+            f"{passed} of this kind's labelled prompts ({group.avoidable} of those tasks' "
+            "own prompts among them): start it lower"
         )
     if failed.enough(limits.min_samples) or passed.enough(limits.min_samples):
-        return "ok", f"cheapest tier fails {failed}, passes {passed}"
+        return "ok", f"the cheapest tier failed {failed} of its tasks and passes {passed}"
     return "not enough data", (
         f"{max(failed.n, passed.n)} labelled cheap-tier answers (need {limits.min_samples})"
     )

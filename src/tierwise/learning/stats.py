@@ -23,9 +23,10 @@ class Rate(BaseModel):
         return self.n >= min_samples
 
     def __str__(self) -> str:
+        """``6/8 75% [41-93%]``: the count, the rate and its 95% interval."""
         if not self.n:
-            return "n/a (0)"
-        return f"{self.value:.0%} [{self.low:.0%}, {self.high:.0%}] of {self.n}"
+            return "0/0"
+        return f"{self.hits}/{self.n} {self.value:.0%} [{self.low:.0%}-{self.high:.0%}]"
 
 
 def rate(hits: int, n: int) -> Rate:
