@@ -19,7 +19,13 @@ from tests.fakes.scripted import Answer, Asked, answer_on
 from tierwise.catalog import load_catalog
 from tierwise.config import Settings
 from tierwise.engine import Engine
-from tierwise.errors import PlanError, PolicyError, UnknownModelError, WorkflowError
+from tierwise.errors import (
+    BudgetExceededError,
+    PlanError,
+    PolicyError,
+    UnknownModelError,
+    WorkflowError,
+)
 from tierwise.ledger.store import Ledger
 from tierwise.policies import resolve_policy
 from tierwise.providers.anthropic import AnthropicProvider
@@ -467,3 +473,22 @@ async def test_independent_subtasks_run_at_the_same_time(settings: Settings) -> 
             result = await eng.complete(TASK, policy)
     assert result.response.text() == "slug = lowercase title under /posts/"
     assert [c.status for c in result.calls] == ["ok"] * 4
+
+
+async def test_a_budget_stop_hands_back_the_finished_steps(settings: Settings) -> None:
+    """The planner and s1 fit the budget; s2 on sonnet, projected at its 8000-token cap,
+    does not: the task stops with s1's output as its partial answer, nothing lost."""
+    fake = fa.FakeAnthropic()
+    answer_on(fake, slugify_script)
+    policy = POLICY + "&step_tokens=8000&budget_usd=0.13"
+    async with engine(settings, fake) as eng:
+        with pytest.raises(BudgetExceededError, match="claude-sonnet-4-6") as stopped:
+            await eng.complete(TASK, policy)
+    assert [r.json()["model"] for r in fake.requests] == ["claude-opus-4-7", "claude-haiku-4-5"]
+    assert stopped.value.result is not None
+    partial = stopped.value.result.response.text()
+    assert partial == f"## Write slugify\n\n{SLUGIFY}"
+    spent = cost([("claude-opus-4-7", 900, 300), ("claude-haiku-4-5", 200, 60)])
+    assert stopped.value.result.cost_usd == spent
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        assert sum(c.cost_usd or 0 for c in ledger.calls()) == spent

@@ -123,8 +123,16 @@ class _Run:
         self.attempts.setdefault(outcome.step.id, []).append(outcome)
         if outcome.passed:
             self.done[outcome.step.id] = outcome
+            self._offer_partial()
         else:
             self.failures.append(outcome)
+
+    def _offer_partial(self) -> None:
+        """The finished steps' outputs, as the task's best answer so far (what a task stopped
+        by its budget hands back), ranked above any single executor's answer."""
+        finished = list(self.done.values())
+        text = "\n\n".join(f"## {o.step.goal}\n\n{o.output}" for o in finished)
+        self.task.guard.offer(self._response(text, finished[-1].model), score=len(finished))
 
     # --- a step -------------------------------------------------------------------------
 
@@ -279,9 +287,12 @@ class _Run:
             text = finals[0].output
         else:
             text = "\n\n".join(f"## {o.step.goal}\n\n{o.output}" for o in finals)
+        return self._response(text, finals[-1].model)
+
+    def _response(self, text: str, model: str) -> Response:
         return Response(
             id=f"msg_plan_{self.task.task_id}",
-            model=finals[-1].model,
+            model=model,
             content=[TextBlock(text=text)],
             stop_reason="end_turn",
             usage=_usage(self.task),
