@@ -30,7 +30,8 @@ from tests.fakes import openai_upstream as ofx
 from tests.gateway_harness import Served, fake_engine, gateway_settings, serve_app
 from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
 from tierwise.budgets.config import BudgetSettings
-from tierwise.budgets.gate import BudgetGate, worst_case
+from tierwise.budgets.estimate import call_slots, worst_case
+from tierwise.budgets.gate import BudgetGate
 from tierwise.budgets.limits import Amount, Limits, to_nanousd
 from tierwise.budgets.rate import MemoryRateLimiter
 from tierwise.budgets.sql import SqlBudgetStore
@@ -214,7 +215,7 @@ def test_a_stream_cut_midway_is_charged_its_reservation(ledger_url: str) -> None
     counter, held = read_store(ledger_url, "key:team:total")
     assert held == 0 and counter.reserved.nanousd == 0
     # the upstream may bill what it sent, which nobody saw: charged the whole worst case
-    worst, _ = worst_case(request_from_openai(body), [load_catalog().get(f"openai:{MINI}")], 1.1)
+    worst, _ = worst_case(request_from_openai(body), [[load_catalog().get(f"openai:{MINI}")]], 1.1)
     assert counter.spent == worst
     with Ledger.open(ledger_url) as ledger:
         assert [c.cost_usd for c in ledger.calls()] == [None]
@@ -290,7 +291,7 @@ def test_two_instances_sharing_postgres_and_redis_do_not_overshoot(
     fits, sent = 3, 16
     body = {"model": MINI, "messages": HELLO, "max_tokens": 50}
     spec = load_catalog().get(f"openai:{MINI}")
-    each, _ = worst_case(request_from_openai(body), [spec], 1.1)
+    each, _ = worst_case(request_from_openai(body), [[spec]], 1.1)
     limits = Limits(usd_total=each.usd * fits + each.usd / 2, requests_per_minute=1000)
     token = create_key(pg_url, limits)
     settings = settings_for(
@@ -419,3 +420,31 @@ async def test_fail_closed_refuses_when_the_store_is_down() -> None:
         await gate.admit("ci", Limits(usd_total=Decimal(1)), Request.from_prompt("Hi"), strategy)
     admin, hold = await gate.admit("admin", None, Request.from_prompt("Hi"), strategy)
     assert hold is None and admin.max_tokens is None  # unlimited keys never touch the store
+
+
+def test_the_worst_case_covers_every_call_a_policy_may_make(settings: Settings) -> None:
+    engine = Engine(settings)
+
+    def slots(policy: str) -> list[list[str]]:
+        return [
+            [s.id for s in slot] for slot in call_slots(engine.strategy(policy), engine.catalog)
+        ]
+
+    mini, haiku, opus = f"openai:{MINI}", f"anthropic:{HAIKU}", "anthropic:claude-opus-4-7"
+    assert slots(f"fixed:{mini}") == [[mini]]
+    assert slots(f"route:rules?candidates={mini},{opus}") == [[mini, opus]]
+    assert slots(f"cascade:{mini},{haiku}?retries=1") == [[mini], [mini], [haiku], [haiku]]
+    assert slots(f"advisor:{haiku}?advisor={opus}") == [[haiku], [opus]]
+    assert slots(f"fixed:{mini}?fallback={haiku}") == [[mini, haiku]]
+    request = Request.from_prompt("one two three", max_tokens=100)
+    worst, unknown = worst_case(
+        request,
+        call_slots(engine.strategy(f"route:rules?candidates={mini},{opus}"), engine.catalog),
+        1.0,
+    )
+    opus_prices = engine.catalog.get(opus).prices
+    assert opus_prices.output is not None and not unknown
+    dearest_input = max(p for p in (opus_prices.input, opus_prices.cache_write_1h) if p)
+    assert worst == Amount(
+        to_nanousd((3 * dearest_input + 100 * opus_prices.output) / 1_000_000), 103
+    )

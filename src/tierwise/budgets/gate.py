@@ -22,17 +22,17 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from tierwise.budgets.config import BudgetSettings
-from tierwise.budgets.limits import Amount, Limits, Scope, to_nanousd, to_usd
+from tierwise.budgets.estimate import call_slots, spent, worst_case
+from tierwise.budgets.limits import Amount, Limits, Scope, to_usd
 from tierwise.budgets.rate import RateLimiter, RateLimits
 from tierwise.budgets.store import BudgetStore, Rejection
-from tierwise.catalog import Catalog, ModelSpec
+from tierwise.catalog import Catalog
 from tierwise.errors import (
     BudgetExhaustedError,
     BudgetUnavailableError,
     InvalidRequestError,
     KeyRateLimitError,
 )
-from tierwise.gateway.counting import estimate_request_tokens
 from tierwise.ledger.records import CallRecord
 from tierwise.messages import Request
 
@@ -40,57 +40,6 @@ T = TypeVar("T")
 log = logging.getLogger("tierwise.budgets")
 MILLION = Decimal(1_000_000)
 _FAIL_OPEN_HINT = "set gateway.budgets.fail_open = true to admit requests and record spend later"
-
-
-def candidate_specs(strategy: object, catalog: Catalog) -> list[ModelSpec]:
-    """The models a policy's strategy may call: its ``candidates``, its pinned ``spec``, or
-    (for a strategy that says neither) every catalog model."""
-    found = getattr(strategy, "candidates", None)
-    if isinstance(found, Sequence) and found and all(isinstance(s, ModelSpec) for s in found):
-        return list(found)
-    spec = getattr(strategy, "spec", None)
-    return [spec] if isinstance(spec, ModelSpec) else list(catalog)
-
-
-def _call_price(spec: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal | None:
-    prices = spec.prices
-    inputs = [p for p in (prices.input, prices.cache_write_5m, prices.cache_write_1h) if p]
-    if prices.input is None or prices.output is None:
-        return None
-    return (input_tokens * max(inputs, default=Decimal(0)) + output_tokens * prices.output) / (
-        MILLION
-    )
-
-
-def worst_case(
-    request: Request, specs: Sequence[ModelSpec], margin: float
-) -> tuple[Amount, list[str]]:
-    """What ``request`` can cost at most, and the candidates whose price is unknown."""
-    input_tokens = math.ceil(estimate_request_tokens(request) * margin)
-    output_tokens = request.max_tokens or 0
-    priced = {s.id: _call_price(s, input_tokens, output_tokens) for s in specs}
-    known = [p for p in priced.values() if p is not None]
-    unknown = [model for model, p in priced.items() if p is None]
-    usd = max(known, default=Decimal(0))
-    return Amount(to_nanousd(usd), input_tokens + output_tokens), unknown
-
-
-def spent(calls: Sequence[CallRecord], reserved: Amount) -> Amount:
-    """What ``calls`` cost; a call of unknown cost counts as the whole reservation."""
-    if not calls:
-        return Amount()
-    tokens = sum(
-        c.input_tokens
-        + c.output_tokens
-        + c.cache_write_5m_tokens
-        + c.cache_write_1h_tokens
-        + c.cache_read_tokens
-        for c in calls
-    )
-    costs = [c.cost_usd for c in calls]
-    if any(cost is None for cost in costs):
-        return Amount(reserved.nanousd, max(tokens, reserved.tokens))
-    return Amount(to_nanousd(sum((c for c in costs if c is not None), Decimal(0))), tokens)
 
 
 @dataclass
@@ -161,8 +110,8 @@ class BudgetGate:
             return request, None
         if budgeted and request.max_tokens is None:
             request = request.model_copy(update={"max_tokens": self.settings.default_max_tokens})
-        specs = candidate_specs(strategy, self._catalog)
-        amount, unknown = worst_case(request, specs, self.settings.input_margin)
+        slots = call_slots(strategy, self._catalog)
+        amount, unknown = worst_case(request, slots, self.settings.input_margin)
         _check_request(key, effective, amount, unknown)
         rate_tokens = await self._rate(key, effective, amount.tokens)
         scopes = effective.scopes(key, datetime.now(UTC)) if self.store is not None else []
@@ -275,9 +224,13 @@ class BudgetGate:
         return len(self._pending)
 
     async def run_sweeper(self) -> None:
+        """Sweep every ``sweep_s`` until cancelled (an unexpected failure is logged, not fatal)."""
         while True:
             await asyncio.sleep(self.settings.sweep_s)
-            await self.sweep()
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("the budget sweep failed")
 
     async def aclose(self) -> None:
         """Finish settling, write what is buffered, close the stores."""
