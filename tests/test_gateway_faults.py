@@ -366,6 +366,8 @@ def test_flapping_primary_opens_its_circuit(gw_fb: Served) -> None:
         ready = http.get("/readyz").json()
     assert f'tierwise_gateway_circuit_open{{upstream="{PRIMARY}"}} 1.0' in metrics
     assert ready["circuits"][PRIMARY] == "open"
+    moved = f'from_model="{PRIMARY}",to_model="{FALLBACK}"'
+    assert f"tierwise_gateway_failovers_total{{{moved}}} 3.0" in metrics
 
 
 def test_open_circuit_without_fallback_is_a_503_with_retry_after(tmp_path: Path) -> None:

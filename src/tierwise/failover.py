@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -119,6 +120,8 @@ class Failover:
         self.settings = settings or FailoverSettings()
         self._clock = clock
         self._breakers: dict[str, CircuitBreaker] = {}
+        self.moves: Counter[tuple[str, str]] = Counter()
+        """Failover steps taken, by (from model, to model), for ``/metrics``."""
 
     def chain(self, model_id: str, fallbacks: Sequence[str] | None = None) -> list[str]:
         """``model_id`` then its fallbacks (the policy's when given, else the config's)."""
@@ -154,6 +157,10 @@ class Failover:
             breaker.failure()
         else:
             breaker.success()
+
+    def moved(self, from_model: str, to_model: str) -> None:
+        """Count one failover step."""
+        self.moves[from_model, to_model] += 1
 
     def states(self) -> dict[str, BreakerState]:
         """Every known upstream's circuit state, for ``/metrics`` and ``/readyz``."""

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.errors import GatewayError
-from tierwise.failover import BreakerState
+from tierwise.failover import Failover
 from tierwise.gateway.admission import AdmissionControl
 from tierwise.gateway.circuits import CircuitCollector
 from tierwise.gateway.dashboard.views import dashboard_routes
@@ -68,11 +68,11 @@ async def _http_error(request: HttpRequest, exc: Exception) -> Response:
     return error_response(dialect, error)
 
 
-def _circuit_states(gateway: Gateway) -> dict[str, BreakerState]:
+def _failover(gateway: Gateway) -> Failover | None:
     try:
-        return gateway.running.engine.failover.states()
+        return gateway.running.engine.failover
     except RuntimeError:  # not started, or stopped
-        return {}
+        return None
 
 
 def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
@@ -98,7 +98,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
             Middleware(AdmissionControl, gateway=gateway),
         ],
     )
-    gateway.metrics.registry.register(CircuitCollector(lambda: _circuit_states(gateway)))
+    gateway.metrics.registry.register(CircuitCollector(lambda: _failover(gateway)))
     app.state.gateway = gateway
     app.state.drain = drain
     return app

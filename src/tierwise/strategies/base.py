@@ -129,6 +129,7 @@ class TaskContext:
     async def _fail_over(self, failed: ModelSpec, to: ModelSpec, exc: ProviderError) -> None:
         """Record the move from ``failed`` to ``to`` as an explicit step."""
         trigger = failover_reason(exc)
+        self.failover.moved(failed.id, to.id)
         await self.record(
             EscalationRecord(
                 task_id=self.task_id, from_model=failed.id, to_model=to.id, trigger=trigger
