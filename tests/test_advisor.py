@@ -341,7 +341,10 @@ async def test_pause_turn_is_resumed_with_the_paused_content(
     ]
     # both calls are billed: the exchange, then Sonnet 4.6 at 2000 * 3 + 50 * 15 = 6_750
     assert result.cost_usd == NATIVE_COST + Decimal("0.00675")
-    assert len(_calls(engine, result)) == 2
+    first, _ = _calls(engine, result)
+    (consult,) = _consults(engine, result)  # billed by the paused call
+    assert consult.advisor_call_id == consult.executor_call_id == first.id
+    assert consult.advisor_cost_usd == ADVISOR_COST
 
 
 async def test_pause_turn_resumption_is_bounded(
@@ -589,6 +592,8 @@ async def test_native_stream_resumes_a_pause_in_one_event_sequence(
     assert response.stop_reason == "end_turn" and response.text() == FIRST + AFTER
     assert len(response.usage.iterations) == 4
     assert fa.requests[1].json()["stream"] is True
+    (consult,) = engine.ledger.read(ConsultRecord)
+    assert (consult.mode, consult.advisor_cost_usd) == ("native", ADVISOR_COST)
 
 
 async def _replay(events: list[Any]) -> Any:

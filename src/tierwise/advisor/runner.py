@@ -35,7 +35,7 @@ from tierwise.advisor.tool import (
 )
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.errors import InvalidRequestError
-from tierwise.messages import Request, Response, StreamEvent, Tool
+from tierwise.messages import Request, Response, StreamEvent, Tool, UsageIteration
 from tierwise.providers.base import ProviderConfig
 from tierwise.strategies.base import TaskContext
 from tierwise.strategies.route import conversation_key
@@ -174,8 +174,9 @@ class AdvisorHook:
         self, request: Request, spec: ModelSpec, plan: Plan, task: TaskContext
     ) -> Response:
         upstream = self._native_request(request, plan)
+        first_call = len(task.calls)
         response = await complete_native(upstream, spec, task, self.settings.max_pause_turns)
-        await self._record_native(request, response, spec, plan, task)
+        await self._record_native(request, response, spec, plan, task, first_call=first_call)
         return response
 
     def _native_request(self, request: Request, plan: Plan) -> Request:
@@ -188,11 +189,22 @@ class AdvisorHook:
         return with_beta(self._prepared(request, True, tool))
 
     async def _record_native(
-        self, request: Request, response: Response, spec: ModelSpec, plan: Plan, task: TaskContext
+        self,
+        request: Request,
+        response: Response,
+        spec: ModelSpec,
+        plan: Plan,
+        task: TaskContext,
+        *,
+        first_call: int,
     ) -> None:
-        calls = task.calls
-        call_id = calls[-1].id if calls else None
-        facts = native_facts(response, spec, self.catalog, call_id)
+        """Consult records for the calls from ``task.calls[first_call]`` on."""
+        billed = [
+            (UsageIteration.model_validate(iteration), call.id)
+            for call in task.calls[first_call:]
+            for iteration in call.iterations
+        ]
+        facts = native_facts(response.content, billed, spec, self.catalog)
         await self._record(
             task, request, response, mode="native", spec=spec, plan=plan, facts=facts
         )
@@ -268,13 +280,15 @@ class AdvisorHook:
                 yield event
             return
         upstream = self._native_request(request, plan)
+        first_call = len(task.calls)
         accumulator = StreamAccumulator()
         native_events = stream_native(upstream, spec, task, self.settings.max_pause_turns)
         async with aclosing(native_events):
             async for event in native_events:
                 accumulator.feed(event)
                 yield event
-        await self._record_native(request, accumulator.response(), spec, plan, task)
+        response = accumulator.response()
+        await self._record_native(request, response, spec, plan, task, first_call=first_call)
 
 
 def advisor_tool(

@@ -88,7 +88,7 @@ def consult_records(
             continue
         kind = result_kind(block)
         index += kind != "max_uses_exceeded"
-        fact = facts.get(block.tool_use_id, ConsultFacts(Side(), Side(cost=Decimal(0))))
+        fact = facts.get(block.tool_use_id) or _unmatched(kind)
         records.append(
             ConsultRecord(
                 task_id=task_id,
@@ -117,18 +117,20 @@ def _priced(iteration: UsageIteration, spec: ModelSpec | None, call_id: str | No
 
 
 def native_facts(
-    response: Response, executor: ModelSpec, catalog: Catalog, call_id: str | None
+    content: Sequence[ContentBlock],
+    iterations: Sequence[tuple[UsageIteration, str | None]],
+    executor: ModelSpec,
+    catalog: Catalog,
 ) -> dict[str, ConsultFacts]:
     """Each advisor result paired with its ``advisor_message`` iteration (in order) and the
-    executor iteration before it. Refusals and errors ran no advisor: they cost nothing."""
+    executor iteration before it; ``iterations`` carry the id of the call that billed them.
+    Refusals and errors ran no advisor: they cost nothing."""
     results = [
-        b
-        for b in response.content
-        if isinstance(b, AdvisorToolResultBlock) and result_kind(b) in _RAN
+        b for b in content if isinstance(b, AdvisorToolResultBlock) and result_kind(b) in _RAN
     ]
     facts: dict[str, ConsultFacts] = {}
     last_executor = Side()
-    for iteration in response.usage.iterations:
+    for iteration, call_id in iterations:
         if iteration.kind == "message":
             last_executor = _priced(iteration, executor, call_id)
         elif iteration.kind == "advisor_message" and results:
@@ -136,6 +138,11 @@ def native_facts(
             advisor = _priced(iteration, spec, call_id)
             facts[results.pop(0).tool_use_id] = ConsultFacts(last_executor, advisor)
     return facts
+
+
+def _unmatched(kind: str) -> ConsultFacts:
+    """A consult no billed iteration accounts for: free when no advisor ran, else unknown."""
+    return ConsultFacts(Side(), Side(cost=None if kind in _RAN else Decimal(0)))
 
 
 _RAN = frozenset({"advisor_result", "advisor_redacted_result"})
