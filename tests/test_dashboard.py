@@ -24,7 +24,13 @@ from tierwise.config import Settings
 from tierwise.cost import price_tokens
 from tierwise.gateway.dashboard import queries
 from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth
-from tierwise.ledger.records import CallRecord, DecisionRecord, EscalationRecord, TaskRecord
+from tierwise.ledger.records import (
+    CallRecord,
+    ConsultRecord,
+    DecisionRecord,
+    EscalationRecord,
+    TaskRecord,
+)
 from tierwise.ledger.report import spend_report
 from tierwise.ledger.store import Ledger
 from tierwise.messages import TokenCounts
@@ -168,6 +174,7 @@ def test_summary_matches_the_ledger_and_the_spend_report(filled: Filled) -> None
         "failover_rate": 0.0,
         "advisor_tasks": 1,
         "advisor_consult_rate": 1 / 7,
+        "consults": 1,  # recorded by the advisor layer for the native exchange
     }
     over_time = body["over_time"]
     assert over_time["bucket"] == "hour" and len(over_time["starts"]) == 24
@@ -268,8 +275,9 @@ def any_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledge
 
 
 def _history(ledger: Ledger) -> tuple[str, str]:
-    """Two top-level tasks this week — one escalated; one failed over, with a call of unknown
-    cost and an advisor sub-task that escalated — and one from last month; their ids."""
+    """Two top-level tasks this week — one escalated and recorded a consult; one failed over,
+    with a call of unknown cost and an advisor sub-task that escalated — and one from last
+    month; their ids."""
     day = datetime(2026, 3, 9, 10, tzinfo=UTC)
     today = datetime(2026, 3, 10, 9, tzinfo=UTC)
     a = TaskRecord(policy="route:rules", created_at=day)
@@ -327,6 +335,16 @@ def _history(ledger: Ledger) -> tuple[str, str]:
             task_id=sub.id, from_model=OPUS, to_model=OPUS, trigger="gate: retry", created_at=today
         ),
         call(old, HAIKU, "1.0", (10, 10)),
+        ConsultRecord(
+            task_id=a.id,
+            mode="native",
+            executor_model=HAIKU,
+            advisor_model=OPUS,
+            turn_index=0,
+            consult_index=1,
+            result="advisor_result",
+            created_at=day,
+        ),
     )
     return a.id, b.id
 
@@ -348,8 +366,9 @@ def test_summary_on_each_database(any_ledger: Ledger) -> None:
         "escalation_rate": 1.0,
         "failed_over_tasks": 1,
         "failover_rate": 0.5,
-        "advisor_tasks": 1,
-        "advisor_consult_rate": 0.5,
+        "advisor_tasks": 2,  # b through its advisor sub-task, a through its consult record
+        "advisor_consult_rate": 1.0,
+        "consults": 1,
     }
     t = found.over_time
     assert [s.day for s in t.starts] == [4, 5, 6, 7, 8, 9, 10]
@@ -492,6 +511,9 @@ def test_the_dashboard_in_headless_chromium(filled: Filled, chromium: Browser) -
     assert page.text_content("#tile-escalation") == "14.3%"
     assert page.text_content("#tile-advisor") == "14.3%"
     assert page.text_content("#tile-failover") == "0.0%"
+    assert (
+        page.text_content("#tile-advisor-note") == "1 task(s) consulted an advisor · 1 consult(s)"
+    )
     routed = page.text_content("#routed-note") or ""
     assert routed.startswith("Chosen per task: ") and f"{HAIKU} 50.0%" in routed  # 4 of 8
     assert page.text_content("#tile-volume") == "7 · 7"

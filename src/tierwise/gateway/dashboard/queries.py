@@ -25,7 +25,15 @@ from sqlalchemy import ColumnElement, RowMapping, Select, distinct, func, or_, s
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.cost import price_tokens
 from tierwise.errors import LedgerError
-from tierwise.ledger.schema import as_utc, calls, decisions, escalations, outcomes, tasks
+from tierwise.ledger.schema import (
+    as_utc,
+    calls,
+    consults,
+    decisions,
+    escalations,
+    outcomes,
+    tasks,
+)
 from tierwise.ledger.store import Ledger
 from tierwise.messages import TokenCounts
 
@@ -84,6 +92,8 @@ class Rates(BaseModel):
     failover_rate: float | None
     advisor_tasks: int
     advisor_consult_rate: float | None
+    consults: int
+    """Advisor consults recorded (a task may consult more than once)."""
 
 
 class Escalation(BaseModel):
@@ -342,6 +352,9 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
         escalated = _scalar(conn, _escalated_tasks(since, failover=False))
         failed_over = _scalar(conn, _escalated_tasks(since, failover=True))
         chosen = conn.execute(_decisions_by_model(since)).all()
+        consulted = {root for (root,) in conn.execute(_consulting_tasks(since))}
+        consult_count = _scalar(conn, _count_consults(since))
+    advised = len(tally.advisor_tasks | consulted)
     total, by_model = tally.total(), tally.by_model()
     return Summary(
         since=since,
@@ -354,7 +367,7 @@ def summary(ledger: Ledger, catalog: Catalog, days: int, now: datetime | None = 
         by_role=_lines(tally.by_role),
         decisions_by_model={str(model): int(n) for model, n in chosen},
         over_time=_over_time(tally, since, until, bucket, strongest),
-        rates=_rates(task_count, escalated, failed_over, len(tally.advisor_tasks)),
+        rates=_rates(task_count, escalated, failed_over, advised, consult_count),
         savings=_savings(total, strongest),
     )
 
@@ -379,6 +392,17 @@ def _escalated_tasks(since: datetime, *, failover: bool) -> Select[Any]:
         .select_from(joined)
         .where(escalations.c.created_at >= since, kind)
     )
+
+
+def _consulting_tasks(since: datetime) -> Select[Any]:
+    """The top-level tasks with a consult record since then."""
+    root = func.coalesce(tasks.c.parent_id, consults.c.task_id)
+    joined = consults.outerjoin(tasks, tasks.c.id == consults.c.task_id)
+    return select(root).select_from(joined).where(consults.c.created_at >= since).distinct()
+
+
+def _count_consults(since: datetime) -> Select[Any]:
+    return select(func.count()).select_from(consults).where(consults.c.created_at >= since)
 
 
 def _decisions_by_model(since: datetime) -> Select[Any]:
@@ -437,7 +461,9 @@ def _rate(part: int, whole: int) -> float | None:
     return None if whole == 0 else min(part / whole, 1.0)
 
 
-def _rates(task_count: int, escalated: int, failed_over: int, advised: int) -> Rates:
+def _rates(
+    task_count: int, escalated: int, failed_over: int, advised: int, consult_count: int
+) -> Rates:
     return Rates(
         tasks=task_count,
         escalated_tasks=escalated,
@@ -446,6 +472,7 @@ def _rates(task_count: int, escalated: int, failed_over: int, advised: int) -> R
         failover_rate=_rate(failed_over, task_count),
         advisor_tasks=advised,
         advisor_consult_rate=_rate(advised, task_count),
+        consults=consult_count,
     )
 
 

@@ -138,7 +138,8 @@
     $("tile-failover").textContent = pct(s.rates.failover_rate);
     $("tile-failover-note").textContent = s.rates.failed_over_tasks + " task(s) moved to another upstream";
     $("tile-advisor").textContent = pct(s.rates.advisor_consult_rate);
-    $("tile-advisor-note").textContent = s.rates.advisor_tasks + " task(s) consulted an advisor";
+    $("tile-advisor-note").textContent =
+      s.rates.advisor_tasks + " task(s) consulted an advisor · " + s.rates.consults + " consult(s)";
   }
 
   async function loadSummary() {
