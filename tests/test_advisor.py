@@ -711,3 +711,20 @@ async def test_an_executor_without_tool_calling_runs_without_the_advisor(tmp_pat
         )
     assert result.response.text() == "Alone."
     assert "tools" not in foa.last_request.json()
+
+
+async def test_dollar_cap_counts_the_request_under_way(
+    tmp_path: Path, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    fa, foa = fakes
+    engine = fake_engine(
+        _settings(tmp_path, advisor={"max_usd_per_conversation": "0.001"}), fa, foa
+    )
+    foa.reply_completion(_advisor_call(prompt_tokens=100, completion_tokens=10))
+    fa.reply_message(fx.text_message(ADVICE, usage_=fx.usage(500, 50)))  # $0.00375 > cap
+    foa.reply_completion(_advisor_call("Again?", prompt_tokens=200, completion_tokens=10))
+    foa.reply_completion(fo.completion("Done.", token_usage=fo.usage(300, 30)))
+    async with engine:
+        result = await engine.complete(_request(), EMULATED)
+    assert [c.result for c in _consults(engine, result)] == ["advisor_result", "max_uses_exceeded"]
+    assert len(fa.requests) == 1

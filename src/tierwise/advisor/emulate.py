@@ -76,8 +76,9 @@ class Limits:
     max_tokens: int
     conversation_left: int | None
     """Consults the conversation cap still allows (``None``: no cap)."""
-    may_spend: Callable[[], bool]
-    """False once the conversation's advisor dollars are spent."""
+    may_spend: Callable[[Decimal], bool]
+    """Whether the conversation's advisor dollars allow another consult, given what this
+    request has spent on the advisor so far."""
 
 
 @dataclass
@@ -91,6 +92,7 @@ class _Run:
     responses: list[Response] = field(default_factory=list)
     facts: dict[str, ConsultFacts] = field(default_factory=dict)
     uses: int = 0
+    advisor_spend: Decimal = Decimal(0)
 
 
 class Emulation:
@@ -172,9 +174,8 @@ class Emulation:
                 run.content.append(block)
                 continue
             prefix = _before(response.content, block)
-            view = asked.model_copy(
-                update={"messages": [*asked.messages, Message(role="assistant", content=prefix)]}
-            )
+            turn = [Message(role="assistant", content=prefix)] if prefix else []
+            view = asked.model_copy(update={"messages": [*asked.messages, *turn]})
             result, advisor_side = await self._consult(run, view, task)
             srv_id = new_tool_use_id()
             run.content.append(ServerToolUseBlock(id=srv_id, name=self.tool.name, input={}))
@@ -189,7 +190,7 @@ class Emulation:
             return True
         if limits.conversation_left is not None and run.uses >= limits.conversation_left:
             return True
-        return not limits.may_spend()
+        return not limits.may_spend(run.advisor_spend)
 
     async def _consult(
         self, run: _Run, view: Request, task: TaskContext
@@ -209,6 +210,7 @@ class Emulation:
         except ProviderError as exc:
             return error_result(error_code(exc)), _failed_side(task)
         side = _side_of(task, answer, self.advisor)
+        run.advisor_spend += side.cost or Decimal(0)
         run.iterations.extend(iterations_of(answer.usage, "advisor_message", self.advisor.name))
         run.usages.append(answer.usage)
         return advice_result(answer.text(), answer.stop_reason), side

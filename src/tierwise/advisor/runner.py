@@ -144,9 +144,11 @@ class AdvisorHook:
             return True
         return not self._may_spend(conversation_key(request))
 
-    def _may_spend(self, key: str) -> bool:
+    def _may_spend(self, key: str, pending: Decimal = Decimal(0)) -> bool:
+        """The conversation ``key`` is under its advisor dollar cap (counting ``pending``,
+        spent in the request under way)."""
         cap = self.settings.max_usd_per_conversation
-        return cap is None or self.spend.spent(key) < cap
+        return cap is None or self.spend.spent(key) + pending < cap
 
     def _prepared(self, request: Request, native: bool, tool: AdvisorTool) -> Request:
         """The escalation section and the early nudge, as configured."""
@@ -232,7 +234,7 @@ class AdvisorHook:
             max_uses=tool.max_uses if tool.max_uses is not None else self.settings.max_uses,
             max_tokens=tool.max_tokens or self.settings.max_tokens,
             conversation_left=left,
-            may_spend=lambda: self._may_spend(key),
+            may_spend=lambda pending: self._may_spend(key, pending),
         )
 
     async def _record(
