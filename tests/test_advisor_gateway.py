@@ -156,3 +156,19 @@ def test_an_openai_client_gets_the_executor_answer_and_all_the_tokens(gw: Served
     # prompt: 1200 + (9400 + 2800 written) + (1905 + 8600 cached); completion: 85 + 620 + 240
     assert (usage.prompt_tokens, usage.completion_tokens) == (23905, 945)
     assert raw.headers["x-tierwise-cost-usd"] == str(EXECUTOR_COST + ADVISOR_COST)
+
+
+def test_an_openai_client_streams_the_executor_answer(gw: Served) -> None:
+    script_emulated_exchange(gw.anthropic_fake, gw.openai_fake)
+    stream = gw.openai().chat.completions.create(
+        model="tierwise/advisor",
+        messages=[{"role": "user", "content": PROMPT}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == FIRST + AFTER
+    assert not any(c.choices[0].delta.tool_calls for c in chunks if c.choices)
+    usage = chunks[-1].usage
+    assert usage is not None and usage.completion_tokens == 945
