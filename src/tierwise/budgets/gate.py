@@ -59,7 +59,7 @@ class Hold:
     def settle_soon(self, calls: Sequence[CallRecord]) -> None:
         """Settle in the background (safe from a finishing or cancelled request)."""
         if self._settling is None:
-            self._settling = self.gate.track(self.gate.settle(self, list(calls)))
+            self._settling = self.gate.track(self.key, self.gate.settle(self, list(calls)))
 
     async def settle(self, calls: Sequence[CallRecord]) -> None:
         self.settle_soon(calls)
@@ -92,7 +92,8 @@ class BudgetGate:
         self.rates = rates
         self.store_name = store_name
         self._catalog = catalog
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[str, set[asyncio.Task[None]]] = {}
+        """Settlements under way, by key."""
         self._pending: list[_Pending] = []
 
     # --- admission --------------------------------------------------------------------------
@@ -153,7 +154,10 @@ class BudgetGate:
         ttl = self.settings.reservation_ttl_s
         try:
             found = await self.store.reserve(hold.request_id, hold.scopes, hold.amount, ttl)
-            if isinstance(found, Rejection) and await self.store.reclaim():
+            # refused: first let this key's finished requests give back what they held
+            if isinstance(found, Rejection) and (
+                await self._settled(hold.key) or await self.store.reclaim()
+            ):
                 found = await self.store.reserve(hold.request_id, hold.scopes, hold.amount, ttl)
         except BudgetUnavailableError as exc:
             return self._store_down(exc, admit=False)
@@ -178,11 +182,19 @@ class BudgetGate:
 
     # --- settlement -------------------------------------------------------------------------
 
-    def track(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def track(self, key: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        running = self._tasks.setdefault(key, set())
+        running.add(task)
+        task.add_done_callback(running.discard)
         return task
+
+    async def _settled(self, key: str) -> bool:
+        """Wait for ``key``'s settlements under way; whether there were any."""
+        running = list(self._tasks.get(key, ()))
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+        return bool(running)
 
     async def settle(self, hold: Hold, calls: list[CallRecord]) -> None:
         """Commit ``hold`` to what ``calls`` cost (release it when nothing was called)."""
@@ -234,8 +246,8 @@ class BudgetGate:
 
     async def aclose(self) -> None:
         """Finish settling, write what is buffered, close the stores."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for key in list(self._tasks):
+            await self._settled(key)
         await self.sweep()
         for hold in (p.hold for p in self._pending):
             log.error(
