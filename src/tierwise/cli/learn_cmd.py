@@ -40,7 +40,8 @@ def _kinds_table(title: str, rows: list[KindFigures]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("kind", "tasks", "escalated", "cheap starts", "cheap fails", "cheap passes"):
         table.add_column(column, justify="left" if column == "kind" else "right")
-    table.add_column("dearer starts (cheap passes those)", justify="right")
+    table.add_column("dearer starts", justify="right")
+    table.add_column("cheap passes those", justify="right")
     table.add_column("verdict")
     colours = {"too aggressive": "red", "too timid": "yellow", "ok": "green"}
     for row in rows:
@@ -52,7 +53,8 @@ def _kinds_table(title: str, rows: list[KindFigures]) -> Table:
             str(row.cheap_starts),
             str(row.cheap_failed),
             str(row.cheap_pass),
-            f"{row.dear_starts} ({row.avoidable})",
+            str(row.dear_starts),
+            str(row.avoidable),
             f"[{colour}]{row.verdict}[/]",
         )
     return table

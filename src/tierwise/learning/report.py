@@ -7,9 +7,9 @@ Over the live tasks of a window (top-level, not shadow re-runs), per task kind:
 * **too aggressive** — tasks sent to the cheapest tier fail there (escalate or are labelled
   wrong) more often than ``max_cheap_failure``: the 95% interval's *lower* bound is above it;
 * **too timid** — tasks started above the cheapest tier although the cheapest tier answers
-  this kind right: its pass rate's lower bound is at least ``min_cheap_pass`` (labels from
-  any source, shadow re-runs included), or ``min_samples`` such tasks have a prompt the
-  cheapest tier is known to pass.
+  this kind right: the lower bound of its pass rate is at least ``min_cheap_pass``, either
+  over every cheapest-tier label of the kind (any source, shadow re-runs included) or over
+  the very prompts those dearer tasks carried (*avoidable*: the cheapest tier passed them).
 
 A verdict needs ``min_samples`` observations behind it; below that the kind says so.
 """
@@ -46,8 +46,9 @@ class KindFigures(BaseModel):
     cheap_pass: Rate
     """Every label of a cheapest-tier model on this kind: those that were right."""
     dear_starts: int
-    avoidable: int
-    """Tasks started above the cheapest tier whose prompt the cheapest tier passes."""
+    avoidable: Rate
+    """Of the tasks started above the cheapest tier whose prompt has a cheapest-tier label:
+    those the cheapest tier passed (most of its labels on that prompt right)."""
     verdict: Verdict
     why: str
 
@@ -70,7 +71,7 @@ class _Group:
 
     def __init__(self) -> None:
         self.tasks = self.escalated = self.cheap_starts = self.cheap_known = 0
-        self.cheap_failures = self.dear_starts = self.avoidable = 0
+        self.cheap_failures = self.dear_starts = self.dear_known = self.avoidable = 0
         self.cheap_labels: list[bool] = []
 
 
@@ -83,9 +84,10 @@ class _Tally:
         self.by_call = {label.call.id: label for label in labels}
         tiers = [t for t in (self.tier_of(label.model) for label in labels) if t is not None]
         self.cheapest = min(tiers, default=None)
-        self.cheap_passes = {
-            label.prompt for label in labels if label.correct and self.cheap(label.model)
-        }
+        self.cheap_verdicts: dict[str, list[bool]] = defaultdict(list)
+        for label in labels:
+            if self.cheap(label.model):
+                self.cheap_verdicts[label.prompt].append(label.correct)
         self.groups: dict[str, _Group] = defaultdict(_Group)
         for label in labels:
             if self.cheap(label.model):
@@ -110,7 +112,9 @@ class _Tally:
             self._cheap_start(group, bundle)
         elif self.cheapest is not None and first is not None and first > self.cheapest:
             group.dear_starts += 1
-            group.avoidable += prompt in self.cheap_passes
+            if verdicts := self.cheap_verdicts.get(prompt):
+                group.dear_known += 1
+                group.avoidable += sum(verdicts) * 2 > len(verdicts)
 
     def _cheap_start(self, group: _Group, bundle: TaskBundle) -> None:
         group.cheap_starts += 1
@@ -122,18 +126,23 @@ class _Tally:
             group.cheap_failures += left or (label is not None and not label.correct)
 
 
-def _verdict(group: _Group, failed: Rate, passed: Rate, limits: Thresholds) -> tuple[Verdict, str]:
+def _verdict(
+    group: _Group, failed: Rate, passed: Rate, avoidable: Rate, limits: Thresholds
+) -> tuple[Verdict, str]:
     if failed.enough(limits.min_samples) and failed.low > limits.max_cheap_failure:
         return "too aggressive", (
             f"the cheapest tier failed {failed} of the tasks sent to it, above the "
             f"{limits.max_cheap_failure:.0%} limit: send this kind a tier up"
         )
-    timid_rate = passed.enough(limits.min_samples) and passed.low >= limits.min_cheap_pass
-    if group.dear_starts and (timid_rate or group.avoidable >= limits.min_samples):
+    timid = [
+        r for r in (passed, avoidable)
+        if r.enough(limits.min_samples) and r.low >= limits.min_cheap_pass
+    ]  # fmt: skip
+    if group.dear_starts and timid:
         return "too timid", (
             f"{group.dear_starts} tasks started above the cheapest tier, yet it passes "
-            f"{passed} of this kind's labelled prompts ({group.avoidable} of those tasks' "
-            "own prompts among them): start it lower"
+            f"{passed} of this kind's labelled prompts and {avoidable} of those tasks' own: "
+            "start it lower"
         )
     if failed.enough(limits.min_samples) or passed.enough(limits.min_samples):
         return "ok", f"the cheapest tier failed {failed} of its tasks and passes {passed}"
@@ -145,7 +154,8 @@ def _verdict(group: _Group, failed: Rate, passed: Rate, limits: Thresholds) -> t
 def _figures(kind: str, group: _Group, limits: Thresholds) -> KindFigures:
     failed = rate(group.cheap_failures, group.cheap_known)
     passed = rate(sum(group.cheap_labels), len(group.cheap_labels))
-    verdict, why = _verdict(group, failed, passed, limits)
+    avoidable = rate(group.avoidable, group.dear_known)
+    verdict, why = _verdict(group, failed, passed, avoidable, limits)
     return KindFigures(
         kind=kind,
         tasks=group.tasks,
@@ -154,7 +164,7 @@ def _figures(kind: str, group: _Group, limits: Thresholds) -> KindFigures:
         cheap_failed=failed,
         cheap_pass=passed,
         dear_starts=group.dear_starts,
-        avoidable=group.avoidable,
+        avoidable=avoidable,
         verdict=verdict,
         why=why,
     )
