@@ -51,9 +51,17 @@ class _Broken(Exception):
     """The response could not be read to its end."""
 
 
+class _Stale(Exception):
+    """A reused keep-alive connection was closed before any byte of the response."""
+
+
 class _Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reused: bool
+    ) -> None:
         self.reader, self.writer = reader, writer
+        self.reused = reused
+        """Kept alive from an earlier request (the server may have closed it meanwhile)."""
 
     def close(self) -> None:
         self.writer.close()
@@ -69,18 +77,23 @@ class _Client:
         head += ["content-type: application/json", f"content-length: {len(body)}"]
         self.request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
-    async def connection(self) -> _Connection:
-        if self.idle:
+    async def connection(self, fresh: bool = False) -> _Connection:
+        if self.idle and not fresh:
             return self.idle.pop()
         reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port, limit=2**20)
-        return _Connection(reader, writer)
+        return _Connection(reader, writer, reused=False)
 
     async def one(self, due: float, result: LoadResult) -> None:
         await asyncio.sleep(max(0.0, due - time.perf_counter()))
         conn: _Connection | None = None
         try:
             conn = await self.connection()
-            outcome = await asyncio.wait_for(self._exchange(conn, due), self.spec.timeout)
+            try:
+                outcome = await asyncio.wait_for(self._exchange(conn, due), self.spec.timeout)
+            except _Stale:  # the server closed an idle keep-alive connection: retry once
+                conn.close()
+                conn = await self.connection(fresh=True)
+                outcome = await asyncio.wait_for(self._exchange(conn, due), self.spec.timeout)
         except TimeoutError:
             outcome = ("timeout", None, None, False, False)
         except (ConnectionError, OSError, _Broken, asyncio.IncompleteReadError) as exc:
@@ -92,14 +105,22 @@ class _Client:
             result.ok += 1
             result.first_byte_ms.append((first - due) * 1000)
             result.total_ms.append((last - due) * 1000)
-        if conn is not None:
-            self.idle.append(conn) if keep else conn.close()
+        if conn is not None and keep:
+            conn.reused = True
+            self.idle.append(conn)
+        elif conn is not None:
+            conn.close()
 
     async def _exchange(
         self, conn: _Connection, due: float
     ) -> tuple[str, float | None, float | None, bool, bool]:
         conn.writer.write(self.request)
-        head = await conn.reader.readuntil(b"\r\n\r\n")
+        try:
+            head = await conn.reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            if conn.reused and not getattr(exc, "partial", b""):
+                raise _Stale from exc
+            raise
         status, headers = _parse_head(head)
         if "content-length" in headers:
             first = time.perf_counter()

@@ -1,14 +1,17 @@
 """How ``tierwise serve`` runs the app: uvloop + httptools, one process or several.
 
-With ``workers`` > 1 uvicorn starts that many processes sharing the listening socket; each
-builds its own app through :func:`app_from_environment` from the same config file and ledger
-URL (handed over in ``TIERWISE_CONFIG`` / ``TIERWISE_LEDGER_URL``). Limits such as
-``max_in_flight`` then hold per process.
+With ``workers`` > 1 the command becomes (``exec``) uvicorn's own supervisor, a small
+process without tierwise imported, which starts that many workers sharing the listening
+socket; each builds its own app through :func:`app_from_environment` from the same config
+file and ledger URL (handed over in ``TIERWISE_CONFIG`` / ``TIERWISE_LEDGER_URL``). Limits
+such as ``max_in_flight`` then hold per process.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import sys
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -63,4 +66,14 @@ def run(
         os.environ["TIERWISE_CONFIG"] = str(config_path)
     if ledger_url is not None:
         os.environ["TIERWISE_LEDGER_URL"] = ledger_url
-    uvicorn.run(FACTORY, factory=True, workers=gateway.workers, **options)
+    os.execv(sys.executable, _supervisor_argv(gateway.workers, options))
+
+
+def _supervisor_argv(workers: int, options: dict[str, Any]) -> list[str]:
+    """``python -m uvicorn`` with ``options``: a supervisor without tierwise imported."""
+    argv = [sys.executable, "-m", "uvicorn", FACTORY, "--factory", "--workers", str(workers)]
+    argv += ["--host", options["host"], "--port", str(options["port"])]
+    argv += ["--loop", options["loop"], "--http", options["http"]]
+    argv += ["--backlog", str(options["backlog"])]
+    argv += ["--timeout-graceful-shutdown", str(math.ceil(options["timeout_graceful_shutdown"]))]
+    return argv if options["access_log"] else [*argv, "--no-access-log"]
