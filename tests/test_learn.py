@@ -27,6 +27,8 @@ from tests.learn_world import (
 from tests.test_cli import tierwise
 from tierwise.catalog import Catalog
 from tierwise.config import Settings
+from tierwise.datasets import RecordedOutcome
+from tierwise.engine import SyncEngine
 from tierwise.errors import ArtifactError, InsufficientDataError, InvalidRequestError
 from tierwise.evaluation.loaders import load_matrix
 from tierwise.learning.drift import check_drift, find_meta
@@ -35,6 +37,7 @@ from tierwise.learning.learn import LearnOptions, LearnReport, gather, recalibra
 from tierwise.learning.report import KindFigures, Thresholds
 from tierwise.learning.shadow import ShadowOptions, shadow
 from tierwise.ledger.store import Ledger
+from tierwise.providers.replay import ReplayProvider
 from tierwise.routing.calibrate import Objective, calibrate
 
 LEARNED = f"route:learned?artifact=ledger&candidates={CANDIDATES}"
@@ -389,3 +392,12 @@ async def test_drift_of_an_unused_dataset_artifact_has_nothing_to_compare(
         check_drift(ledger, meta, since=None, min_samples=5)
     with pytest.raises(ArtifactError, match="has no version 3"):
         find_meta(root, "plain", version=3)
+
+
+def test_sync_engine_feedback(settings: Settings) -> None:
+    recorded = RecordedOutcome(row_id="1", prompt=DEFAULT[0], model=CHEAP, response_text="72")
+    with SyncEngine(settings, providers={"openai": ReplayProvider("replay", [recorded])}) as sync:
+        result = sync.complete(DEFAULT[0], f"fixed:{CHEAP}")
+        record = sync.feedback(result.task_id, False, note="36 eggs, not 72")
+    assert (record.task_id, record.source, record.correct) == (result.task_id, "user", False)
+    assert record.detail == "36 eggs, not 72"

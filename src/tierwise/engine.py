@@ -323,6 +323,10 @@ class SyncEngine:
     ) -> Result:
         return self._runner.run(self.engine.complete(request, policy, **kw))
 
+    def feedback(self, task_id: str, correct: bool, note: str = "") -> OutcomeRecord:
+        """See :meth:`Engine.feedback`."""
+        return self._runner.run(self.engine.feedback(task_id, correct, note))
+
     def close(self) -> None:
         self._runner.run(self.engine.aclose())
         self._runner.close()
