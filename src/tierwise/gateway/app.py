@@ -36,8 +36,8 @@ from tierwise.gateway.circuits import CircuitCollector
 from tierwise.gateway.dashboard.views import dashboard_routes
 from tierwise.gateway.dialects import dialect_for_path
 from tierwise.gateway.drain import Drain, DrainMiddleware
-from tierwise.gateway.idempotency import IdempotencyMiddleware
 from tierwise.gateway.feedback import feedback_endpoint
+from tierwise.gateway.idempotency import IdempotencyMiddleware
 from tierwise.gateway.routes import Routes, error_response
 from tierwise.gateway.service import Gateway
 
