@@ -20,7 +20,7 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.loopback import serve
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.gateway_harness import fake_engine
-from tierwise.advisor.tool import ERROR_CODES
+from tierwise.advisor.tool import ERROR_CODES, as_client_tool_history, strip_advisor
 from tierwise.config import Settings, load_settings
 from tierwise.engine import Engine, Result
 from tierwise.errors import InvalidRequestError, PolicyError
@@ -728,3 +728,24 @@ async def test_dollar_cap_counts_the_request_under_way(
         result = await engine.complete(_request(), EMULATED)
     assert [c.result for c in _consults(engine, result)] == ["advisor_result", "max_uses_exceeded"]
     assert len(fa.requests) == 1
+
+
+def test_an_orphaned_advisor_result_becomes_text_for_an_emulated_executor() -> None:
+    """Compaction can drop a server_tool_use and keep its result; the executor still gets a
+    valid transcript (no tool result without its call)."""
+    orphan = {
+        "type": "advisor_tool_result",
+        "tool_use_id": "srvtoolu_gone",
+        "content": fx.advisor_result(ADVICE),
+    }
+    assistant = {"role": "assistant", "content": [orphan, {"type": "text", "text": AFTER}]}
+    request = _request(messages=[*TASK, assistant, {"role": "user", "content": "ok"}])
+    (_, turn, _) = as_client_tool_history(request.messages, "advisor")
+    assert _shape(turn.content) == [("text", f"(advisor: {ADVICE})"), ("text", AFTER)]
+
+
+def test_stripping_leaves_a_history_without_advisor_blocks_as_it_was() -> None:
+    twice = [*TASK, {"role": "user", "content": "and another thing"}]
+    request = _request(messages=twice, tools=[_advisor_tool()])
+    stripped = strip_advisor(request)
+    assert stripped.messages == request.messages and stripped.tools == []

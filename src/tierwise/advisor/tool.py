@@ -26,6 +26,7 @@ from tierwise.messages import (
     Message,
     Request,
     ServerToolUseBlock,
+    TextBlock,
     Tool,
     ToolResultBlock,
     ToolUseBlock,
@@ -162,7 +163,9 @@ def strip_advisor(request: Request) -> Request:
             messages.append(message.model_copy(update={"content": kept}))
     tools = [t for t in request.tools if t.type != ADVISOR_TOOL_TYPE]
     choice = request.tool_choice if tools else None
-    update = {"messages": _merged(messages), "tools": tools, "tool_choice": choice}
+    if len(messages) < len(request.messages):  # a dropped turn may leave two of one role
+        messages = _merged(messages)
+    update = {"messages": messages, "tools": tools, "tool_choice": choice}
     return without_beta(request.model_copy(update=update))
 
 
@@ -183,6 +186,8 @@ def _split_assistant(message: Message, name: str) -> Iterator[Message]:
     for block in message.content:
         if isinstance(block, ServerToolUseBlock) and block.name == name:
             pending.append(ToolUseBlock(id=block.id, name=name, input={}))
+        elif isinstance(block, AdvisorToolResultBlock) and not _calls(pending, block.tool_use_id):
+            pending.append(TextBlock(text=f"(advisor: {_result_text(block)})"))  # an orphan
         elif isinstance(block, AdvisorToolResultBlock):
             yield Message(role="assistant", content=pending)
             result = ToolResultBlock(tool_use_id=block.tool_use_id, content=_result_text(block))
@@ -194,6 +199,10 @@ def _split_assistant(message: Message, name: str) -> Iterator[Message]:
             pending.append(block)
     if pending:
         yield message.model_copy(update={"content": pending})
+
+
+def _calls(blocks: Sequence[ContentBlock], tool_use_id: str) -> bool:
+    return any(isinstance(b, ToolUseBlock) and b.id == tool_use_id for b in blocks)
 
 
 def as_client_tool_history(messages: Sequence[Message], name: str) -> list[Message]:
