@@ -10,6 +10,7 @@ Anthropic natively or emulates it for any other executor (see :mod:`tierwise.adv
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 
 from tierwise.advisor.runner import advisor_tool, native_supported
 from tierwise.advisor.tool import ADVISOR_TOOL_TYPE
@@ -38,12 +39,14 @@ class AdvisorStrategy:
 
     def with_tool(self, request: Request) -> Request:
         """``request`` with the advisor tool (its own, when it already carries one)."""
-        if any(tool.type == ADVISOR_TOOL_TYPE for tool in request.tools):
+        if _carries_tool(request):
             return request
         return request.model_copy(update={"tools": [*request.tools, self.tool]})
 
-    async def _decide(self, task: TaskContext) -> None:
+    async def _decide(self, request: Request, task: TaskContext) -> None:
         mode = "natively" if self.native else "emulated"
+        if _carries_tool(request):
+            mode = "the request's own advisor tool"
         await task.record(
             DecisionRecord(
                 task_id=task.task_id,
@@ -56,13 +59,18 @@ class AdvisorStrategy:
         )
 
     async def run(self, request: Request, task: TaskContext) -> Response:
-        await self._decide(task)
+        await self._decide(request, task)
         return await task.call(self.with_tool(request), self.executor)
 
     async def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]:
-        await self._decide(task)
-        async for event in task.stream(self.with_tool(request), self.executor):
-            yield event
+        await self._decide(request, task)
+        async with aclosing(task.stream(self.with_tool(request), self.executor)) as events:
+            async for event in events:
+                yield event
+
+
+def _carries_tool(request: Request) -> bool:
+    return any(tool.type == ADVISOR_TOOL_TYPE for tool in request.tools)
 
 
 def _int(params: Mapping[str, str], key: str) -> int | None:
