@@ -61,11 +61,6 @@ class KindsReport(BaseModel):
     by_words: list[KindFigures]
 
 
-def _first_tier(bundle: TaskBundle, tier_of: Callable[[str], int | None]) -> int | None:
-    calls = bundle.executors
-    return tier_of(calls[0].model) if calls else None
-
-
 class _Group:
     """The tallies of one kind."""
 
@@ -85,12 +80,10 @@ class _Tally:
         tiers = [t for t in (self.tier_of(label.model) for label in labels) if t is not None]
         self.cheapest = min(tiers, default=None)
         self.cheap_verdicts: dict[str, list[bool]] = defaultdict(list)
-        for label in labels:
-            if self.cheap(label.model):
-                self.cheap_verdicts[label.prompt].append(label.correct)
         self.groups: dict[str, _Group] = defaultdict(_Group)
         for label in labels:
             if self.cheap(label.model):
+                self.cheap_verdicts[label.prompt].append(label.correct)
                 self.groups[kind_of(label.prompt)].cheap_labels.append(label.correct)
 
     def tier_of(self, model: str) -> int | None:
@@ -107,7 +100,7 @@ class _Tally:
         group = self.groups[self.kind_of(prompt)]
         group.tasks += 1
         group.escalated += bundle.climbed
-        first = _first_tier(bundle, self.tier_of)
+        first = self.tier_of(calls[0].model)
         if self.cheap(calls[0].model):
             self._cheap_start(group, bundle)
         elif self.cheapest is not None and first is not None and first > self.cheapest:
