@@ -134,7 +134,6 @@ def learn_command(  # noqa: PLR0917 (typer takes options as parameters)
         since=_since(days),
         traces_path=output or _default_traces_path(),
         impute=impute,
-        calibrate=calibrate,
         min_prompts=min_prompts,
         objective=objective,
         name=name,

@@ -36,7 +36,6 @@ class LearnOptions(BaseModel):
     since: datetime | None = None
     traces_path: Path
     impute: bool = True
-    calibrate: bool = True
     min_prompts: int = 30
     objective: Objective = Objective(kind="target-quality", value=0.95)
     name: str = "ledger"

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from tierwise.catalog import ModelSpec
 from tierwise.engine import Engine, Result
@@ -43,8 +43,6 @@ Progress = Callable[[int, int], None]
 
 
 class ShadowOptions(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     sample: int = 50
     models: list[str] = []
     judge: str | None = None
