@@ -7,6 +7,9 @@ costs are checked to the exact Decimal against catalog prices worked by hand in 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -20,11 +23,13 @@ from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.loopback import serve
 from tests.fakes.openai_upstream import FakeOpenAI
 from tests.gateway_harness import fake_engine
+from tierwise.advisor.report import consult_report
 from tierwise.advisor.tool import ERROR_CODES, as_client_tool_history, strip_advisor
 from tierwise.config import Settings, load_settings
 from tierwise.engine import Engine, Result
 from tierwise.errors import InvalidRequestError, PolicyError
-from tierwise.ledger.records import CallRecord, ConsultRecord
+from tierwise.ledger.records import CallRecord, ConsultRecord, OutcomeRecord
+from tierwise.ledger.store import Ledger
 from tierwise.messages import (
     AdvisorToolResultBlock,
     ContentBlock,
@@ -749,3 +754,66 @@ def test_stripping_leaves_a_history_without_advisor_blocks_as_it_was() -> None:
     request = _request(messages=twice, tools=[_advisor_tool()])
     stripped = strip_advisor(request)
     assert stripped.messages == request.messages and stripped.tools == []
+
+
+# --- the consult report ----------------------------------------------------------------------
+
+
+def _consult(task: str, turn: int, index: int, result: str = "advisor_result") -> ConsultRecord:
+    return ConsultRecord(
+        task_id=task,
+        mode="emulated",
+        executor_model="openai:gpt-4o-mini",
+        advisor_model="anthropic:claude-opus-4-7",
+        turn_index=turn,
+        consult_index=index,
+        result=result,
+        followed_by="text",
+        advisor_cost_usd=Decimal("0.09"),
+        executor_cost_usd=Decimal("0.001"),
+    )
+
+
+def _ledger_with_consults(path: Path) -> str:
+    url = f"sqlite:///{path / 'consults.db'}"
+    with Ledger.open(url) as ledger:
+        ledger.append(
+            _consult("early", 0, 1),
+            _consult("early", 0, 2, "overloaded"),
+            _consult("late", 8, 1),
+            _consult("late2", 9, 1),
+            OutcomeRecord(task_id="early", outcome="success"),
+            OutcomeRecord(task_id="early", outcome="success", correct=True, source="user"),
+            OutcomeRecord(task_id="late", outcome="success", correct=False, source="gate"),
+            OutcomeRecord(task_id="late2", outcome="failure"),
+        )
+    return url
+
+
+def test_report_buckets_first_consults_by_turn_against_outcomes(tmp_path: Path) -> None:
+    url = _ledger_with_consults(tmp_path)
+    with Ledger.open(url) as ledger:
+        report = consult_report(ledger.read(ConsultRecord), ledger.read(OutcomeRecord))
+    rows = {row.turns: row for row in report.by_first_turn}
+    assert (rows["0"].conversations, rows["0"].correct_share, rows["0"].succeeded) == (1, 1.0, 1)
+    assert (rows["7+"].conversations, rows["7+"].labelled, rows["7+"].correct_share) == (2, 1, 0.0)
+    assert rows["7+"].succeeded == 1 and rows["1-2"].conversations == 0
+    assert report.advisor_usd == Decimal("0.36") and report.executor_usd == Decimal("0.004")
+    assert report.results == {"advisor_result": 3, "overloaded": 1}
+
+
+def test_consults_command_prints_the_report(tmp_path: Path) -> None:
+    url = _ledger_with_consults(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "tierwise", "--ledger", url, "consults"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "4 consults; advisor $0.36, executor side $0.004" in done.stdout
+    seven = next(line for line in done.stdout.splitlines() if "7+" in line)
+    assert seven.split("│")[2].strip() == "2" and "0%" in seven
+    assert "results: advisor_result 3, overloaded 1" in done.stdout

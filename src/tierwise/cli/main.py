@@ -17,6 +17,7 @@ from rich.console import Console
 
 from tierwise.cli import (
     calibrate_cmd,
+    consults_cmd,
     eval_cmd,
     learn_cmd,
     render,
@@ -159,6 +160,7 @@ def config_check(ctx: typer.Context) -> None:
 eval_cmd.register(app)
 calibrate_cmd.register(app)
 learn_cmd.register(app)
+consults_cmd.register(app)
 shadow_cmd.register(app)
 serve_cmd.register(app)
 workflow_cmd.register(app)
