@@ -817,3 +817,17 @@ def test_consults_command_prints_the_report(tmp_path: Path) -> None:
     seven = next(line for line in done.stdout.splitlines() if "7+" in line)
     assert seven.split("│")[2].strip() == "2" and "0%" in seven
     assert "results: advisor_result 3, overloaded 1" in done.stdout
+
+
+async def test_a_pair_anthropic_would_refuse_is_emulated(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    """Opus 4.7 consulting Sonnet 4.6 is not a valid native pair (the advisor is weaker)."""
+    fa, _ = fakes
+    fa.reply_message(fx.text_message("Done without help."))
+    tool = _advisor_tool(model="claude-sonnet-4-6")
+    result = await engine.complete(_request(tools=[tool]), "fixed:anthropic:claude-opus-4-7")
+    sent = fa.last_request
+    assert sent.json()["tools"][0]["name"] == "advisor" and "type" not in sent.json()["tools"][0]
+    assert fx.ADVISOR_BETA not in sent.headers.get("anthropic-beta", "")
+    assert result.response.text() == "Done without help."

@@ -74,11 +74,13 @@ def _anthropic_beta(providers: Mapping[str, ProviderConfig], executor: ModelSpec
 def native_supported(
     providers: Mapping[str, ProviderConfig], executor: ModelSpec, advisor: ModelSpec
 ) -> bool:
-    """Anthropic runs this pair's consults itself (else tierwise emulates them)."""
+    """Anthropic runs this pair's consults itself (else tierwise emulates them); Anthropic
+    refuses a pair whose advisor is less capable than its executor."""
     return (
         _anthropic_beta(providers, executor)
         and advisor.provider == executor.provider
         and advisor.capabilities.advisor
+        and advisor.profile.tier >= executor.profile.tier
     )
 
 
@@ -184,10 +186,10 @@ class AdvisorHook:
     def _native_request(self, request: Request, plan: Plan) -> Request:
         """The request for Anthropic: the beta on, the tool naming the advisor upstream."""
         tool = plan.tool
-        if plan.advisor is not None:
+        if plan.advisor is not None and tool.model != plan.advisor.name:  # a catalog id
             tool = tool.model_copy(update={"model": plan.advisor.name})
-        tools = [tool.as_tool() if t.type == tool.type else t for t in request.tools]
-        request = request.model_copy(update={"tools": tools})
+            tools = [tool.as_tool() if t.type == tool.type else t for t in request.tools]
+            request = request.model_copy(update={"tools": tools})
         return with_beta(self._prepared(request, True, tool))
 
     async def _record_native(
