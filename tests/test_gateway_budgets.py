@@ -221,16 +221,40 @@ def test_a_stream_cut_midway_is_charged_its_reservation(ledger_url: str) -> None
         assert [c.cost_usd for c in ledger.calls()] == [None]
 
 
+def _slow_stream(events: list[dict[str, Any]], gone: threading.Event) -> Any:
+    """An Anthropic SSE reply that sends its first events, then one event per 20 ms."""
+
+    async def body() -> Any:
+        for index, event in enumerate(events):
+            if index > 2:
+                await asyncio.sleep(0.02)
+            yield afx.sse_body([event])
+        gone.set()  # only reached if nobody hung up
+
+    def reply(_: Any, request_id: str) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream", "request-id": request_id}
+        return httpx2.Response(200, content=body(), headers=headers)
+
+    return reply
+
+
 def test_released_when_the_client_goes_away(ledger_url: str) -> None:
     token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    events = afx.stream_events(afx.text_message("word " * 400), chunk_size=4)
+    finished = threading.Event()
     with gateway(settings_for(ledger_url)) as (gw, _):
-        gw.anthropic_fake.reply_message(afx.text_message("word " * 400))
+        gw.anthropic_fake.reply(_slow_stream(events, finished))
         with gw.anthropic(key=token).messages.stream(
             model=HAIKU, max_tokens=1000, messages=HELLO
         ) as stream:
-            next(iter(stream))  # read one event, then hang up
-    counter, held = read_store(ledger_url, "key:team:total")
+            next(iter(stream))  # read one event, then hang up mid-stream
+        counter, held = read_store(ledger_url, "key:team:total")
+    assert not finished.is_set()  # the upstream stream was cut short by the hang-up
     assert held == 0 and counter.reserved.nanousd == 0
+    with Ledger.open(ledger_url) as ledger:
+        (call,) = ledger.calls()
+    assert call.status == "error" and call.cost_usd is None  # billed for what, nobody saw
+    assert counter.spent.nanousd > 0  # so the whole reservation is charged
 
 
 # --- the store is down --------------------------------------------------------------------

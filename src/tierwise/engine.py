@@ -285,7 +285,7 @@ class Engine:
             await self._close_task(task, exc)
             self._attach_partial(exc, task, strategy)
             raise
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):
             # the consumer stopped reading (e.g. a client disconnected): say so in the ledger
             await self._close_task(task, InvalidRequestError("stream abandoned by the caller"))
             raise

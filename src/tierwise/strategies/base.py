@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -259,7 +260,7 @@ class TaskContext:
             )
             await self.record(failed)
             raise
-        except GeneratorExit:
+        except (GeneratorExit, asyncio.CancelledError):  # closed, or cancelled mid-read
             abandoned = ProviderError(
                 "stream abandoned by the caller", provider=spec.provider, model=spec.name
             )
