@@ -25,8 +25,9 @@ from tests.learn_world import (
     run_live,
 )
 from tests.test_cli import tierwise
+from tests.test_ledger import ledger_url, postgres_url  # noqa: F401 (fixtures)
 from tierwise.catalog import Catalog
-from tierwise.config import Settings
+from tierwise.config import Settings, load_settings
 from tierwise.datasets import RecordedOutcome
 from tierwise.engine import SyncEngine
 from tierwise.errors import ArtifactError, InsufficientDataError, InvalidRequestError
@@ -401,3 +402,24 @@ def test_sync_engine_feedback(settings: Settings) -> None:
         record = sync.feedback(result.task_id, False, note="36 eggs, not 72")
     assert (record.task_id, record.source, record.correct) == (result.task_id, "user", False)
     assert record.detail == "36 eggs, not 72"
+
+
+async def test_learn_reads_the_same_from_sqlite_and_postgresql(
+    ledger_url: str,  # noqa: F811 (the fixture)
+    catalog: Catalog,
+    tmp_path: Path,
+) -> None:
+    settings = load_settings(None, ledger_url=ledger_url)
+    async with World().engine(settings) as engine:
+        await run_live(engine, ALL)
+    report = _gather(settings, catalog, _options(tmp_path))
+    assert report.tasks == 18 and report.labels.by_source == {"user": 18}
+    verdicts = {row.kind: row.verdict for row in report.kinds.by_rule}
+    assert verdicts == {
+        "default": "too aggressive",
+        "simple": "ok",
+        "architecture": "not enough data",
+    }
+    assert report.labels.imputed == 6 and report.baseline["live_quality"] == pytest.approx(
+        2 / 3, abs=1e-6
+    )
