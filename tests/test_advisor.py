@@ -831,3 +831,21 @@ async def test_a_pair_anthropic_would_refuse_is_emulated(
     assert sent.json()["tools"][0]["name"] == "advisor" and "type" not in sent.json()["tools"][0]
     assert fx.ADVISOR_BETA not in sent.headers.get("anthropic-beta", "")
     assert result.response.text() == "Done without help."
+
+
+async def test_an_openai_reasoning_advisor_gets_its_cap_as_max_completion_tokens(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    _, foa = fakes
+    foa.reply_completion(_advisor_call(prompt_tokens=100, completion_tokens=10))
+    foa.reply_completion(fo.completion(ADVICE, token_usage=fo.usage(400, 80)))
+    foa.reply_completion(fo.completion(AFTER, token_usage=fo.usage(300, 30)))
+    policy = "advisor:openai:gpt-4o-mini?advisor=openai:gpt-5&max_tokens=512"
+    result = await engine.complete(_request(), policy)
+    asked = foa.requests[1].json()
+    assert asked["model"] == "gpt-5" and asked["max_completion_tokens"] == 512
+    assert "max_tokens" not in asked and "tools" not in asked
+    assert _iterations(result.response)[1] == ("advisor_message", "gpt-5")
+    # gpt-5 at $1.25 in, $10 out: 400 * 1.25 + 80 * 10 = 1_300 per million
+    (consult,) = _consults(engine, result)
+    assert consult.advisor_cost_usd == Decimal("0.0013")
