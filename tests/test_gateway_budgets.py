@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
-from tests.gateway_harness import Served, fake_engine, gateway_settings, serve_app
+from tests.gateway_harness import ADMIN_KEY, Served, fake_engine, gateway_settings, serve_app
 from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.estimate import call_slots, worst_case
@@ -170,6 +170,10 @@ def test_requests_per_minute_is_a_429_with_retry_after(ledger_url: str) -> None:
             gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
         with pytest.raises(anthropic.RateLimitError) as limited:
             gw.anthropic(key=token).messages.create(model=HAIKU, max_tokens=5, messages=HELLO)
+        with gw.http() as http:
+            metrics = http.get("/metrics", headers={"x-api-key": ADMIN_KEY}).text
+    assert 'tierwise_gateway_budget_refusals_total{reason="rate_limit"} 2.0' in metrics
+    assert "tierwise_gateway_budget_pending_spends 0.0" in metrics
     body = caught.value.body
     assert isinstance(body, dict) and body["code"] == "rate_limit_exceeded"
     assert "over its rate limit (2 requests per minute)" in body["message"]

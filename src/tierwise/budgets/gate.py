@@ -12,6 +12,7 @@ then the request goes through and its spend waits in memory until the store is b
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import math
 import uuid
@@ -95,6 +96,8 @@ class BudgetGate:
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
         """Settlements under way, by key."""
         self._pending: list[_Pending] = []
+        self.refusals: collections.Counter[str] = collections.Counter()
+        """Requests refused, by reason (``/metrics``)."""
 
     # --- admission --------------------------------------------------------------------------
 
@@ -144,6 +147,7 @@ class BudgetGate:
                 f"tokens_per_minute of {rate.tokens_per_minute}; lower max_tokens"
             )
         seconds = max(1, math.ceil(wait))
+        self.refusals["rate_limit"] += 1
         raise KeyRateLimitError(
             f"key {key!r} is over its rate limit ({_describe(rate)}); retry in {seconds} s",
             retry_after_s=seconds,
@@ -162,11 +166,13 @@ class BudgetGate:
         except BudgetUnavailableError as exc:
             return self._store_down(exc, admit=False)
         if isinstance(found, Rejection):
+            self.refusals["held_in_flight" if found.transient else "budget_exhausted"] += 1
             raise _refusal(found)
         return True
 
     def _store_down(self, exc: BudgetUnavailableError, *, admit: T) -> T:
         if not self.settings.fail_open:
+            self.refusals["store_down"] += 1
             raise BudgetUnavailableError(
                 f"{exc.message}; requests are refused while budgets cannot be checked "
                 f"({_FAIL_OPEN_HINT})",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from tierwise.budgets.factory import open_budget_gate
 from tierwise.budgets.gate import BudgetGate
+from tierwise.budgets.metrics import BudgetCollector
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.gateway.auth import Authenticator
@@ -55,6 +56,8 @@ class Gateway:
         self._given_engine = engine
         self._running: Running | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        gate = lambda: self._running.budgets if self._running else None  # noqa: E731
+        self.metrics.registry.register(BudgetCollector(gate))
 
     @property
     def running(self) -> Running:
