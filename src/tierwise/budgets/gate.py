@@ -89,6 +89,7 @@ class BudgetGate:
     ) -> None:
         self.settings = settings
         self.defaults = defaults
+        self._defaults_apply = bool(defaults.model_dump(exclude_none=True))
         self.store = store
         self.rates = rates
         self.store_name = store_name
@@ -106,8 +107,8 @@ class BudgetGate:
     ) -> tuple[Request, Hold | None]:
         """Check ``key``'s limits (``limits=None``: unlimited, e.g. the admin key) and reserve
         ``request``'s worst case; the request (``max_tokens`` set if needed) and its hold."""
-        if limits is None:
-            return request, None
+        if limits is None or not (limits.model_fields_set or self._defaults_apply):
+            return request, None  # the common case of no limits at all: nothing to do
         effective = limits.over(self.defaults)
         budgeted = effective.has_budget or effective.usd_per_request is not None
         if not (budgeted or effective.has_rate):
