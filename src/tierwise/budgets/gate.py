@@ -1,12 +1,12 @@
 """The gateway side of budgets: admit a request (rate limits, then a reservation of its worst
 case), and settle it to what its calls really cost when it ends, however it ends.
 
-The worst case is the input estimate (times a margin) plus ``max_tokens`` (set to a default
-when the client sent none), priced at the most expensive candidate of the request's policy
-(input at the dearest of the input and cache-write prices). A request's own calls come from
-the gateway's trace; a call of unknown cost (a stream cut midway) is charged its whole
-reservation. When the store is down, budgets fail closed (503) unless ``fail_open`` is set:
-then the request goes through and its spend waits in memory until the store is back.
+The worst case (:mod:`tierwise.budgets.estimate`) is the input estimate plus ``max_tokens``
+(set to a default when the client sent none) over every call the policy may make, each at
+the dearest model that may take it. A request's own calls come from the gateway's trace; a
+call of unknown cost (a stream cut midway) is charged its whole reservation. When the store
+is down, budgets fail closed (503) unless ``fail_open`` is set: then the request goes
+through and its spend waits in memory until the store is back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import uuid
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any, TypeVar
 
 from tierwise.budgets.config import BudgetSettings
@@ -39,7 +38,6 @@ from tierwise.messages import Request
 
 T = TypeVar("T")
 log = logging.getLogger("tierwise.budgets")
-MILLION = Decimal(1_000_000)
 _FAIL_OPEN_HINT = "set gateway.budgets.fail_open = true to admit requests and record spend later"
 
 
@@ -258,7 +256,8 @@ class BudgetGate:
         await self.sweep()
         for hold in (p.hold for p in self._pending):
             log.error(
-                "budget spend of request %s (key %r) could not be written",
+                "budget spend of request %s (key %r) not written to the budget store "
+                "(its calls are in the ledger)",
                 hold.request_id,
                 hold.key,
             )
@@ -269,9 +268,8 @@ class BudgetGate:
 
 def _check_request(key: str, limits: Limits, amount: Amount, unknown: list[str]) -> None:
     """Refuse a request no budget could ever admit as it is."""
-    dollars = limits.usd_per_request is not None or any(
-        scope.limit_nanousd is not None for scope in limits.scopes(key, datetime.now(UTC))
-    )
+    caps = (limits.usd_per_day, limits.usd_per_month, limits.usd_total, limits.usd_per_request)
+    dollars = any(cap is not None for cap in caps)
     if dollars and unknown:
         raise InvalidRequestError(
             f"key {key!r} has a dollar budget, and the price of {', '.join(unknown)} is "
