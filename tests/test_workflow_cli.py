@@ -268,3 +268,20 @@ async def test_a_judge_that_cannot_be_reached_leaves_the_run_unscored(
     assert run.judge_cost_usd == Decimal(0)  # refused before producing anything: not billed
     (summary,) = report.variants
     assert summary.scores == dict.fromkeys(DIMENSIONS) and summary.overall is None
+
+
+async def test_a_run_that_hits_its_budget_does_not_finish(
+    settings: Settings, task_file: Path
+) -> None:
+    """$0.11 covers the plan but not an opus step projected at its 4096-token cap."""
+    fake = fa.FakeAnthropic()
+    answer_on(fake, grade)
+    opus = load_catalog().get(OPUS)
+    setup = CompareSetup(opus, opus, opus, opus, opus, variants=("OO",), budget_usd=Decimal("0.11"))
+    assert setup.policy("OO").endswith("&budget_usd=0.11")
+    async with engine(settings, fake) as eng:
+        report = await compare(eng, load_tasks(task_file)[:1], setup)
+    (run,) = report.runs
+    assert not run.finished and run.error is not None and "budget of $0.11" in run.error
+    assert run.cost_usd == cost([("claude-opus-4-7", *PLANNER)]) and len(fake.requests) == 1
+    assert run.scores == dict.fromkeys(DIMENSIONS, 0)

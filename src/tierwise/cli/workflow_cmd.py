@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
@@ -67,6 +68,9 @@ def compare_command(  # noqa: PLR0917 (typer takes options as parameters)
     replan_after: Annotated[int, typer.Option(min=1, help="Failed steps before a re-plan.")] = 2,
     max_replans: Annotated[int, typer.Option(min=0, help="Re-plans before a run fails.")] = 1,
     concurrency: Annotated[int, typer.Option(min=1, help="Runs at once.")] = 1,
+    budget_usd: Annotated[
+        float | None, typer.Option(min=0, help="Each run's budget in dollars (unfinished if hit).")
+    ] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N tasks.")] = None,
     json_out: Annotated[Path, typer.Option("--json", help="Where to write the report.")] = Path(
         "workflow-compare.json"
@@ -90,6 +94,7 @@ def compare_command(  # noqa: PLR0917 (typer takes options as parameters)
         replan_after=replan_after,
         max_replans=max_replans,
         concurrency=concurrency,
+        budget_usd=None if budget_usd is None else Decimal(str(budget_usd)),
     )
     report = _run(state.settings, catalog, task_list, setup, tasks)
     out.print(compare_table(report))

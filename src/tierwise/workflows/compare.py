@@ -5,8 +5,9 @@ Each task of each variant runs through the engine under a ``plan:`` policy (so e
 in the ledger). Its outcome then gets the task's own acceptance checks and a judge model's
 seven-dimension rubric (:mod:`tierwise.workflows.rubric`), recorded as a sub-task of the run
 (role ``judge``, one gate record per check and per dimension). A run that does not finish
-(its plan fails, or an upstream fails) scores 0 on every dimension and fails its checks; its
-calls are still costed. The rubric judge's own cost is reported apart from the variant's.
+(its plan fails, an upstream fails, or it hits its budget) scores 0 on every dimension and
+fails its checks; its calls are still costed. The rubric judge's own cost is reported apart
+from the variant's.
 
 Task file: JSON Lines, one task per line::
 
@@ -37,7 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.engine import Engine
-from tierwise.errors import ProviderError, TaskFileError, TierwiseError, WorkflowError
+from tierwise.errors import (
+    BudgetExceededError,
+    ProviderError,
+    TaskFileError,
+    TierwiseError,
+    WorkflowError,
+)
 from tierwise.gates.base import Gate
 from tierwise.gates.registry import GateEnv, build_gate
 from tierwise.ledger.records import (
@@ -208,6 +215,8 @@ class CompareSetup:
     replan_after: int = 2
     max_replans: int = 1
     concurrency: int = 1
+    budget_usd: Decimal | None = None
+    """Each run's budget (every call of the run); a run that hits it does not finish."""
 
     def models(self, variant: str) -> tuple[ModelSpec, ModelSpec]:
         """(planner, executor) of ``variant``."""
@@ -218,9 +227,10 @@ class CompareSetup:
 
     def policy(self, variant: str) -> str:
         planner, executor = self.models(variant)
+        budget = "" if self.budget_usd is None else f"&budget_usd={self.budget_usd}"
         return (
             f"plan:{planner.id}?executors={executor.id}"
-            f"&replan_after={self.replan_after}&max_replans={self.max_replans}"
+            f"&replan_after={self.replan_after}&max_replans={self.max_replans}{budget}"
         )
 
 
@@ -258,7 +268,7 @@ async def _run(engine: Engine, setup: CompareSetup, task: TaskSpec, variant: str
             task.prompt, setup.policy(variant), source=SOURCE, observer=seen.append
         )
         answer, error = result.response.text(), None
-    except (WorkflowError, ProviderError) as exc:
+    except (WorkflowError, ProviderError, BudgetExceededError) as exc:
         answer, error = "", str(exc)
     root = next((r.id for r in seen if isinstance(r, TaskRecord)), None)
     calls = [r for r in seen if isinstance(r, CallRecord)]
