@@ -492,3 +492,6 @@ async def test_a_budget_stop_hands_back_the_finished_steps(settings: Settings) -
     assert stopped.value.result.cost_usd == spent
     with Ledger.open(settings.resolved_ledger_url()) as ledger:
         assert sum(c.cost_usd or 0 for c in ledger.calls()) == spent
+        outcomes = {o.task_id: o.outcome for o in ledger.outcomes()}
+        steps = {t.metadata.get("step"): t.id for t in ledger.tasks() if t.parent_id}
+    assert outcomes[steps["s1"]] == "success" and outcomes[steps["s2"]] == "failure"

@@ -25,7 +25,7 @@ from typing import Any
 
 from tierwise.catalog import ModelSpec
 from tierwise.config import Settings
-from tierwise.errors import PolicyError, TierwiseError, WorkflowError
+from tierwise.errors import BudgetExceededError, PolicyError, TierwiseError, WorkflowError
 from tierwise.ledger.records import EscalationRecord, GateRecord, OutcomeRecord
 from tierwise.messages import Request, Response, StreamEvent, TextBlock, Usage
 from tierwise.routing.base import Decision, RouteContext
@@ -159,7 +159,9 @@ class _Run:
         try:
             return await self._execute_step(sub, step, spec, prompt, attempt=len(earlier) + 1)
         except TierwiseError as exc:
-            await sub.record(OutcomeRecord(task_id=sub.task_id, outcome="error", detail=str(exc)))
+            stopped = isinstance(exc, BudgetExceededError)  # ended early, not broken
+            outcome = "failure" if stopped else "error"
+            await sub.record(OutcomeRecord(task_id=sub.task_id, outcome=outcome, detail=str(exc)))
             raise
 
     async def _execute_step(
