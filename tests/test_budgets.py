@@ -207,6 +207,25 @@ async def test_expired_reservations_are_reclaimed(stores: StoreFactory, clock: C
     )
 
 
+async def test_running_requests_renew_their_reservations(
+    stores: StoreFactory, clock: Clock
+) -> None:
+    store = stores()
+    cap = scope(usd=AMOUNT.usd * 2)
+    assert isinstance(await store.reserve("long", [cap], AMOUNT, TTL_S), Reservation)
+    assert isinstance(await store.reserve("crashed", [cap], AMOUNT, TTL_S), Reservation)
+    for _ in range(3):  # a stream running three TTLs long, renewed by its instance
+        clock.now += TTL_S - 1
+        await store.renew(["long", "never-reserved"], TTL_S)
+    assert await store.reclaim() == 1  # only the one nobody renewed
+    assert (await store.counter(cap.key)).reserved == AMOUNT
+    assert await store.commit("long", AMOUNT)
+    await store.renew(["long"], TTL_S)  # a settled reservation is not revived
+    found = await store.reservation("long")
+    assert found is not None and found.state == "committed"
+    assert await store.held() == 0
+
+
 async def test_charge_records_unreserved_spend_once(stores: StoreFactory) -> None:
     store = stores()
     day, total = scope("key:ci:day:2026-11-22", usd=Decimal(1)), scope(usd=Decimal(1))

@@ -476,3 +476,25 @@ def test_the_worst_case_covers_every_call_a_policy_may_make(settings: Settings) 
     assert worst == Amount(
         to_nanousd((3 * dearest_input + 100 * opus_prices.output) / 1_000_000), 103
     )
+
+
+async def test_the_sweeper_keeps_a_long_request_reserved() -> None:
+    now = [1_800_000_000.0]
+    store = MemoryBudgetStore(clock=lambda: now[0])
+    settings = BudgetSettings(reservation_ttl_s=60, sweep_s=5)
+    catalog = load_catalog()
+    gate = BudgetGate(
+        settings, Limits(), store, MemoryRateLimiter(), store_name="memory", catalog=catalog
+    )
+    strategy = FixedStrategy(catalog.get(f"openai:{MINI}"))
+    _, hold = await gate.admit(
+        "ci", Limits(usd_total=Decimal(1)), Request.from_prompt("Hi"), strategy
+    )
+    assert hold is not None and hold.reserved
+    for _ in range(5):  # five minutes of streaming, swept every 50 s
+        now[0] += 50
+        await gate.sweep()
+    assert await store.held() == 1  # renewed, not reclaimed
+    await hold.settle([])
+    assert await store.held() == 0
+    await gate.aclose()

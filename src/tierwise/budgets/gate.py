@@ -95,6 +95,8 @@ class BudgetGate:
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
         """Settlements under way, by key."""
         self._pending: list[_Pending] = []
+        self._live: set[str] = set()
+        """Reservations of requests still running here: renewed by the sweeper."""
         self.refusals: collections.Counter[str] = collections.Counter()
         """Requests refused, by reason (``/metrics``)."""
 
@@ -122,6 +124,8 @@ class BudgetGate:
         if scopes:
             try:
                 hold.reserved = await self._reserve(hold)
+                if hold.reserved:
+                    self._live.add(hold.request_id)
             except BaseException:
                 if rate_tokens:
                     await self._untake_rate(key, rate_tokens)
@@ -203,6 +207,7 @@ class BudgetGate:
 
     async def settle(self, hold: Hold, calls: list[CallRecord]) -> None:
         """Commit ``hold`` to what ``calls`` cost (release it when nothing was called)."""
+        self._live.discard(hold.request_id)
         actual = spent(calls, hold.amount)
         if hold.rate_tokens:
             await self._untake_rate(hold.key, hold.rate_tokens - actual.tokens)
@@ -224,10 +229,12 @@ class BudgetGate:
             await self.store.commit(hold.request_id, actual)
 
     async def sweep(self) -> None:
-        """Reclaim expired reservations and write buffered spend (while the store answers)."""
+        """Keep this process's running requests' reservations, reclaim expired ones (of a
+        crashed instance), write buffered spend — while the store answers."""
         if self.store is None:
             return
         try:
+            await self.store.renew(sorted(self._live), self.settings.reservation_ttl_s)
             while self._pending:
                 await self._apply(self._pending[0].hold, self._pending[0].actual)
                 self._pending.pop(0)

@@ -130,6 +130,18 @@ return n
 """
 )
 
+# KEYS: held; ARGV: expires at, prefix, request ids...
+_RENEW = """
+for i = 3, #ARGV do
+  local rkey = ARGV[2] .. 'r:' .. ARGV[i]
+  if redis.call('HGET', rkey, 'state') == 'held' then
+    redis.call('HSET', rkey, 'expires', ARGV[1])
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+  end
+end
+return 0
+"""
+
 # KEYS: previous window, current window; ARGV: requests, tokens, rpm limit, tpm limit,
 # elapsed share, ttl
 _RATE = """
@@ -194,6 +206,7 @@ class RedisBudgetStore:
                 ("settle", _SETTLE),
                 ("charge", _CHARGE),
                 ("reclaim", _RECLAIM),
+                ("renew", _RENEW),
             )
         }
 
@@ -267,6 +280,12 @@ class RedisBudgetStore:
         args = [repr(self._clock()), self._prefix, "500"]
         reply = self._scripts["reclaim"](keys=[self._held_key()], args=args)
         return int(await _call("reclaim", reply))
+
+    async def renew(self, request_ids: Sequence[str], ttl_s: float) -> None:
+        if not request_ids:
+            return
+        args = [repr(self._clock() + ttl_s), self._prefix, *request_ids]
+        await _call("renew", self._scripts["renew"](keys=[self._held_key()], args=args))
 
     async def counter(self, scope_key: str) -> Counter:
         pending = self._redis.hmget(self._budget(scope_key), ["su", "st", "ru", "rt"])

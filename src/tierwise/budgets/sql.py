@@ -91,6 +91,22 @@ class SqlBudgetStore:
     async def reclaim(self) -> int:
         return await self._run(self._reclaim)
 
+    async def renew(self, request_ids: Sequence[str], ttl_s: float) -> None:
+        if not request_ids:
+            return
+        c = reservations.c
+        stmt = (
+            update(reservations)
+            .where(c.request_id.in_(list(request_ids)) & (c.state == "held"))
+            .values(expires_at=self._clock() + ttl_s)
+        )
+
+        def run() -> None:
+            with self._ledger.transaction("could not renew reservations", write=True) as conn:
+                conn.execute(stmt)
+
+        await self._run(run)
+
     async def counter(self, scope_key: str) -> Counter:
         def read() -> Counter:
             with self._ledger.transaction("could not read a budget") as conn:

@@ -83,6 +83,10 @@ class BudgetStore(Protocol):
         """Give back expired reservations; how many."""
         ...
 
+    async def renew(self, request_ids: Sequence[str], ttl_s: float) -> None:
+        """Push back the expiry of these reservations while they are held (still running)."""
+        ...
+
     async def counter(self, scope_key: str) -> Counter: ...
 
     async def reservation(self, request_id: str) -> Reservation | None: ...
@@ -199,6 +203,14 @@ class MemoryBudgetStore:
                 if at + KEEP_FINISHED_S < now:
                     del book.settled_at[request_id], book.reservations[request_id]
             return len(expired)
+
+    async def renew(self, request_ids: Sequence[str], ttl_s: float) -> None:
+        with self._lock:
+            expires = self._clock() + ttl_s
+            for request_id in request_ids:
+                found = self._book.reservations.get(request_id)
+                if found is not None and found.state == "held":
+                    self._book.reservations[request_id] = replace(found, expires_at=expires)
 
     async def counter(self, scope_key: str) -> Counter:
         with self._lock:
