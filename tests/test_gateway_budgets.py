@@ -7,6 +7,7 @@ itself (a second connection to the same database or Redis), as another instance 
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import threading
 import time
@@ -496,5 +497,15 @@ async def test_the_sweeper_keeps_a_long_request_reserved() -> None:
         await gate.sweep()
     assert await store.held() == 1  # renewed, not reclaimed
     await hold.settle([])
+    assert await store.held() == 0
+    # a request that vanished without finishing: its hold is dropped, then expires
+    _, lost = await gate.admit(
+        "ci", Limits(usd_total=Decimal(1)), Request.from_prompt("Hi"), strategy
+    )
+    assert lost is not None and await store.held() == 1
+    del lost
+    gc.collect()
+    now[0] += 61
+    await gate.sweep()
     assert await store.held() == 0
     await gate.aclose()

@@ -16,6 +16,7 @@ import collections
 import logging
 import math
 import uuid
+import weakref
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,7 +42,7 @@ log = logging.getLogger("tierwise.budgets")
 _FAIL_OPEN_HINT = "set gateway.budgets.fail_open = true to admit requests and record spend later"
 
 
-@dataclass
+@dataclass(eq=False)
 class Hold:
     """One admitted request's claim on its key's budget and rate; settled exactly once."""
 
@@ -95,8 +96,10 @@ class BudgetGate:
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
         """Settlements under way, by key."""
         self._pending: list[_Pending] = []
-        self._live: set[str] = set()
-        """Reservations of requests still running here: renewed by the sweeper."""
+        self._live: weakref.WeakSet[Hold] = weakref.WeakSet()
+        """Holds of requests still running here, renewed by the sweeper; a hold dropped
+        unsettled (its request vanished on a path that never finished) stops being renewed
+        and its reservation expires."""
         self.refusals: collections.Counter[str] = collections.Counter()
         """Requests refused, by reason (``/metrics``)."""
 
@@ -125,7 +128,7 @@ class BudgetGate:
             try:
                 hold.reserved = await self._reserve(hold)
                 if hold.reserved:
-                    self._live.add(hold.request_id)
+                    self._live.add(hold)
             except BaseException:
                 if rate_tokens:
                     await self._untake_rate(key, rate_tokens)
@@ -207,7 +210,7 @@ class BudgetGate:
 
     async def settle(self, hold: Hold, calls: list[CallRecord]) -> None:
         """Commit ``hold`` to what ``calls`` cost (release it when nothing was called)."""
-        self._live.discard(hold.request_id)
+        self._live.discard(hold)
         actual = spent(calls, hold.amount)
         if hold.rate_tokens:
             await self._untake_rate(hold.key, hold.rate_tokens - actual.tokens)
@@ -234,7 +237,8 @@ class BudgetGate:
         if self.store is None:
             return
         try:
-            await self.store.renew(sorted(self._live), self.settings.reservation_ttl_s)
+            live = sorted(hold.request_id for hold in self._live)
+            await self.store.renew(live, self.settings.reservation_ttl_s)
             while self._pending:
                 await self._apply(self._pending[0].hold, self._pending[0].actual)
                 self._pending.pop(0)
