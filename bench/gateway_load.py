@@ -207,7 +207,20 @@ def _measure(
     result = pool.submit(run_load, spec).result()
     cpu_ms = (_cpu_s(target.pid) - cpu) * 1000 / max(1, result.sent) if target.pid else None
     peak = _memory_mb(target.pid, "VmHWM") if target.pid else None
+    if target.pid:
+        _settle(target.pid)
     return Row(target.name, result, cpu_ms, peak)
+
+
+def _settle(pid: int, idle_share: float = 0.05, limit_s: float = 120) -> None:
+    """Wait until the server is idle (it may still be working off requests the generator
+    gave up on), so that its leftovers do not load the next row."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        before = _cpu_s(pid)
+        time.sleep(1)
+        if _cpu_s(pid) - before < idle_share:
+            return
 
 
 def _pcts(values: list[float]) -> tuple[float, float, float]:
