@@ -106,6 +106,11 @@ def test_records_written_behind_are_all_stored_at_shutdown(tmp_path: Path) -> No
             task_ids.append(raw.headers["x-tierwise-task-id"])
         assert gw.engine is not None
         assert gw.engine.ledger.write_behind is not None  # the gateway's default
+        gw.flush_ledger()
+        with gw.http() as http:
+            auth = {"authorization": f"Bearer {ADMIN_KEY}"}
+            metrics = http.get("/metrics", headers=auth).text
+        assert "tierwise_gateway_ledger_pending_records 0.0" in metrics
     with Ledger.open(url) as ledger:  # no flush asked for: shutdown wrote them
         assert [t.id for t in ledger.tasks()] == task_ids
         assert len(ledger.calls()) == 5

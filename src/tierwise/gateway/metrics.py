@@ -67,6 +67,11 @@ class GatewayMetrics:
             registry=reg,
         )
         self.in_flight = Gauge("tierwise_gateway_in_flight", "Requests in flight", registry=reg)
+        self.ledger_pending = Gauge(
+            "tierwise_gateway_ledger_pending_records",
+            "Ledger records queued and not yet written (write-behind)",
+            registry=reg,
+        )
 
     def call(self, call: CallRecord) -> None:
         """Count one recorded upstream call: tokens on every axis, cost, latency."""

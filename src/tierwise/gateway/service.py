@@ -71,6 +71,8 @@ class Gateway:
         ledger = await asyncio.to_thread(lambda: engine.ledger)
         if self.config.write_behind:
             ledger.start_write_behind()
+            behind = ledger.write_behind
+            self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)
         admin = self.settings.admin_key
         auth = Authenticator(
