@@ -193,10 +193,16 @@ class SqlBudgetStore:
         with self._ledger.transaction("could not reclaim reservations", write=True) as conn:
             stmt = select(reservations).where(expired).limit(_RECLAIM_BATCH).with_for_update()
             rows = [_reservation(row) for row in conn.execute(stmt)]
+            back: dict[str, Amount] = {}
             for found in rows:
                 for key in found.scopes:
-                    conn.execute(_adjust(key, found.amount, Amount()))
+                    was = back.get(key, Amount())
+                    back[key] = Amount(
+                        was.nanousd + found.amount.nanousd, was.tokens + found.amount.tokens
+                    )
                 conn.execute(_set_state(found.request_id, "expired"))
+            for key in sorted(back):  # counters in key order, as reservations lock them
+                conn.execute(_adjust(key, back[key], Amount()))
             old = reservations.c.expires_at < now - KEEP_FINISHED_S
             conn.execute(delete(reservations).where(old & (reservations.c.state != "held")))
             return len(rows)
