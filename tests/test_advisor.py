@@ -80,7 +80,8 @@ async def engine(tmp_path: Path, fakes: tuple[FakeAnthropic, FakeOpenAI]) -> Asy
 
 
 def _advisor_call(text: str | None = FIRST, **usage: Any) -> dict[str, Any]:
-    call = fo.tool_call("advisor", {}, call_id=f"call_adv{len(usage)}{text is None}")
+    """The executor's turn that calls the advisor function (``call_advisor``)."""
+    call = fo.tool_call("advisor", {}, call_id="call_advisor")
     return fo.completion(text, tool_calls=[call], token_usage=fo.usage(**usage))
 
 
@@ -212,7 +213,7 @@ async def test_emulated_openai_executor_matches_native_and_splits_cost_on_loopba
     assert [t["function"]["name"] for t in second["tools"]] == ["advisor"]
     assert second["messages"][-1] == {
         "role": "tool",
-        "tool_call_id": "call_adv2False",
+        "tool_call_id": "call_advisor",
         "content": ADVICE,
     }
 
