@@ -32,6 +32,7 @@ from tests.gateway_harness import ADMIN_KEY, Served, fake_engine, gateway_settin
 from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.estimate import call_slots, worst_case
+from tierwise.budgets.factory import open_budget_gate
 from tierwise.budgets.gate import BudgetGate
 from tierwise.budgets.limits import Amount, Limits, to_nanousd
 from tierwise.budgets.rate import MemoryRateLimiter
@@ -42,7 +43,7 @@ from tierwise.cli import main as cli_main
 from tierwise.cli.serve_cmd import register
 from tierwise.config import Settings
 from tierwise.engine import Engine
-from tierwise.errors import BudgetUnavailableError, InvalidRequestError
+from tierwise.errors import BudgetUnavailableError, ConfigError, InvalidRequestError
 from tierwise.gateway.app import create_app
 from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.service import Gateway
@@ -509,3 +510,19 @@ async def test_the_sweeper_keeps_a_long_request_reserved() -> None:
     await gate.sweep()
     assert await store.held() == 0
     await gate.aclose()
+
+
+def test_store_names_are_checked(ledger_url: str) -> None:
+    with Ledger.open(ledger_url) as ledger:
+        common: dict[str, Any] = {
+            "settings": BudgetSettings(),
+            "defaults": Limits(),
+            "ledger": ledger,
+            "catalog": load_catalog(),
+        }
+        with pytest.raises(ConfigError, match="workers would each spend the whole budget"):
+            open_budget_gate(budget_store="memory", rate_limit_store=None, processes=2, **common)
+        with pytest.raises(ConfigError, match=r"gateway.budget_store 'mysql://u:\*\*\*@db/x'"):
+            open_budget_gate(budget_store="mysql://u:pw@db/x", rate_limit_store=None, **common)
+        with pytest.raises(ConfigError, match="expected memory or redis"):
+            open_budget_gate(budget_store="ledger", rate_limit_store="ledger", **common)

@@ -8,6 +8,8 @@ unset, it follows a Redis budget store and is memory otherwise.
 
 from __future__ import annotations
 
+import logging
+
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.gate import BudgetGate
 from tierwise.budgets.limits import Limits
@@ -19,6 +21,7 @@ from tierwise.catalog import Catalog
 from tierwise.errors import ConfigError
 from tierwise.ledger.store import Ledger, mask_password
 
+log = logging.getLogger("tierwise.budgets")
 _REDIS = ("redis://", "rediss://", "unix://")
 _SQL = ("sqlite:", "postgresql:", "postgres:", "postgresql+psycopg:")
 
@@ -57,9 +60,22 @@ def open_budget_gate(
     defaults: Limits,
     ledger: Ledger,
     catalog: Catalog,
+    processes: int = 1,
 ) -> BudgetGate:
-    """The gate with its stores opened (a SQL URL is connected and migrated: blocking)."""
+    """The gate with its stores opened (a SQL URL is connected and migrated: blocking);
+    ``processes``: how many serve the same port (``tierwise serve --workers``)."""
+    if processes > 1 and budget_store == "memory":
+        raise ConfigError(
+            f"gateway.budget_store = 'memory' keeps budgets per process, and {processes} "
+            "workers would each spend the whole budget: use 'ledger', a SQL URL or redis://"
+        )
     rates = _rates(rate_limit_store, budget_store, settings)
+    if processes > 1 and isinstance(rates, MemoryRateLimiter):
+        log.warning(
+            "per-minute limits are counted per process (%d workers): set "
+            "gateway.rate_limit_store = 'redis://…' to share them",
+            processes,
+        )
     store = _store(budget_store, ledger, settings)
     return BudgetGate(
         settings, defaults, store, rates, store_name=mask_password(budget_store), catalog=catalog

@@ -93,6 +93,7 @@ class Gateway:
             defaults=self.config.limits,
             ledger=ledger,
             catalog=engine.catalog,
+            processes=self.config.workers,
         )
 
     async def stop(self) -> None:
