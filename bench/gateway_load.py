@@ -311,7 +311,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--chunk-ms", type=float, default=1.0)
     parser.add_argument("--workers", type=int, default=2, help="server processes, both servers")
     parser.add_argument("--max-in-flight", type=int, default=256, help="tierwise, per process")
-    parser.add_argument("--max-loop-lag-ms", type=float, default=500.0, help="tierwise")
+    parser.add_argument("--max-loop-lag-ms", type=float, default=100.0, help="tierwise")
     parser.add_argument("--overload-rate", type=float, default=0.0, help="0: no overload row")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--smoke", action="store_true", help="a few seconds, no LiteLLM")

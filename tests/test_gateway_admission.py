@@ -136,13 +136,14 @@ async def test_loop_lag_is_measured_when_the_loop_is_blocked() -> None:
     while lag.seconds < 0.2:  # the probe after the block records it (a state, not a speed)
         await asyncio.sleep(0.01)
     assert lag.seconds >= 0.2
+    assert 0.05 <= lag.smoothed < lag.seconds  # one stall moves the average only partly
 
 
 def test_a_late_loop_refuses_new_requests(tmp_path: Path) -> None:
     settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", gateway={"max_loop_lag_ms": 100})
     admission = AdmissionControl(create_app(settings), Gateway(settings))
     assert admission.refusal() is None
-    admission.lag.seconds = 0.25
+    admission.lag.smoothed = 0.25
     refusal = admission.refusal()
     assert refusal is not None and refusal.status == 503 and refusal.retry_after_s == 1
     assert refusal.message == (
@@ -150,5 +151,5 @@ def test_a_late_loop_refuses_new_requests(tmp_path: Path) -> None:
     )
     off = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", gateway={"max_loop_lag_ms": 0})
     unlimited = AdmissionControl(create_app(off), Gateway(off))
-    unlimited.lag.seconds = 5.0
+    unlimited.lag.smoothed = 5.0
     assert unlimited.refusal() is None

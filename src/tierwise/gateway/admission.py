@@ -27,6 +27,9 @@ from tierwise.gateway.service import Gateway
 
 MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
 LAG_PROBE_S = 0.05
+LAG_SMOOTHING = 0.25
+"""Weight of the newest probe in :attr:`LoopLag.smoothed`: a lone stall (a GC pause, another
+process) moves it little; a saturated CPU, probe after probe, moves it all the way."""
 
 
 class LoopLag:
@@ -34,6 +37,9 @@ class LoopLag:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        """The latest probe's lateness."""
+        self.smoothed = 0.0
+        """An exponential average over the probes (what admission looks at)."""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self) -> None:
@@ -46,6 +52,7 @@ class LoopLag:
     def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         now = loop.time()
         self.seconds = max(0.0, now - due)
+        self.smoothed += LAG_SMOOTHING * (self.seconds - self.smoothed)
         if self._loop is loop and not loop.is_closed():
             loop.call_later(LAG_PROBE_S, self._tick, loop, now + LAG_PROBE_S)
 
@@ -81,7 +88,7 @@ class AdmissionControl:
         if self.in_flight >= config.max_in_flight:
             message = f"the gateway is at its limit of {config.max_in_flight} requests in flight"
             return GatewayBusyError(f"{message}; retry after {wait} s", wait)
-        lag_ms = self.lag.seconds * 1000
+        lag_ms = self.lag.smoothed * 1000
         if config.max_loop_lag_ms and lag_ms > config.max_loop_lag_ms:
             message = f"the gateway is saturated (its event loop runs {lag_ms:.0f} ms late)"
             return GatewayBusyError(f"{message}; retry after {wait} s", wait)

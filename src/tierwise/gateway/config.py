@@ -30,10 +30,15 @@ class GatewayConfig(BaseModel):
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics`` (behind the admin key when auth is on)."""
-    budget_store: str = "ledger"
+    budget_store: str = Field(
+        default="ledger",
+        pattern=r"^(ledger|memory|(sqlite|postgresql|postgres)(\+\w+)?:.+|(redis|rediss|unix)://.+)$",
+    )
     """Budgets: ``ledger`` (its database), ``memory``, a SQL URL or ``redis://``; several
     instances share PostgreSQL or Redis (see :mod:`tierwise.budgets.factory`)."""
-    rate_limit_store: str | None = None
+    rate_limit_store: str | None = Field(
+        default=None, pattern=r"^(memory|(redis|rediss|unix)://.+)$"
+    )
     """Per-minute limits: ``memory`` or ``redis://``; unset, Redis when budgets are in Redis."""
     limits: Limits = Field(default_factory=Limits)
     """``[gateway.limits]``: every key's limits unless the key sets its own."""
@@ -42,9 +47,9 @@ class GatewayConfig(BaseModel):
     max_in_flight: int = Field(default=256, ge=1)
     """Model requests served at once per process; past it a 503 with ``retry-after`` at once,
     rather than queueing into client timeouts."""
-    max_loop_lag_ms: float = Field(default=500.0, ge=0)
-    """Also refuse (503) while the event loop runs this late (the CPU is saturated and
-    requests queue before they are even read); 0 turns this off."""
+    max_loop_lag_ms: float = Field(default=100.0, ge=0)
+    """Also refuse (503) while the event loop runs this late on average (the CPU is saturated
+    and requests queue before they are even read); 0 turns this off."""
     busy_retry_after_s: int = Field(default=1, ge=1)
     """The ``retry-after`` sent with that 503."""
     write_behind: bool = True
