@@ -135,6 +135,7 @@ def test_models_list_in_each_format(gw: Served) -> None:
     openai_ids = [m.id for m in gw.openai().models.list()]
     # the shipped named policy `advisor` sorts before the config's own
     assert openai_ids[:4] == [AUTO, "tierwise/advisor", "tierwise/cheap", "tierwise/coder"]
+    assert openai_ids[4] == "tierwise/cascade"  # a policy kind that runs from its config
     assert "anthropic:claude-haiku-4-5" in openai_ids and "openai:gpt-4.1-mini" in openai_ids
     page = gw.anthropic().models.list()
     assert [m.id for m in page.data] == openai_ids

@@ -28,6 +28,8 @@ from tierwise.errors import PolicyError, UnknownModelError
 Api = Literal["anthropic", "openai"]
 VIRTUAL_PREFIX = "tierwise/"
 AUTO = "tierwise/auto"
+BUILT_IN = {"cascade": "verify and escalate over the [cascade] tiers"}
+"""Policy kinds that run with no argument, from their config table, listed as virtual models."""
 _CACHE_LIMIT = 4096
 
 
@@ -95,6 +97,11 @@ class ModelResolver:
         named = [
             ListedModel(VIRTUAL_PREFIX + n, "tierwise", f"policy {p}", (VIRTUAL_PREFIX + n, n))
             for n, p in sorted(self._policies.items())
+        ]
+        named += [
+            ListedModel(VIRTUAL_PREFIX + n, "tierwise", about, (VIRTUAL_PREFIX + n, n))
+            for n, about in BUILT_IN.items()
+            if n not in self._policies
         ]
         specs = [
             ListedModel(s.id, s.provider, s.display_name or s.name, (s.id, s.name))
