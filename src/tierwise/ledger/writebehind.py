@@ -90,9 +90,11 @@ class WriteBehind:
         with self._cond:
             if self._closing:
                 raise LedgerError("the ledger's writer is closed")
+            idle = not self._queue
             self._queue.extend(records)
             self._submitted += len(records)
-            self._cond.notify_all()
+            if idle or len(self._queue) >= self.options.batch_size:
+                self._cond.notify_all()  # not on every record: the writer lingers undisturbed
         if self.backlogged and not self._backlog_logged:
             self._backlog_logged = True
             log.error(
