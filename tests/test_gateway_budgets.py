@@ -533,3 +533,13 @@ def test_store_names_are_checked(ledger_url: str) -> None:
             open_budget_gate(budget_store="mysql://u:pw@db/x", rate_limit_store=None, **common)
         with pytest.raises(ConfigError, match="expected memory or redis"):
             open_budget_gate(budget_store="ledger", rate_limit_store="ledger", **common)
+    with pytest.raises(ConfigError, match=r"gateway\.budget_store: String should match"):
+        gateway_settings(ledger_url, gateway={"budget_store": "mysql://db/x"})
+    accepted = gateway_settings(
+        ledger_url,
+        gateway={
+            "budget_store": "postgresql+psycopg://db/x",
+            "rate_limit_store": "redis://r:6379/1",
+        },
+    )
+    assert accepted.gateway.budget_store.startswith("postgresql+psycopg:")
