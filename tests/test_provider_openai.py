@@ -14,7 +14,7 @@ import pytest
 
 from tests.fakes import openai_upstream as fx
 from tests.fakes.loopback import serve
-from tierwise.catalog import ModelSpec
+from tierwise.catalog import ModelSpec, load_catalog
 from tierwise.errors import (
     AuthenticationError,
     ContextLengthError,
@@ -32,6 +32,7 @@ from tierwise.streaming import collect
 from tierwise.wire.openai import response_from_openai
 
 MODEL = ModelSpec(id="openai:gpt-4o-mini")
+GPT5 = ("gpt-5-nano", "gpt-5-mini", "gpt-5")
 CONFIG_HEADERS = {"X-Title": "tierwise-tests"}
 
 
@@ -371,3 +372,26 @@ async def test_provider_satisfies_the_protocol_and_aclose_closes_its_client(fake
     assert isinstance(provider, Provider)
     await provider.aclose()
     assert client.is_closed
+
+
+async def test_a_reasoning_model_gets_max_completion_tokens_and_no_sampling_fields(provider, fake):
+    """OpenAI's reasoning models refuse ``max_tokens``, ``temperature``, ``top_p`` and ``stop``
+    (400 ``unsupported_parameter``); an older chat model gets them as asked."""
+    fake.reply_completion(fx.completion()).reply_completion(fx.completion())
+    request = Request.from_prompt("Say hi", max_tokens=64, temperature=0.2, top_p=0.9, stop=["X"])
+    reasoning = ModelSpec.model_validate(
+        {"id": "openai:gpt-5-mini", "capabilities": {"thinking": True, "openai_reasoning": True}}
+    )
+    await provider.complete(request, reasoning)
+    await provider.complete(request, MODEL)
+    to_reasoning, to_chat = (r.json() for r in fake.requests)
+    assert to_reasoning["max_completion_tokens"] == 64
+    assert not {"max_tokens", "temperature", "top_p", "stop"} & to_reasoning.keys()
+    assert (to_chat["max_tokens"], to_chat["temperature"], to_chat["stop"]) == (64, 0.2, ["X"])
+    assert "max_completion_tokens" not in to_chat
+
+
+def test_the_catalogs_gpt5_models_are_openai_reasoning_models():
+    catalog = load_catalog()
+    assert all(catalog.get(f"openai:{m}").capabilities.openai_reasoning for m in GPT5)
+    assert not catalog.get("openai:gpt-4.1").capabilities.openai_reasoning

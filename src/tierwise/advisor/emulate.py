@@ -74,9 +74,6 @@ class Limits:
 
     max_uses: int | None
     max_tokens: int
-    completion_tokens_field: bool
-    """Send the cap as OpenAI's ``max_completion_tokens`` (reasoning models refuse
-    ``max_tokens``)."""
     conversation_left: int | None
     """Consults the conversation cap still allows (``None``: no cap)."""
     may_spend: Callable[[Decimal], bool]
@@ -208,8 +205,6 @@ class Emulation:
             max_tokens=self.limits.max_tokens,
             caching=self.tool.caching,
         )
-        if self.limits.completion_tokens_field:
-            asked = asked.model_copy(update={"extra": {"max_completion_tokens": asked.max_tokens}})
         try:
             answer = await task.call(asked, self.advisor, role="advisor")
         except ProviderError as exc:

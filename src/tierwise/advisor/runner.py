@@ -139,10 +139,6 @@ class AdvisorHook:
             return self._capped(request)
         return not spec.capabilities.tools
 
-    def _openai_reasoning(self, spec: ModelSpec) -> bool:
-        row = self.providers.get(spec.provider)
-        return row is not None and row.kind == "openai" and spec.capabilities.thinking
-
     def _capped(self, request: Request) -> bool:
         """The conversation has used up its consults or advisor dollars."""
         cap = self.settings.max_consults_per_conversation
@@ -222,7 +218,7 @@ class AdvisorHook:
     ) -> Response:
         if plan.advisor is None:  # plan() never emulates an unknown advisor
             raise InvalidRequestError(f"advisor model {plan.tool.model!r} is not in the catalog")
-        limits = self._limits(request, plan.tool, plan.advisor)
+        limits = self._limits(request, plan.tool)
         instructions = self.settings.advisor_instructions
         emulation = Emulation(plan.tool, spec, plan.advisor, limits, instructions)
         executor_request = self._prepared(emulation.executor_request(request), False, plan.tool)
@@ -232,14 +228,13 @@ class AdvisorHook:
         )
         return response
 
-    def _limits(self, request: Request, tool: AdvisorTool, advisor: ModelSpec) -> Limits:
+    def _limits(self, request: Request, tool: AdvisorTool) -> Limits:
         cap = self.settings.max_consults_per_conversation
         left = None if cap is None else max(cap - prior_consults(request), 0)
         key = conversation_key(request)
         return Limits(
             max_uses=tool.max_uses if tool.max_uses is not None else self.settings.max_uses,
             max_tokens=tool.max_tokens or self.settings.max_tokens,
-            completion_tokens_field=self._openai_reasoning(advisor),
             conversation_left=left,
             may_spend=lambda pending: self._may_spend(key, pending),
         )

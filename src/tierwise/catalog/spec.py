@@ -48,6 +48,9 @@ class Capabilities(BaseModel):
     """Can act as an executor (the model doing the task)."""
     native_advisor_tool: bool = False
     """Accepts Anthropic's ``advisor_20260301`` server tool natively."""
+    openai_reasoning: bool = False
+    """An OpenAI reasoning model (o-series, gpt-5 family): takes its output cap only as
+    ``max_completion_tokens`` and refuses ``temperature``, ``top_p`` and ``stop``."""
 
 
 class CapabilityProfile(BaseModel):

@@ -111,7 +111,7 @@ class OpenAICompatProvider:
     def _body(self, request: Request, model: ModelSpec) -> JsonObject:
         """The request body as sent: already wire JSON, so it goes through ``post`` as it is
         (the SDK's typed ``create`` would walk it field by field on every request)."""
-        body = request_to_openai(request, model.name)
+        body = request_to_openai(request, model.name, reasoning=model.capabilities.openai_reasoning)
         return {k: v for k, v in body.items() if k not in _TRANSPORT_FIELDS}
 
     async def _open_stream(self, body: JsonObject, request: Request) -> httpx2.Response:

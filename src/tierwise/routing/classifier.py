@@ -219,8 +219,6 @@ class Classifier:
             extra: dict[str, Any] = {
                 "response_format": {"type": "json_schema", "json_schema": schema}
             }
-            if spec.provider == "openai":  # its reasoning models take max_completion_tokens
-                extra["max_completion_tokens"] = MAX_ANSWER_TOKENS
             return {"origin": "openai", "extra": extra}
         return {}
 

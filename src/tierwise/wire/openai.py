@@ -34,7 +34,9 @@ compact JSON (arguments that are not a JSON object are kept verbatim in the bloc
 ``Request.system`` (the role of the first one is kept in ``Request.system_role``); only
 choice 0 of a response is read. The token limit is sent back under the name it came in:
 when a client used ``max_completion_tokens``, that key stays in ``Request.extra`` as the
-marker, and ``Request.max_tokens`` holds the value that is sent.
+marker, and ``Request.max_tokens`` holds the value that is sent. An OpenAI reasoning model
+(``openai_reasoning`` in the catalog) always gets ``max_completion_tokens``, and no
+``temperature``, ``top_p`` or ``stop``, which it refuses.
 
 Responses keep the upstream's own model name as the extra field ``upstream_model``, and the
 fields tierwise does not model under the extra field ``openai`` — on the response
@@ -523,17 +525,32 @@ def _messages_to_openai(request: Request) -> list[JsonObject]:
     return out
 
 
-def request_to_openai(request: Request, model_name: str) -> JsonObject:
-    """A Chat Completions request body for ``model_name`` (the host's own model name)."""
+def _limit_key(extra: JsonObject, reasoning: bool) -> str:
+    """The name the token limit is sent under; removes the limit fields from ``extra``."""
+    limit_key = "max_completion_tokens" if "max_completion_tokens" in extra else "max_tokens"
+    if reasoning:
+        limit_key = "max_completion_tokens"
+        extra.pop("max_tokens", None)
+    extra.pop(limit_key, None)
+    return limit_key
+
+
+def request_to_openai(request: Request, model_name: str, *, reasoning: bool = False) -> JsonObject:
+    """A Chat Completions request body for ``model_name`` (the host's own model name).
+
+    ``reasoning``: the model is an OpenAI reasoning model, which takes its limit only as
+    ``max_completion_tokens`` and refuses ``temperature``, ``top_p`` and ``stop``; those
+    are left out (a request routed to it still runs, with the model's own sampling).
+    """
     own = request.extra if request.origin in (None, "openai") else {}
     extra = {k: v for k, v in own.items() if k not in _FOREIGN_BODY_FIELDS}
-    limit_key = "max_completion_tokens" if "max_completion_tokens" in extra else "max_tokens"
-    extra.pop(limit_key, None)
+    limit_key = _limit_key(extra, reasoning)
     body: JsonObject = {**extra, "model": model_name, "messages": _messages_to_openai(request)}
-    options = {limit_key: request.max_tokens, "temperature": request.temperature}
-    options["top_p"] = request.top_p
+    options: dict[str, float | None] = {limit_key: request.max_tokens}
+    if not reasoning:
+        options |= {"temperature": request.temperature, "top_p": request.top_p}
     body |= {k: v for k, v in options.items() if v is not None}
-    if request.stop:
+    if request.stop and not reasoning:
         body["stop"] = list(request.stop)
     return body | _tools_to_openai(request)
 

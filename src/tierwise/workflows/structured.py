@@ -29,11 +29,10 @@ def assistant(text: str) -> Message:
 
 
 def _wire_options(
-    spec: ModelSpec, settings: Settings, max_tokens: int, schema: dict[str, Any] | None, name: str
+    spec: ModelSpec, settings: Settings, schema: dict[str, Any] | None, name: str
 ) -> dict[str, Any]:
     """``origin`` and ``extra`` for ``spec``'s wire format: the schema as its structured
-    output, and OpenAI's ``max_completion_tokens`` (its reasoning models refuse
-    ``max_tokens``)."""
+    output."""
     row = settings.providers.get(spec.provider)
     kind = row.kind if row is not None else None
     if kind == "anthropic":
@@ -46,8 +45,6 @@ def _wire_options(
         if schema is not None:
             described = {"name": name, "strict": True, "schema": schema}
             extra["response_format"] = {"type": "json_schema", "json_schema": described}
-        if spec.provider == "openai":
-            extra["max_completion_tokens"] = max_tokens
         return {"origin": "openai", "extra": extra} if extra else {}
     return {}
 
@@ -68,7 +65,7 @@ def model_request(
         messages=list(messages),
         system=[TextBlock(text=system)],
         max_tokens=max_tokens,
-        **_wire_options(spec, settings, max_tokens, schema, schema_name),
+        **_wire_options(spec, settings, schema, schema_name),
     )
 
 
