@@ -9,8 +9,7 @@ so a failure midway loses nothing already done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from functools import cached_property
 from types import TracebackType
@@ -39,7 +38,7 @@ from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
 from tierwise.routing.registry import RouterEnv
-from tierwise.strategies.base import Recorder, Strategy, TaskContext
+from tierwise.strategies.base import Recorder, Strategy, TaskContext, closing_stream
 from tierwise.strategies.budgeted import budget_of
 
 Observer = Callable[[LedgerRecord], None]
@@ -56,17 +55,6 @@ def _observed(record: Recorder, observer: Observer | None) -> Recorder:
         observer(item)
 
     return record_and_show
-
-
-@asynccontextmanager
-async def _closing(events: AsyncIterator[StreamEvent]) -> AsyncIterator[AsyncIterator[StreamEvent]]:
-    """``events``, closed on the way out: an abandoned stream is recorded at once, not
-    whenever the garbage collector gets to it."""
-    try:
-        yield events
-    finally:
-        if isinstance(events, AsyncGenerator):
-            await events.aclose()
 
 
 class Result(BaseModel):
@@ -278,7 +266,7 @@ class Engine:
         own = budget or budget_of(strategy)
         task = await self._open_task(canonical, strategy, source, parent_id, observer, budget=own)
         try:
-            async with _closing(strategy.stream(canonical, task)) as events:
+            async with closing_stream(strategy.stream(canonical, task)) as events:
                 async for event in events:
                     yield event
         except TierwiseError as exc:

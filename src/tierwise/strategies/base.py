@@ -6,7 +6,7 @@ import asyncio
 import copy
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from contextlib import aclosing, asynccontextmanager
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -37,6 +37,19 @@ class Strategy(Protocol):
     async def run(self, request: Request, task: TaskContext) -> Response: ...
 
     def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]: ...
+
+
+@asynccontextmanager
+async def closing_stream(
+    events: AsyncIterator[StreamEvent],
+) -> AsyncIterator[AsyncIterator[StreamEvent]]:
+    """``events`` (a strategy's stream), closed on the way out: an abandoned stream is
+    recorded at once, not whenever the garbage collector gets to it."""
+    try:
+        yield events
+    finally:
+        if isinstance(events, AsyncGenerator):
+            await events.aclose()
 
 
 class ExecutorHook(Protocol):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 
 from tierwise.messages import Request, Response, StreamEvent
-from tierwise.strategies.base import Strategy, TaskContext
+from tierwise.strategies.base import Strategy, TaskContext, closing_stream
 
 
 class WithFallbacks:
@@ -27,5 +27,6 @@ class WithFallbacks:
 
     async def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]:
         task.fallbacks = self.fallbacks
-        async for event in self.inner.stream(request, task):
-            yield event
+        async with closing_stream(self.inner.stream(request, task)) as events:
+            async for event in events:
+                yield event

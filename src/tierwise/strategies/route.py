@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 from tierwise.catalog import ModelSpec
@@ -79,8 +80,9 @@ class RoutingStrategy:
 
     async def stream(self, request: Request, task: TaskContext) -> AsyncIterator[StreamEvent]:
         spec = await self.choose(request, task)
-        async for event in task.stream(request, spec):
-            yield event
+        async with aclosing(task.stream(request, spec)) as events:  # abandoned: recorded now
+            async for event in events:
+                yield event
 
 
 # --- building from a policy -------------------------------------------------------------------
