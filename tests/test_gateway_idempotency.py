@@ -146,3 +146,23 @@ def test_keys_are_scoped_to_the_callers_api_key(gw: Served) -> None:
         assert http.post("/v1/chat/completions", json=body, headers=headers).status_code == 200
         other = {"authorization": "Bearer tw_0000000000000000_nope", "idempotency-key": _key("k-6")}
         assert http.post("/v1/chat/completions", json=body, headers=other).status_code == 401
+
+
+def _connected(client: redis.Redis, name: str) -> bool:
+    return any(c.get("name") == name for c in client.client_list())
+
+
+def test_the_redis_store_is_closed_when_the_gateway_stops(tmp_path: Path) -> None:
+    name = f"tierwise-test-{RUN}"  # the store's connections carry it (CLIENT LIST)
+    settings = _settings(tmp_path, fallbacks=False)
+    gateway = settings.gateway.model_copy(update={"idempotency": f"{REDIS_URL}?client_name={name}"})
+    with _redis_cleanup(), redis.Redis.from_url(REDIS_URL) as watcher:
+        with faulty_gateway(settings.model_copy(update={"gateway": gateway})) as gw:
+            gw.anthropic_fake.reply_message(afx.text_message("once"))
+            _ask(gw, "k-close")
+            assert _connected(watcher, name)
+        for _ in range(500):  # Redis notices a closed socket at once; give it a moment
+            if not _connected(watcher, name):
+                break
+            faults.pause(0.01)
+        assert not _connected(watcher, name)

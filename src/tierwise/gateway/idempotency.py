@@ -71,6 +71,10 @@ class IdempotencyStore(Protocol):
 
     async def release(self, key: str) -> None: ...
 
+    async def aclose(self) -> None:
+        """Release what the store holds open (a Redis client's connections)."""
+        ...
+
 
 def decide(fingerprint: str, claimed: str, stored: Stored | None) -> Stored:
     if fingerprint != claimed:
@@ -113,6 +117,9 @@ class MemoryStore:
         if entry is not None and entry.stored is None:
             del self.entries[key]
 
+    async def aclose(self) -> None:
+        return None
+
 
 class LedgerStore:
     """Keys in the ledger database (``idempotency_keys``), shared by every instance."""
@@ -131,6 +138,9 @@ class LedgerStore:
 
     async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
         await asyncio.to_thread(self._store, key, stored, ttl_s)
+
+    async def aclose(self) -> None:
+        return None  # the ledger is the engine's to close
 
     async def release(self, key: str) -> None:
         await asyncio.to_thread(self._release, key)
@@ -309,7 +319,15 @@ class IdempotencyMiddleware:
     def store(self) -> IdempotencyStore | None:
         if self._store is None:
             self._store = build_store(self.gateway.config.idempotency, self.gateway)
+            if self._store is not None:
+                self.gateway.on_stop(self._close_store)
         return self._store
+
+    async def _close_store(self) -> None:
+        """At shutdown; a restarted gateway builds a new store."""
+        store, self._store = self._store, None
+        if store is not None:
+            await store.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope) if scope["type"] == "http" else None

@@ -8,6 +8,7 @@ An engine handed in by the caller is used as it is and left for the caller to cl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tierwise.budgets.factory import open_budget_gate
@@ -56,6 +57,7 @@ class Gateway:
         self._given_engine = engine
         self._running: Running | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._on_stop: list[Callable[[], Awaitable[None]]] = []
         gate = lambda: self._running.budgets if self._running else None  # noqa: E731
         self.metrics.registry.register(BudgetCollector(gate))
 
@@ -64,6 +66,10 @@ class Gateway:
         if self._running is None:
             raise RuntimeError("the gateway is not started (serve it through its lifespan)")
         return self._running
+
+    def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
+        """Have ``close`` awaited at shutdown (a store a middleware opened on first use)."""
+        self._on_stop.append(close)
 
     async def start(self) -> None:
         """Build the engine (unless given), open and migrate the ledger, load the keys."""
@@ -103,6 +109,9 @@ class Gateway:
             self._sweeper = None
         if running is not None:
             await running.budgets.aclose()  # settle what is in flight, write buffered spend
+        closers, self._on_stop = self._on_stop, []
+        for close in closers:
+            await close()
         if running is not None:
             await asyncio.to_thread(running.ledger.stop_write_behind)  # write what is queued
         if running is not None and self._given_engine is None:
