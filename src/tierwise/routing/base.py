@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,6 +73,19 @@ class Router(Protocol):
     def select(
         self, request: Request, candidates: Sequence[ModelSpec], context: RouteContext
     ) -> Decision: ...
+
+
+@runtime_checkable
+class PreparedRouter(Protocol):
+    """A router with slow work per request (the learned router's embedding) that it can do
+    ahead of :meth:`Router.select` and keep; the strategy runs :meth:`prepare` in a thread
+    so that the event loop never waits on it, and ``select`` stays pure and quick."""
+
+    def ready(self, request: Request) -> bool:
+        """``select`` would find the work done (cheap to ask, no I/O)."""
+        ...
+
+    def prepare(self, request: Request) -> None: ...
 
 
 def expected_tokens(request: Request) -> TokenCounts:

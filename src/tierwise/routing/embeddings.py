@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
@@ -105,6 +106,7 @@ class MiniLMEmbedder:
         self.head = head
         self._dtype = dtype
         self._model: SentenceTransformer | None = None
+        self._loading = threading.Lock()
         self.encoded = 0
 
     @property
@@ -119,9 +121,10 @@ class MiniLMEmbedder:
 
     @property
     def model(self) -> SentenceTransformer:
-        if self._model is None:
-            self._model = _load_minilm(self.dtype)
-        return self._model
+        with self._loading:  # routing threads may ask for it at once: load it once
+            if self._model is None:
+                self._model = _load_minilm(self.dtype)
+            return self._model
 
     def fit(self, texts: Sequence[str]) -> None:
         return None
@@ -173,6 +176,7 @@ class MiniLMEmbedder:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._model = None
+        self._loading = threading.Lock()
 
 
 class HashingEmbedder:
@@ -283,6 +287,10 @@ class CachedEmbedder:
         """Use the on-disk cache in ``cache_dir`` (an unpickled embedder has none)."""
         self.cache_dir, self._store = cache_dir, None
 
+    def remembers(self, text: str) -> bool:
+        """``text``'s vector is in memory: embedding it costs microseconds, no I/O."""
+        return cache_key(self.model_id, text) in self._memo
+
     def fit(self, texts: Sequence[str]) -> None:
         self.inner.fit(texts)
 
@@ -302,9 +310,11 @@ class CachedEmbedder:
 
     def _fill_known(self, keys: list[bytes], out: Vectors) -> list[int]:
         """Fill rows found in memory or on disk; return the indices still missing."""
-        unseen = [i for i, key in enumerate(keys) if key not in self._memo]
-        for i in set(range(len(keys))) - set(unseen):
-            out[i] = self._memo[keys[i]]
+        memo = self._memo  # read once: another thread may be filling it (see `remembers`)
+        known = {i: vector for i, key in enumerate(keys) if (vector := memo.get(key)) is not None}
+        for i, vector in known.items():
+            out[i] = vector
+        unseen = [i for i in range(len(keys)) if i not in known]
         store = self.store
         stored = store.get([keys[i] for i in unseen]) if unseen and store else {}
         missing, found = [], []

@@ -91,6 +91,16 @@ class QualityPredictor:
     def predict(self, texts: Sequence[str], progress: Progress | None = None) -> FloatArray:
         return self._calibrated(self.estimator.predict(self.features.transform(texts, progress)))
 
+    def embedding_ready(self, text: str) -> bool:
+        """``text`` needs no slow work to predict: its embedding is in memory, or the embedder
+        keeps none (the hashing one is fast)."""
+        embedder = self.embedder
+        return not isinstance(embedder, CachedEmbedder) or embedder.remembers(text)
+
+    def warm(self, text: str) -> None:
+        """Embed ``text`` into the embedder's memory (slow: call it off the event loop)."""
+        self.embedder.embed([text])
+
     def use_cache_dir(self, cache_dir: Path | None) -> None:
         """Point the embedding cache at ``cache_dir`` (a loaded artifact has none)."""
         if isinstance(self.embedder, CachedEmbedder):
@@ -223,6 +233,12 @@ class LearnedRouter:
             reason=reason,
             signals={"artifact": self.label, "rule": self.rule.kind},
         )
+
+    def ready(self, request: Request) -> bool:
+        return self.predictor.embedding_ready(request.prompt_text())
+
+    def prepare(self, request: Request) -> None:
+        self.predictor.warm(request.prompt_text())
 
     def _known(self, candidates: Sequence[ModelSpec], context: RouteContext) -> list[ModelSpec]:
         known = [spec for spec in candidates if self._index(spec, context) is not None]

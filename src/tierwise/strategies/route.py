@@ -8,6 +8,7 @@ a later turn stays there while that model still meets the task (its prompt cache
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 from tierwise.catalog import ModelSpec
 from tierwise.errors import ConfigError, PolicyError
 from tierwise.messages import Request, Response, StreamEvent
-from tierwise.routing.base import RouteContext, Router
+from tierwise.routing.base import PreparedRouter, RouteContext, Router
 from tierwise.routing.classifier import Classifier, ClassifierRouter
 from tierwise.routing.registry import RouterEnv, router_factory
 from tierwise.strategies.base import TaskContext
@@ -69,6 +70,8 @@ class RoutingStrategy:
         key = conversation_key(request)
         sticky = self._models.get(key) if len(request.messages) > 1 else None
         context = RouteContext(catalog=task.catalog, sticky_model=sticky, hints=hints)
+        if isinstance(self.router, PreparedRouter) and not self.router.ready(request):
+            await asyncio.to_thread(self.router.prepare, request)  # e.g. MiniLM, off the loop
         decision = self.router.select(request, self.candidates, context)
         await task.record(decision.record(task.task_id))
         self._remember(key, decision.chosen)
