@@ -187,11 +187,23 @@ class Engine:
         )
         record = _observed(self.record, observer)
         await record(task)
+        return self.task_context(task.id, parent_id=parent_id, record=record, budget=budget)
+
+    def task_context(
+        self,
+        task_id: str,
+        *,
+        parent_id: str | None = None,
+        record: Recorder | None = None,
+        budget: TaskBudget | None = None,
+    ) -> TaskContext:
+        """A context for task ``task_id`` (already in the ledger) that calls models through
+        this engine: its providers, failover, advisor hook and ledger (or ``record``)."""
         context = TaskContext(
-            task.id,
+            task_id,
             catalog=self.catalog,
             provider_for=self.provider_for,
-            record=record,
+            record=record or self.record,
             log_content=self.settings.log_content,
             parent_id=parent_id,
             failover=self.failover,

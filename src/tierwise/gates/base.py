@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from tierwise.ledger.records import GateRecord
+
 if TYPE_CHECKING:
     from tierwise.messages import Request, Response
     from tierwise.strategies.base import TaskContext
@@ -31,3 +33,28 @@ class Gate(Protocol):
     name: str
 
     async def check(self, request: Request, answer: Response, task: TaskContext) -> GateResult: ...
+
+
+async def check_recorded(
+    gate: Gate,
+    request: Request,
+    answer: Response,
+    task: TaskContext,
+    *,
+    call_id: str | None = None,
+    name: str | None = None,
+) -> GateResult:
+    """``gate``'s verdict on ``answer``, recorded in the task's ledger as a gate result (of
+    call ``call_id``, under ``name``, default the gate's own)."""
+    verdict = await gate.check(request, answer, task)
+    await task.record(
+        GateRecord(
+            task_id=task.task_id,
+            call_id=call_id,
+            gate=name or gate.name,
+            passed=verdict.passed,
+            score=verdict.score,
+            reason=verdict.reason,
+        )
+    )
+    return verdict

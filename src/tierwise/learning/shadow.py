@@ -27,13 +27,13 @@ from pydantic import BaseModel
 from tierwise.catalog import ModelSpec
 from tierwise.engine import Engine, Result
 from tierwise.errors import InsufficientDataError, InvalidRequestError, ProviderError
-from tierwise.gates import Gate, GateEnv, GateResult, build_gates
+from tierwise.gates import Gate, GateEnv, GateResult, build_gates, check_recorded
 from tierwise.gates.model_gates import VERDICT_MAX_TOKENS, AgreementGate, JudgeGate
 from tierwise.learning.kinds import KindReader
 from tierwise.learning.labels import Label, TaskBundle, load_bundles
 from tierwise.learning.stats import Rate, rate
 from tierwise.learning.traces import Cell, write_traces
-from tierwise.ledger.records import GateRecord, OutcomeRecord
+from tierwise.ledger.records import OutcomeRecord
 from tierwise.messages import Request
 from tierwise.routing.base import predicted_cost
 from tierwise.strategies.base import TaskContext
@@ -155,41 +155,22 @@ class ShadowRun:
         self.failed_calls = 0
 
     def _context(self, result: Result) -> TaskContext:
-        engine = self.engine
-        return TaskContext(
-            result.task_id,
-            catalog=engine.catalog,
-            provider_for=engine.provider_for,
-            record=engine.record,
-            log_content=engine.settings.log_content,
-        )
+        return self.engine.task_context(result.task_id)
 
     async def _judge(self, request: Request, result: Result) -> GateResult:
         """Every gate's verdict on the answer, each recorded; passed when all passed."""
         task = self._context(result)
+        call_id = result.calls[-1].id
         try:
-            verdicts = [await self._gate(gate, request, result, task) for gate in self.gates]
+            verdicts = [
+                await check_recorded(gate, request, result.response, task, call_id=call_id)
+                for gate in self.gates
+            ]
         finally:
             self.budget.add(task.total_cost())
         return GateResult(
             passed=all(v.passed for v in verdicts), reason="; ".join(v.reason for v in verdicts)
         )
-
-    async def _gate(
-        self, gate: Gate, request: Request, result: Result, task: TaskContext
-    ) -> GateResult:
-        verdict = await gate.check(request, result.response, task)
-        await task.record(
-            GateRecord(
-                task_id=result.task_id,
-                call_id=result.calls[-1].id,
-                gate=gate.name,
-                passed=verdict.passed,
-                score=verdict.score,
-                reason=verdict.reason,
-            )
-        )
-        return verdict
 
     async def _one(self, prompt: str, spec: ModelSpec) -> None:
         request = Request.from_prompt(prompt, max_tokens=self.options.max_tokens)

@@ -32,8 +32,8 @@ from tierwise.budget import projected
 from tierwise.catalog import ModelSpec
 from tierwise.cost import reprice
 from tierwise.errors import InvalidRequestError, PolicyError
-from tierwise.gates import Gate, GateEnv, GateResult, build_gates
-from tierwise.ledger.records import DecisionRecord, EscalationRecord, GateRecord, OutcomeRecord
+from tierwise.gates import Gate, GateEnv, GateResult, build_gates, check_recorded
+from tierwise.ledger.records import DecisionRecord, EscalationRecord, OutcomeRecord
 from tierwise.messages import ImageBlock, Message, Request, Response, StreamEvent, TextBlock
 from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import TaskContext
@@ -173,17 +173,7 @@ class CascadeStrategy:
         call = task.calls[-1]
         ran = task.catalog.find(response.model) or spec  # a failover may have answered
         for gate in self.gates:
-            verdict = await gate.check(request, response, task)
-            await task.record(
-                GateRecord(
-                    task_id=task.task_id,
-                    call_id=call.id,
-                    gate=gate.name,
-                    passed=verdict.passed,
-                    score=verdict.score,
-                    reason=verdict.reason,
-                )
-            )
+            verdict = await check_recorded(gate, request, response, task, call_id=call.id)
             if not verdict.passed:
                 task.guard.offer(response, 0.0)
                 return Attempt(ran, response, call.cost_usd, (gate.name, verdict))

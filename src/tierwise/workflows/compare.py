@@ -45,7 +45,7 @@ from tierwise.errors import (
     TierwiseError,
     WorkflowError,
 )
-from tierwise.gates.base import Gate
+from tierwise.gates.base import Gate, check_recorded
 from tierwise.gates.registry import GateEnv, build_gate
 from tierwise.ledger.records import (
     CallRecord,
@@ -351,14 +351,7 @@ async def _judge_task(
         metadata={"variant": run.variant, "task": task.id},
     )
     await engine.record(record)
-    return TaskContext(
-        record.id,
-        catalog=engine.catalog,
-        provider_for=engine.provider_for,
-        record=engine.record,
-        log_content=engine.settings.log_content,
-        parent_id=run.ledger_task_id,
-    )
+    return engine.task_context(record.id, parent_id=run.ledger_task_id)
 
 
 async def _rubric(
@@ -398,16 +391,7 @@ async def _checks(
     ] + [(gate.name, gate) for gate in _gates(task, engine.catalog)]
     results = []
     for kind, gate in gates:
-        verdict = await gate.check(request, answer, context)
-        await context.record(
-            GateRecord(
-                task_id=context.task_id,
-                gate=f"task:{kind}",
-                passed=verdict.passed,
-                score=verdict.score,
-                reason=verdict.reason,
-            )
-        )
+        verdict = await check_recorded(gate, request, answer, context, name=f"task:{kind}")
         results.append(CheckResult(kind=kind, passed=verdict.passed, reason=verdict.reason))
     return results
 

@@ -26,7 +26,8 @@ from typing import Any
 from tierwise.catalog import ModelSpec
 from tierwise.config import Settings
 from tierwise.errors import BudgetExceededError, PolicyError, TierwiseError, WorkflowError
-from tierwise.ledger.records import EscalationRecord, GateRecord, OutcomeRecord
+from tierwise.gates import check_recorded
+from tierwise.ledger.records import EscalationRecord, OutcomeRecord
 from tierwise.messages import Request, Response, StreamEvent, TextBlock, Usage
 from tierwise.routing.base import Decision, RouteContext
 from tierwise.routing.choose import pick, priced
@@ -174,17 +175,8 @@ class _Run:
         gate = acceptance_gate(
             step.acceptance, goal=step.goal, judge=strategy.judge, settings=strategy.settings
         )
-        verdict = await gate.check(request, response, sub)
-        await sub.record(
-            GateRecord(
-                task_id=sub.task_id,
-                call_id=call_id,
-                gate=f"acceptance:{step.acceptance.kind}",
-                passed=verdict.passed,
-                score=verdict.score,
-                reason=verdict.reason,
-            )
-        )
+        name = f"acceptance:{step.acceptance.kind}"
+        verdict = await check_recorded(gate, request, response, sub, call_id=call_id, name=name)
         outcome = "success" if verdict.passed else "failure"
         await sub.record(
             OutcomeRecord(
