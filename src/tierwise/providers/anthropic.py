@@ -25,7 +25,7 @@ from tierwise.errors import (
     UpstreamConnectionError,
 )
 from tierwise.messages import JsonObject, MessageStop, Request, Response, StreamEvent
-from tierwise.providers.base import ProviderConfig
+from tierwise.providers.base import ProviderConfig, post_streaming
 from tierwise.providers.vendor_errors import translate_vendor_error
 from tierwise.wire.anthropic import (
     event_from_anthropic,
@@ -106,19 +106,10 @@ class AnthropicProvider:
             raise translate_vendor_error(exc, self.name, model.name) from exc
 
     async def _open_stream(self, body: JsonObject, request: Request) -> httpx2.Response:
-        # With ``cast_to=httpx2.Response`` the SDK hands back the unread response even when
-        # streaming; the overloads type it as the (unused) stream class.
-        raw: object = await self._client.post(
-            MESSAGES_PATH,
-            cast_to=httpx2.Response,
-            body=body,
-            options=_options(request),
-            stream=True,
-            stream_cls=anthropic.AsyncStream[object],
+        stream_cls = anthropic.AsyncStream[object]
+        return await post_streaming(
+            self._client.post, MESSAGES_PATH, body, _options(request), stream_cls
         )
-        if not isinstance(raw, httpx2.Response):
-            raise TypeError(f"expected a raw httpx2.Response from the SDK, got {type(raw)}")
-        return raw
 
     async def _events(self, raw: httpx2.Response, model: ModelSpec) -> AsyncIterator[StreamEvent]:
         reader = _EventReader(self.name, model, raw)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+import httpx2
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from tierwise.catalog import ModelSpec
-from tierwise.messages import Request, Response, StreamEvent
+from tierwise.messages import JsonObject, Request, Response, StreamEvent
 
 ProviderKind = Literal["anthropic", "openai", "replay"]
 
@@ -62,3 +63,26 @@ class Provider(Protocol):
     def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]: ...
 
     async def aclose(self) -> None: ...
+
+
+async def post_streaming(
+    post: Callable[..., Awaitable[object]],
+    path: str,
+    body: JsonObject,
+    options: Any,
+    stream_cls: type,
+) -> httpx2.Response:
+    """The unread response to a streaming ``post`` of an official SDK client: with
+    ``cast_to=httpx2.Response`` the SDK hands back the raw response even when streaming
+    (its overloads type it as the unused ``stream_cls``)."""
+    raw = await post(
+        path,
+        cast_to=httpx2.Response,
+        body=body,
+        options=options,
+        stream=True,
+        stream_cls=stream_cls,
+    )
+    if not isinstance(raw, httpx2.Response):
+        raise TypeError(f"expected a raw httpx2.Response from the SDK, got {type(raw)}")
+    return raw

@@ -25,7 +25,7 @@ from tierwise.errors import (
     status_error_class,
 )
 from tierwise.messages import JsonObject, MessageStart, Request, Response, StreamEvent
-from tierwise.providers.base import ProviderConfig
+from tierwise.providers.base import ProviderConfig, post_streaming
 from tierwise.providers.vendor_errors import translate_vendor_error
 from tierwise.wire.openai import WireFormatError, request_to_openai, response_from_openai
 from tierwise.wire.openai_stream import OpenAIStreamDecoder, SSEParser
@@ -115,19 +115,10 @@ class OpenAICompatProvider:
         return {k: v for k, v in body.items() if k not in _TRANSPORT_FIELDS}
 
     async def _open_stream(self, body: JsonObject, request: Request) -> httpx2.Response:
-        # With ``cast_to=httpx2.Response`` the SDK hands back the unread response even when
-        # streaming; the overloads type it as the (unused) stream class.
-        raw: object = await self._client.post(
-            COMPLETIONS_PATH,
-            cast_to=httpx2.Response,
-            body=body,
-            options=_options(request),
-            stream=True,
-            stream_cls=openai.AsyncStream[object],
+        stream_cls = openai.AsyncStream[object]
+        return await post_streaming(
+            self._client.post, COMPLETIONS_PATH, body, _options(request), stream_cls
         )
-        if not isinstance(raw, httpx2.Response):
-            raise TypeError(f"expected a raw httpx2.Response from the SDK, got {type(raw)}")
-        return raw
 
     def _malformed(
         self, message: str, model: ModelSpec, request_id: str | None
