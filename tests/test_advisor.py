@@ -319,15 +319,22 @@ async def test_policy_adds_the_tool_and_the_beta_for_a_native_pair(
     assert "(natively)" in result.decisions[0].reason
 
 
-async def test_pause_turn_is_resumed_with_the_paused_content(
-    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
-) -> None:
-    fa, _ = fakes
+def _script_pause(fa: FakeAnthropic) -> dict[str, Any]:
+    """The native exchange paused after the advisor's result, then finished; the paused
+    message."""
     paused = fx.advisor_message()
     paused["content"] = paused["content"][:3]
     paused["stop_reason"] = "pause_turn"
     fa.reply_message(paused)
     fa.reply_message(fx.text_message(AFTER, usage_=fx.usage(2000, 50)))
+    return paused
+
+
+async def test_pause_turn_is_resumed_with_the_paused_content(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    fa, _ = fakes
+    paused = _script_pause(fa)
     result = await engine.complete(
         _request(tools=[_advisor_tool()]), "fixed:anthropic:claude-sonnet-4-6"
     )
@@ -579,11 +586,7 @@ async def test_native_stream_resumes_a_pause_in_one_event_sequence(
     engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
 ) -> None:
     fa, _ = fakes
-    paused = fx.advisor_message()
-    paused["content"] = paused["content"][:3]
-    paused["stop_reason"] = "pause_turn"
-    fa.reply_message(paused)
-    fa.reply_message(fx.text_message(AFTER, usage_=fx.usage(2000, 50)))
+    _script_pause(fa)
     events = [
         e
         async for e in engine.stream(
