@@ -12,6 +12,7 @@ from tierwise.datasets import RecordedOutcome
 from tierwise.engine import Engine, SyncEngine
 from tierwise.errors import InvalidRequestError, NotFoundError, PolicyError, UnknownModelError
 from tierwise.ledger.store import Ledger
+from tierwise.messages import Request
 from tierwise.providers.replay import ReplayProvider
 from tierwise.streaming import collect
 from tierwise.tokens import estimate_tokens
@@ -136,3 +137,20 @@ async def test_abandoned_stream_is_recorded_as_an_error_outcome(settings: Settin
     assert outcome.outcome == "error" and "abandoned" in outcome.detail
     # it had started producing tokens we never saw counted: the cost is unknown, not zero
     assert call.status == "error" and call.stream and call.cost_usd is None
+
+
+async def test_a_task_context_calls_through_the_engines_failover_advisor_and_ledger(
+    settings: Settings,
+) -> None:
+    """What shadow runs and workflow comparisons judge through: the engine's own machinery."""
+    async with Engine(settings, providers={"openai": _replay()}) as engine:
+        context = engine.task_context("judging-1", parent_id="task-0")
+        assert context.failover is engine.failover and context.advisor is engine.advisor
+        response = await context.call(
+            Request.from_prompt(PROMPT), engine.catalog.get(STRONG), role="judge"
+        )
+    assert response.text() == ANSWER
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (call,) = ledger.calls()
+    assert (call.task_id, call.parent_id, call.role) == ("judging-1", "task-0", "judge")
+    assert call.cost_usd == _expected_cost()
