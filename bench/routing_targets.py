@@ -24,6 +24,7 @@ do (the deployable rows say what a threshold chosen beforehand gives). Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -31,20 +32,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from tierwise.catalog import Catalog, load_catalog
 from tierwise.config import load_settings, user_cache_dir
-from tierwise.evaluation import cascade
+from tierwise.evaluation import cascade, metrics
+from tierwise.evaluation.gates import GATES
 from tierwise.evaluation.harness import EvalReport, RouterResult, Stat, evaluate
 from tierwise.evaluation.loaders import load_matrix
 from tierwise.evaluation.matrix import OutcomeMatrix
+from tierwise.evaluation.scorers import parse_scorer
 from tierwise.messages import Request
 from tierwise.routing.base import RouteContext
+from tierwise.routing.costmodel import CostModel
 from tierwise.routing.embeddings import MiniLMEmbedder
-from tierwise.routing.learned import LearnedRouter, Rule, make_predictor
+from tierwise.routing.learned import LearnedRouter, LearnedScorer, Rule, make_predictor
 from tierwise.routing.registry import RouterEnv, router_factory
 
 DATA = Path(os.environ.get("TIERWISE_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
@@ -57,6 +62,9 @@ CANDIDATES = (
     "anthropic:claude-opus-4-7",
 )
 """The rules router's candidates: tiers 1-4 of the shipped catalog (as bench/router_latency.py)."""
+MMLU_CATEGORY = "learned?category=1"
+ROUTERBENCH = ["learned?estimator=knn", "learned?estimator=knn&category=1"]
+"""kNN on MiniLM; with the benchmark of origin (ARC, MBPP, Winogrande) as request metadata."""
 GSM8K_ROUTERS = ["tfidf", "learned", "cascade", "cascade+tfidf", "cascade+learned"]
 GATE_SETS = [
     "none",
@@ -153,7 +161,7 @@ def deployable(matrix: OutcomeMatrix, cache_dir: Path, seeds: int) -> None:
         ladder = cascade.Ladder(
             cheap=int(np.argmin(train.cost.mean(axis=0))), strong=train.strongest()
         )
-        for label, gates in (("none", []), ("all three", list(cascade.GATES))):
+        for label, gates in (("none", []), ("all three", list(GATES))):
             threshold = _picked(val, held_out, ladder, gates)
             found[label].append(_on_test(test, predicted, ladder, gates, threshold))
     print("  deployable (threshold for 95% picked on validation, applied to test):")
@@ -196,6 +204,57 @@ def _on_test(
     return quality / strong_q, 1 - cost / test.cost[:, ladder.strong].sum()
 
 
+# --- the @dollar rule, deployable: lambda picked on validation -----------------------------
+
+
+def rows_of(spec: str) -> list[str]:
+    """A threshold router's three curves: target, lambda on mean cost, lambda on this
+    prompt's predicted dollars."""
+    return [spec, f"{spec}@lambda", f"{spec}@dollar"]
+
+
+def short(name: str) -> str:
+    return name.replace("estimator=", "").replace("&category=1", "+cat").replace("?", ":")
+
+
+def deployable_dollar(
+    matrix: OutcomeMatrix, spec: str, seeds: int, levels: tuple[float, ...]
+) -> None:
+    """Fit on train (validation predictions out of sample), pick the cheapest lambda of the
+    @dollar rule reaching each level of the strongest's quality on validation, apply it to
+    test: quality and cost as shares of the strongest's there."""
+    found: dict[float, list[tuple[float, float]]] = {level: [] for level in levels}
+    for seed in range(seeds):
+        train, val, test = matrix.splits(seed)
+        scorer = LearnedScorer(parse_scorer(spec)[1])
+        predictor = scorer._predictor(train.models)
+        held_out = predictor.fit(train, val, categories="category=1" in spec)
+        predicted = predictor.predict(test.prompts, categories=test.categories)
+        costs = CostModel().fit(train.prompts, train.cost)
+        strong = train.strongest()
+        for level in levels:
+            lam = _lambda_on(held_out, costs.penalty(val.prompts), val, strong, level)
+            chosen = metrics.route_lambda(predicted, costs.penalty(test.prompts), lam)
+            quality, cost, _ = metrics.outcome(chosen, test.quality, test.cost)
+            found[level].append(
+                (quality / test.quality[:, strong].mean(), cost / test.cost[:, strong].sum())
+            )
+    for level, pairs in found.items():
+        reached, spent = of([q for q, _ in pairs]), of([c for _, c in pairs])
+        print(
+            f"    {short(spec) + '@dollar':<24}for {level:.0%}: quality {pm(*reached)} of the "
+            f"strongest's at {pm(*spent)} of its cost"
+        )
+
+
+def _lambda_on(
+    predicted: np.ndarray, penalty: np.ndarray, val: OutcomeMatrix, strong: int, level: float
+) -> float:
+    curve = metrics.sweep_lambda(predicted, val.quality, val.cost, penalty)
+    ok = np.flatnonzero(curve.quality >= level * val.quality[:, strong].mean() - 1e-12)
+    return float(curve.thresholds[ok[np.argmin(curve.cost[ok])]]) if len(ok) else 0.0
+
+
 # --- MMLU: a timed `tierwise eval` with the embedding cache warm ------------------------------
 
 
@@ -232,13 +291,21 @@ def mmlu(data_dir: Path, cache_dir: Path, seeds: int) -> None:
         "per seed; target >= 60% (RouteLLM 45%, TF-IDF ~47%)"
     )
     rows = {r.name: r for r in report.results}
-    for name in ("tfidf", "tfidf@lambda", "learned", "learned@lambda"):
+    for name in rows_of("tfidf") + rows_of("learned"):
         line(name, *savings(rows[name]), target=60.0)
     verdict = mark(took, 90.0, higher=False, unit=" s")
     print(
         f"  `tierwise eval routellm-mmlu --routers tfidf,learned --seeds {seeds}`, warm cache:"
         f" {took:.1f} s   {verdict} (target < 90 s)"
     )
+    print("  with the subject as request metadata (category=1: a per-subject prior blended in):")
+    by_subject = evaluate(matrix, [MMLU_CATEGORY], seeds=range(seeds))
+    rows = {r.name: r for r in by_subject.results}
+    for name in rows_of(MMLU_CATEGORY):
+        line(short(name), *savings(rows[name]), target=60.0)
+    print("  deployable (lambda for 95% picked on validation, applied to test; @dollar rule):")
+    for spec in ("learned", MMLU_CATEGORY):
+        deployable_dollar(matrix, spec, seeds, levels=(0.95,))
 
 
 # --- RouterBench: cost at GPT-4's accuracy ----------------------------------------------------
@@ -246,7 +313,7 @@ def mmlu(data_dir: Path, cache_dir: Path, seeds: int) -> None:
 
 def routerbench(data_dir: Path, cache_dir: Path, seeds: int) -> None:
     matrix = load_matrix("routerbench", data_dir=data_dir, cache_dir=cache_dir)
-    report = evaluate(matrix, ["tfidf", "learned"], seeds=range(seeds))
+    report = evaluate(matrix, ["tfidf", "learned", *ROUTERBENCH], seeds=range(seeds))
     rows = {r.name: r for r in report.results}
     strongest = rows[report.strongest]  # one fixed test split: the same point every seed
     q_strong, c_strong = strongest.quality.mean, strongest.cost_usd.mean
@@ -255,13 +322,13 @@ def routerbench(data_dir: Path, cache_dir: Path, seeds: int) -> None:
         f"a share of all-GPT-4 (accuracy {q_strong:.3f}); targets <= 35% at 98% of its "
         "accuracy, <= 60% at 100% (TF-IDF: 98% at 52%)"
     )
-    for name in ("tfidf", "tfidf@lambda", "learned", "learned@lambda"):
+    for name in [row for spec in ["tfidf", "learned", *ROUTERBENCH] for row in rows_of(spec)]:
         for level, target in ((0.98, 35.0), (1.0, 60.0)):
             shares = [
                 _share_at(curve.quality, curve.cost_usd, level * q_strong) / c_strong
                 for curve in rows[name].curves
             ]
-            label = f"{name} at {level:.0%} of GPT-4's accuracy"
+            label = f"{short(name)} at {level:.0%} of GPT-4's"
             reached = [v for v in shares if np.isfinite(v)]
             if len(reached) < len(shares):
                 print(
@@ -270,6 +337,9 @@ def routerbench(data_dir: Path, cache_dir: Path, seeds: int) -> None:
                 )
             else:
                 line(label, *of(reached), target, higher=False)
+    print("  deployable (lambda picked on validation, applied to the test split):")
+    for spec in ROUTERBENCH:
+        deployable_dollar(matrix, spec, seeds, levels=(0.98, 1.0))
 
 
 def _share_at(quality: list[float], cost: list[float], floor: float) -> float:
@@ -326,14 +396,14 @@ def _rules(matrix: OutcomeMatrix, catalog: Catalog) -> None:
         requests = [Request.from_prompt(prompt) for prompt in matrix.prompts]
         context = RouteContext(catalog=catalog)
         runs = [
-            [_timed(lambda r=r: router.select(r, candidates, context)) for r in requests]
+            [_timed(functools.partial(router.select, r, candidates, context)) for r in requests]
             for _ in range(3)
         ]
         best = min(runs, key=statistics.median)
         timing(f"rules decision, {len(requests):,} GSM8K prompts", best, 0.2)
 
 
-def _timed(call) -> float:
+def _timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
     return (time.perf_counter() - start) * 1000

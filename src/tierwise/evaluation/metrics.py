@@ -111,7 +111,7 @@ def relative_cost(mean_cost: FloatArray) -> FloatArray:
 
 def route_lambda(predicted: FloatArray, penalty: FloatArray, lam: float) -> IndexArray:
     """Per prompt: the model maximising ``predicted - lam * penalty`` (the earlier model on
-    ties); ``penalty`` is each model's relative cost."""
+    ties); ``penalty`` is each model's relative cost, or each prompt's (``(n, m)``)."""
     chosen: IndexArray = np.argmax(predicted - lam * penalty, axis=1).astype(np.int64)
     return chosen
 
@@ -123,9 +123,10 @@ def lambda_thresholds(
     two models' ``predicted - lambda * penalty`` lines; at most ``max_points``, by quantile),
     after 0 and before a lambda where every prompt goes to the cheapest model."""
     gain = predicted[:, :, None] - predicted[:, None, :]
-    price = penalty[:, None] - penalty[None, :]
+    cell = np.broadcast_to(penalty, predicted.shape)  # per model, or per prompt and model
+    price = cell[:, :, None] - cell[:, None, :]
     with np.errstate(divide="ignore", invalid="ignore"):
-        crossings = gain / price[None, :, :]
+        crossings = gain / price
     values = np.unique(crossings[np.isfinite(crossings) & (crossings > 0)])
     if len(values) > max_points:
         values = np.unique(np.quantile(values, np.linspace(0.0, 1.0, max_points)))

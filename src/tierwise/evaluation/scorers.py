@@ -3,13 +3,14 @@
 A :class:`Scorer` is fitted on a train (and validation) matrix and predicts a quality matrix
 for unseen prompts. A :class:`CurveRouter` is fitted the same way and traces, on a test
 matrix, one or more cost-quality curves (:class:`RouterCurve`). Every scorer is a curve
-router through :class:`ThresholdRouter`, which sweeps the learned router's two decision
-rules (:mod:`tierwise.routing.decide`) over its predictions: ``target`` (the cheapest model
-predicted to clear a threshold; row ``name``) and ``lambda`` (the model maximising predicted
-quality - lambda x relative cost; row ``name@lambda``). Routers that are not threshold
-routing on predictions — the cascades of :mod:`tierwise.evaluation.cascade`, which need the
-recorded responses — implement :class:`CurveRouter` directly. Both kinds are registered by
-name and imported on use.
+router through :class:`ThresholdRouter`, which sweeps the learned router's decision rules
+(:mod:`tierwise.routing.decide`) over its predictions: ``target`` (the cheapest model
+predicted to clear a threshold; row ``name``), ``lambda`` (the model maximising predicted
+quality - lambda x relative cost; row ``name@lambda``) and ``dollar`` (the same with each
+prompt's own predicted dollars, from its token count; row ``name@dollar``). Routers that
+are not threshold routing on predictions — the cascades of
+:mod:`tierwise.evaluation.cascade`, which need the recorded responses — implement
+:class:`CurveRouter` directly. Both kinds are registered by name and imported on use.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from tierwise.errors import PolicyError
 from tierwise.evaluation import metrics as m
 from tierwise.evaluation.matrix import FloatArray, IndexArray, OutcomeMatrix
+from tierwise.routing.costmodel import CostModel
 
 
 class Scorer(Protocol):
@@ -162,6 +164,8 @@ class ThresholdRouter:
         penalty = m.relative_cost(mean_cost)
         target = m.sweep(predicted, test.quality, test.cost, order, max_points)
         lam = m.sweep_lambda(predicted, test.quality, test.cost, penalty, max_points)
+        per_prompt = _cost_model(*self._parts).penalty(test.prompts)
+        dollar = m.sweep_lambda(predicted, test.quality, test.cost, per_prompt, max_points)
         return [
             RouterCurve(
                 "", target, lambda i: m.route(predicted, order, float(target.thresholds[i]))
@@ -171,4 +175,16 @@ class ThresholdRouter:
                 lam,
                 lambda i: m.route_lambda(predicted, penalty, float(lam.thresholds[i])),
             ),
+            RouterCurve(
+                "@dollar",
+                dollar,
+                lambda i: m.route_lambda(predicted, per_prompt, float(dollar.thresholds[i])),
+            ),
         ]
+
+
+def _cost_model(train: OutcomeMatrix, validation: OutcomeMatrix) -> CostModel:
+    """Each model's dollars per prompt from its token count, fitted on train + validation."""
+    return CostModel().fit(
+        train.prompts + validation.prompts, np.vstack([train.cost, validation.cost])
+    )

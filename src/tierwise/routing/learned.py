@@ -31,6 +31,7 @@ from tierwise.routing.decide import RuleKind, choose_by_lambda, choose_by_target
 from tierwise.routing.embeddings import CachedEmbedder, Embedder, Progress, make_embedder
 from tierwise.routing.estimators import Calibrator, Estimator, make_estimator
 from tierwise.routing.features import FeatureBuilder, Features
+from tierwise.routing.priors import CategoryBlend
 from tierwise.routing.registry import RouterEnv
 
 DEFAULT_MU = 0.05
@@ -58,16 +59,23 @@ class QualityPredictor:
         self.features = FeatureBuilder(embedder)
         self.calibration = calibration
         self.calibrators = [Calibrator(calibration) for _ in self.models]
+        self.by_category: CategoryBlend | None = None
 
     @property
     def embedder(self) -> Embedder:
         return self.features.embedder
 
     def fit(
-        self, train: OutcomeMatrix, validation: OutcomeMatrix, progress: Progress | None = None
+        self,
+        train: OutcomeMatrix,
+        validation: OutcomeMatrix,
+        progress: Progress | None = None,
+        *,
+        categories: bool = False,
     ) -> FloatArray:
         """Fit the features and estimator on ``train``; tune and calibrate on ``validation``;
         then (``refit``) fit the estimator again on both with the settings chosen.
+        ``categories``: blend in per-category success rates (:mod:`tierwise.routing.priors`).
 
         Returns the calibrated validation predictions of the train-only fit (out of sample:
         what thresholds should be picked on)."""
@@ -80,6 +88,11 @@ class QualityPredictor:
             Calibrator(self.calibration).fit(raw[:, j], y_val[:, j]) for j in range(y.shape[1])
         ]
         held_out = self._calibrated(raw)
+        if categories:
+            self.by_category = CategoryBlend()
+            held_out = self.by_category.fit(
+                (train.categories, y), (validation.categories, y_val), held_out
+            )
         if self.refit:
             self.estimator.refit(Features.concat([x, x_val]), np.vstack([y, y_val]))
         return held_out
@@ -88,8 +101,20 @@ class QualityPredictor:
         columns = [cal.apply(raw[:, j]) for j, cal in enumerate(self.calibrators)]
         return np.clip(np.column_stack(columns), 0.0, 1.0)
 
-    def predict(self, texts: Sequence[str], progress: Progress | None = None) -> FloatArray:
-        return self._calibrated(self.estimator.predict(self.features.transform(texts, progress)))
+    def predict(
+        self,
+        texts: Sequence[str],
+        progress: Progress | None = None,
+        categories: Sequence[str | None] | None = None,
+    ) -> FloatArray:
+        """Success probabilities; ``categories`` (one per text, ``None`` unknown) are used
+        when the predictor was fitted with them."""
+        x = self.features.transform(texts, progress)
+        predicted = self._calibrated(self.estimator.predict(x))
+        blend: CategoryBlend | None = getattr(self, "by_category", None)  # older artifacts
+        return (
+            predicted if blend is None or categories is None else blend.apply(predicted, categories)
+        )
 
     def embedding_ready(self, text: str) -> bool:
         """``text`` needs no slow work to predict: its embedding is in memory, or the embedder
@@ -133,7 +158,7 @@ def make_predictor(
 
 
 SCORER_PARAMS = frozenset(
-    {"estimator", "embedder", "calibration", "cache_dir", "refit", "k", "c", "rank"}
+    {"estimator", "embedder", "calibration", "cache_dir", "refit", "k", "c", "rank", "category"}
 )
 ROUTER_PARAMS = frozenset({"artifact", "version", "target", "lambda", "mu"})
 
@@ -171,17 +196,20 @@ class LearnedScorer:
 
     def fit(self, train: OutcomeMatrix, validation: OutcomeMatrix) -> None:
         self.predictor = self._predictor(train.models)
-        self.predictor.fit(train, validation)
+        by_category = self.params.get("category", "0") not in {"0", "false", "no"}
+        self.predictor.fit(train, validation, categories=by_category)
 
     def predict(self, matrix: OutcomeMatrix) -> FloatArray:
         if self.predictor is None:
             raise PolicyError(f"scorer {self.name} was asked to predict before fit")
-        return self.predictor.predict(matrix.prompts)
+        return self.predictor.predict(matrix.prompts, categories=matrix.categories)
 
 
 def build_scorer(params: Mapping[str, str]) -> LearnedScorer:
     """``learned?estimator=knn|logreg|gbm|mf&embedder=auto|minilm|hashing&calibration=
-    platt|isotonic|none&refit=1|0`` (plus ``k``, ``c`` or ``rank`` to skip a search)."""
+    platt|isotonic|none&refit=1|0&category=0|1`` (plus ``k``, ``c`` or ``rank`` to skip a
+    search). ``category=1`` blends in per-category success rates: the dataset's category
+    (MMLU subject, RouterBench benchmark) stands for request metadata known at request time."""
     return LearnedScorer(params)
 
 
@@ -261,7 +289,9 @@ class LearnedRouter:
         return None
 
     def _score(self, request: Request, known: Sequence[ModelSpec]) -> list[_Candidate]:
-        probs = self.predictor.predict([request.prompt_text()])[0]
+        category = request.metadata.get("category")
+        categories = [category if isinstance(category, str) else None]
+        probs = self.predictor.predict([request.prompt_text()], categories=categories)[0]
         tokens = expected_tokens(request)
         out = []
         for spec in known:
