@@ -15,10 +15,12 @@ from tierwise.evaluation.loaders import load_matrix
 from tierwise.evaluation.matrix import OutcomeMatrix
 from tierwise.evaluation.scorers import build_scorer
 from tierwise.messages import Request
+from tierwise.routing.artifact import load_artifact
 from tierwise.routing.base import RouteContext
+from tierwise.routing.calibrate import Objective, calibrate
 from tierwise.routing.costmodel import CostModel, prompt_tokens
 from tierwise.routing.estimators import brier
-from tierwise.routing.learned import LearnedRouter, LearnedScorer, Rule
+from tierwise.routing.learned import LearnedRouter, LearnedScorer, QualityPredictor, Rule
 from tierwise.routing.priors import CategoryBlend, category_rates
 
 WEAK = "together:mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -122,7 +124,9 @@ def routerbench_slice(shared_data: Path) -> OutcomeMatrix:
     return matrix.subset(np.sort(rows))
 
 
-def test_cost_model_on_routerbench_predicts_each_models_dollars(routerbench_slice) -> None:
+def test_cost_model_on_routerbench_predicts_each_models_dollars(
+    routerbench_slice: OutcomeMatrix,
+) -> None:
     train, validation, test = routerbench_slice.splits(0)
     model = CostModel().fit(
         train.prompts + validation.prompts, np.vstack([train.cost, validation.cost])
@@ -134,7 +138,9 @@ def test_cost_model_on_routerbench_predicts_each_models_dollars(routerbench_slic
     assert int(np.argmax(predicted.mean(axis=0))) == routerbench_slice.model_index(STRONG)
 
 
-def test_eval_traces_a_dollar_curve_with_categories_on_routerbench(routerbench_slice) -> None:
+def test_eval_traces_a_dollar_curve_with_categories_on_routerbench(
+    routerbench_slice: OutcomeMatrix,
+) -> None:
     report = evaluate(
         routerbench_slice, ["learned?estimator=knn&embedder=hashing&category=1"], seeds=[0]
     )
@@ -147,3 +153,26 @@ def test_eval_traces_a_dollar_curve_with_categories_on_routerbench(routerbench_s
     assert min(curve.cost_usd) < 0.2 * strong.cost_usd.mean
     assert curve.quality[-1] == pytest.approx(strong.quality.mean)
     assert dollar.savings_fraction is not None and dollar.savings_fraction.mean > 0.3
+
+
+def test_calibrate_by_category_saves_a_router_that_reads_request_metadata(
+    tmp_path: Path, catalog: Catalog
+) -> None:
+    report = calibrate(
+        categorical(seed=3),
+        Objective(kind="target-quality", value=0.95),
+        name="by-category",
+        artifacts_dir=tmp_path,
+        cache_dir=tmp_path,
+        embedder="hashing",
+        resamples=20,
+        categories=True,
+    )
+    predictor = load_artifact(tmp_path, "by-category", QualityPredictor).payload
+    assert predictor.by_category is not None and predictor.by_category.weight > 0
+    # the text says nothing: routing to the cheap model at 95% of the strong's quality
+    # needs the category, so the held-out figures send some calls to it
+    assert report.meta.test.strong_share < 0.95
+    law = predictor.predict(["question 1 2"], categories=["law"])[0, 0]
+    trivia = predictor.predict(["question 1 2"], categories=["trivia"])[0, 0]
+    assert law < 0.5 < trivia

@@ -79,6 +79,13 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
     resamples: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
     routers_dir: RoutersDirOption = None,
+    by_category: Annotated[
+        bool,
+        typer.Option(
+            help="Blend in each category's success rates (requests then carry "
+            "metadata.category: an MMLU subject, a task kind)."
+        ),
+    ] = False,
 ) -> None:
     """Fit a learned router on recorded outcomes, pick its threshold, save the artifact."""
     from tierwise.evaluation.loaders import load_matrix  # noqa: PLC0415
@@ -111,6 +118,7 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
             seed=seed,
             resamples=resamples,
             stage=stage,
+            categories=by_category,
         )
     out.print(report_table(report))
 

@@ -153,6 +153,7 @@ def _fit(
     parts: tuple[OutcomeMatrix, OutcomeMatrix, OutcomeMatrix],
     predictor: QualityPredictor,
     stage: Stage | None,
+    categories: bool = False,
 ) -> _Fitted:
     train, validation, test = parts
 
@@ -160,10 +161,10 @@ def _fit(
         if stage:
             stage("embedding", done, total)
 
-    held_out = predictor.fit(train, validation, embedding)
+    held_out = predictor.fit(train, validation, embedding, categories=categories)
     if stage:
         stage("fitting", 1, 1)
-    return _Fitted(predictor, held_out, predictor.predict(test.prompts))
+    return _Fitted(predictor, held_out, predictor.predict(test.prompts, categories=test.categories))
 
 
 def _points(
@@ -213,8 +214,11 @@ def calibrate(
     resamples: int = 1000,
     stage: Stage | None = None,
     baseline: Mapping[str, float] | None = None,
+    categories: bool = False,
 ) -> CalibrationReport:
-    """Fit, pick the operating point on validation, measure on test, save the artifact."""
+    """Fit, pick the operating point on validation, measure on test, save the artifact
+    (``categories``: blend in per-category success rates; requests then give their category
+    in ``metadata["category"]``)."""
     parts = matrix.splits(seed)
     predictor = make_predictor(
         matrix.models,
@@ -223,7 +227,7 @@ def calibrate(
         calibration=calibration,
         cache_dir=cache_dir,
     )
-    fitted = _fit(parts, predictor, stage)
+    fitted = _fit(parts, predictor, stage, categories)
     points = _points(RULES if rule == "auto" else (rule,), fitted.validation, parts[1], parts[0])
     strongest = parts[0].strongest()
     point = choose_point(
