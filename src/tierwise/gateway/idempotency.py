@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -41,6 +43,8 @@ from tierwise.gateway.routes import error_response
 from tierwise.gateway.service import Gateway
 from tierwise.ledger.schema import idempotency_keys
 from tierwise.ledger.store import Ledger
+
+_log = logging.getLogger(__name__)
 
 HEADER = "idempotency-key"
 MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
@@ -203,11 +207,26 @@ def _clean_ending(status: int, headers: list[tuple[str, str]], body: bytes) -> b
     return b"event: message_stop" in body and b"event: error\n" not in body
 
 
-class _Recorder:
-    """Passes a response through to the client and keeps a copy of it."""
+def _ends_stream(chunk: bytes) -> bool:
+    """The chunk carries a stream's final event: a client may stop reading after it."""
+    return b"data: [DONE]" in chunk or b"event: message_stop" in chunk
 
-    def __init__(self, send: Send) -> None:
+
+Settle = Callable[["Stored | None"], Awaitable[None]]
+
+
+class _Recorder:
+    """Passes a response through to the client and keeps a copy of it.
+
+    The key is settled (answer stored, or released) *before* the bytes that end the answer go
+    out: a client that retries as soon as it has read the answer must find it stored, not
+    "still in progress".
+    """
+
+    def __init__(self, send: Send, settle: Settle) -> None:
         self._send = send
+        self._settle = settle
+        self.settled = False
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.chunks: list[bytes] = []
@@ -219,13 +238,27 @@ class _Recorder:
             self.status = message["status"]
             raw = message.get("headers", [])
             self.headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
-        elif message["type"] == "http.response.body":
+        elif message["type"] == "http.response.body" and not self.settled:
             chunk = message.get("body", b"")
             self.size += len(chunk)
             if self.size <= MAX_STORED_BYTES:
                 self.chunks.append(chunk)
-            self.complete = not message.get("more_body", False)
+            self.complete = not message.get("more_body", False) or _ends_stream(chunk)
+            if self.complete:
+                await self._settle_before_the_end()
         await self._send(message)
+
+    async def _settle_before_the_end(self) -> None:
+        try:
+            await self.settle()
+        except (GatewayError, LedgerError) as exc:  # the store went down: still deliver
+            _log.warning("Idempotency-Key answer not stored: %s", exc)
+
+    async def settle(self) -> None:
+        """Store the answer if it ended cleanly, else release the key; once."""
+        if not self.settled:
+            self.settled = True
+            await asyncio.shield(self._settle(self.stored()))
 
     def stored(self) -> Stored | None:
         body = b"".join(self.chunks)
@@ -358,10 +391,15 @@ class IdempotencyMiddleware:
         if stored is not None:
             await replay(stored, send)
             return
-        recorder = _Recorder(send)
+
+        async def settle(answer: Stored | None) -> None:
+            if answer is None:
+                await store.release(scoped)
+            else:
+                await store.finish(scoped, answer, ttl)
+
+        recorder = _Recorder(send, settle)
         try:
             await self.app(scope, _again(body, receive), recorder.send)
         finally:
-            answer = recorder.stored()
-            settle = store.release(scoped) if answer is None else store.finish(scoped, answer, ttl)
-            await asyncio.shield(settle)
+            await recorder.settle()
