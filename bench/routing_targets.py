@@ -242,8 +242,8 @@ def deployable_dollar(
     for level, pairs in found.items():
         reached, spent = of([q for q, _ in pairs]), of([c for _, c in pairs])
         print(
-            f"    {short(spec) + '@dollar':<24}for {level:.0%}: quality {pm(*reached)} of the "
-            f"strongest's at {pm(*spent)} of its cost"
+            f"    {short(spec) + '@dollar':<30}for {level:.0%}: quality {pm(*reached)} of the "
+            f"strongest's at {pm(*spent)} of its cost (saved {pm(1 - spent[0], spent[1])})"
         )
 
 
