@@ -82,8 +82,8 @@ def test_calibration_writes_an_artifact_with_metadata_and_intervals(calibrated, 
     stored = json.loads((calibrated.path / "meta.json").read_text())
     assert stored["name"] == "gsm8k-logreg" and stored["tierwise_version"]
     assert stored["test"]["savings_ci"]["low"] == meta.test.savings_ci.low  # type: ignore[union-attr]
-    # the whole validation curve came back, both rules
-    assert {rule for rule, *_ in calibrated.curve} == {"target", "lambda"}
+    # the whole validation curve came back, every rule
+    assert {rule for rule, *_ in calibrated.curve} == {"target", "lambda", "dollar"}
 
 
 def test_calibrating_again_adds_a_version_and_latest_is_loaded(gsm8k, tmp_path) -> None:

@@ -176,3 +176,61 @@ def test_calibrate_by_category_saves_a_router_that_reads_request_metadata(
     law = predictor.predict(["question 1 2"], categories=["law"])[0, 0]
     trivia = predictor.predict(["question 1 2"], categories=["trivia"])[0, 0]
     assert law < 0.5 < trivia
+
+
+def test_dollar_rule_sends_a_long_prompt_to_the_cheap_model(catalog: Catalog) -> None:
+    train, validation, _ = categorical().splits(4)
+    scorer = LearnedScorer({"estimator": "logreg", "embedder": "hashing", "category": "1"})
+    scorer.fit(train, validation)
+    assert scorer.predictor is not None
+    short = Request.from_prompt("question 7 777").model_copy(
+        update={"metadata": {"category": "law"}}
+    )
+    long = Request.from_prompt("question 7 777 " + "context " * 4000).model_copy(
+        update={"metadata": {"category": "law"}}
+    )
+    router = LearnedRouter(scorer.predictor, Rule(kind="dollar", threshold=0.2), "cat@v1")
+    candidates = [catalog.get(WEAK), catalog.get(STRONG)]
+    context = RouteContext(catalog=catalog)
+    # the typical call costs what this short request costs on the strong model
+    typical = router.select(short, candidates, context).scores[1].predicted_cost
+    assert typical is not None
+    scorer.predictor.cost_model = CostModel()
+    scorer.predictor.cost_model.reference = float(typical)
+    near, far = (router.select(r, candidates, context) for r in (short, long))
+    assert (near.chosen, far.chosen) == (STRONG, WEAK)
+    assert "lambda*cost/typical call" in far.reason
+    # the lambda rule compares relative costs only: prompt length does not move it
+    relative = LearnedRouter(scorer.predictor, Rule(kind="lambda", threshold=0.2), "cat@v1")
+    assert relative.select(long, candidates, context).chosen == STRONG
+
+
+def test_calibrate_can_pick_the_dollar_rule_and_measure_it(tmp_path: Path) -> None:
+    base = categorical(seed=5)
+    prompts = [p + " pad" * (50 * (i % 7)) for i, p in enumerate(base.prompts)]
+    tokens = prompt_tokens(prompts)[:, None]
+    priced = OutcomeMatrix(
+        name="priced",
+        ids=base.ids,
+        prompts=prompts,
+        models=base.models,
+        quality=base.quality,
+        cost=np.hstack([1e-7 * tokens, 3e-6 * tokens]),
+        categories=base.categories,
+    )
+    report = calibrate(
+        priced,
+        Objective(kind="target-quality", value=0.95),
+        name="dollar",
+        artifacts_dir=tmp_path,
+        cache_dir=tmp_path,
+        embedder="hashing",
+        rule="dollar",
+        resamples=20,
+        categories=True,
+    )
+    assert report.meta.rule == "dollar" and {p[0] for p in report.curve} == {"dollar"}
+    predictor = load_artifact(tmp_path, "dollar", QualityPredictor).payload
+    assert predictor.cost_model is not None
+    assert predictor.cost_model.slope == pytest.approx([1e-7, 3e-6], rel=1e-6)
+    assert report.meta.test.relative_quality >= 0.9 and report.meta.test.savings > 0.2

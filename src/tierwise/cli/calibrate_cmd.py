@@ -73,7 +73,7 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
     estimator: Annotated[str, typer.Option(help="knn, logreg, gbm or mf.")] = "logreg",
     embedder: Annotated[str, typer.Option(help="auto, minilm or hashing.")] = "auto",
     calibration: Annotated[str, typer.Option(help="platt, isotonic or none.")] = "platt",
-    rule: Annotated[str, typer.Option(help="auto, target or lambda.")] = "auto",
+    rule: Annotated[str, typer.Option(help="auto, target, lambda or dollar.")] = "auto",
     name: Annotated[str | None, typer.Option(help="Artifact name.")] = None,
     data_dir: DataDirOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split.")] = 0,
@@ -92,8 +92,8 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
     from tierwise.routing.calibrate import calibrate  # noqa: PLC0415
 
     objective = _objective(target_quality, max_cost, strong_share)
-    if rule not in {"auto", "target", "lambda"}:
-        raise typer.BadParameter(f"--rule must be auto, target or lambda, not {rule!r}")
+    if rule not in {"auto", "target", "lambda", "dollar"}:
+        raise typer.BadParameter(f"--rule must be auto, target, lambda or dollar, not {rule!r}")
     state = ctx.ensure_object(CliState)
     settings = state.settings
     with _bars() as (bar, stage):

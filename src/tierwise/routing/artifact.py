@@ -88,9 +88,10 @@ class ArtifactMeta(BaseModel):
     embedder: str
     embedder_model: str
     calibration: str
-    rule: Literal["target", "lambda"]
+    rule: Literal["target", "lambda", "dollar"]
     threshold: float
-    """The target (rule ``target``) or lambda (rule ``lambda``, per unit of relative cost)."""
+    """The target (rule ``target``) or lambda (rule ``lambda``, per unit of relative cost;
+    ``dollar``, per the dearest model's mean cost per call, on this prompt's cost)."""
     objective: str
     """What the threshold was chosen for, e.g. ``target-quality 0.95``."""
     seed: int

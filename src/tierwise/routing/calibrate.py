@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from tierwise.errors import CalibrationError
 from tierwise.evaluation.matrix import FloatArray, IndexArray, OutcomeMatrix
 from tierwise.routing.artifact import ArtifactMeta, Interval, SplitFigures, save_artifact
+from tierwise.routing.costmodel import CostModel
 from tierwise.routing.decide import RULES, OperatingPoint, RuleKind, choices, outcome, sweep
 from tierwise.routing.learned import QualityPredictor, make_predictor
 
@@ -171,15 +172,23 @@ def _points(
     rules: Sequence[RuleKind], pred: FloatArray, validation: OutcomeMatrix, train: OutcomeMatrix
 ) -> list[OperatingPoint]:
     quality = np.nan_to_num(validation.quality, nan=0.0)
-    cost_hat, strongest = train.cost.mean(axis=0), train.strongest()
+    strongest = train.strongest()
     return [
         point
         for kind in rules
         for point in sweep(
-            kind, pred, quality=quality, cost=validation.cost, cost_hat=cost_hat,
-            strongest=strongest,
+            kind, pred, quality=quality, cost=validation.cost,
+            cost_hat=_cost_hat(kind, train, validation), strongest=strongest,
         )
     ]  # fmt: skip
+
+
+def _cost_hat(kind: RuleKind, train: OutcomeMatrix, part: OutcomeMatrix) -> FloatArray:
+    """What the rule reads as cost: each model's mean on train, or (``dollar``) each
+    prompt's predicted dollars relative to the dearest model's mean."""
+    if kind == "dollar":
+        return CostModel().fit(train.prompts, train.cost).penalty(part.prompts)
+    return np.asarray(train.cost.mean(axis=0), dtype=np.float64)
 
 
 def _figures(
@@ -190,9 +199,10 @@ def _figures(
     seed: int,
 ) -> tuple[SplitFigures, SplitFigures]:
     train, validation, test = parts
-    cost_hat, strongest = train.cost.mean(axis=0), train.strongest()
-    val_choice = choices(point.rule, fitted.validation, cost_hat, point.threshold)
-    test_choice = choices(point.rule, fitted.test, cost_hat, point.threshold)
+    strongest = train.strongest()
+    val_hat, test_hat = _cost_hat(point.rule, train, validation), _cost_hat(point.rule, train, test)
+    val_choice = choices(point.rule, fitted.validation, val_hat, point.threshold)
+    test_choice = choices(point.rule, fitted.test, test_hat, point.threshold)
     return (
         split_figures(val_choice, validation, strongest, resamples, seed),
         split_figures(test_choice, test, strongest, resamples, seed + 1),
@@ -228,6 +238,7 @@ def calibrate(
         cache_dir=cache_dir,
     )
     fitted = _fit(parts, predictor, stage, categories)
+    predictor.cost_model = CostModel().fit(parts[0].prompts, parts[0].cost)
     points = _points(RULES if rule == "auto" else (rule,), fitted.validation, parts[1], parts[0])
     strongest = parts[0].strongest()
     point = choose_point(

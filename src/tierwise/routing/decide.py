@@ -19,8 +19,8 @@ import numpy.typing as npt
 
 from tierwise.evaluation.matrix import FloatArray, IndexArray
 
-RuleKind = Literal["target", "lambda"]
-RULES: tuple[RuleKind, ...] = ("target", "lambda")
+RuleKind = Literal["target", "lambda", "dollar"]
+RULES: tuple[RuleKind, ...] = ("target", "lambda", "dollar")
 
 
 def choose_by_target(pred: FloatArray, order: IndexArray, target: float) -> IndexArray:
@@ -68,9 +68,12 @@ def lambda_grid(size: int = 400) -> FloatArray:
 
 
 def choices(rule: RuleKind, pred: FloatArray, cost_hat: FloatArray, threshold: float) -> IndexArray:
-    """The model each row goes to under ``rule`` at ``threshold`` (``cost_hat``: per model)."""
+    """The model each row goes to under ``rule`` at ``threshold`` (``cost_hat``: per model;
+    for ``dollar``, per row and model, already relative: :meth:`CostModel.penalty`)."""
     if rule == "target":
         return choose_by_target(pred, np.argsort(cost_hat, kind="stable"), threshold)
+    if rule == "dollar":
+        return choose_by_lambda(pred, cost_hat, threshold)
     return choose_by_lambda(pred, relative(cost_hat), threshold)
 
 

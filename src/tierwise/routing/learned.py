@@ -27,6 +27,7 @@ from tierwise.evaluation.matrix import FloatArray, OutcomeMatrix
 from tierwise.messages import Request
 from tierwise.routing.artifact import load_artifact
 from tierwise.routing.base import CandidateScore, Decision, RouteContext, expected_tokens
+from tierwise.routing.costmodel import CostModel
 from tierwise.routing.decide import RuleKind, choose_by_lambda, choose_by_target, relative
 from tierwise.routing.embeddings import CachedEmbedder, Embedder, Progress, make_embedder
 from tierwise.routing.estimators import Calibrator, Estimator, make_estimator
@@ -60,6 +61,8 @@ class QualityPredictor:
         self.calibration = calibration
         self.calibrators = [Calibrator(calibration) for _ in self.models]
         self.by_category: CategoryBlend | None = None
+        self.cost_model: CostModel | None = None
+        """Set by calibration: the ``dollar`` rule's reference cost."""
 
     @property
     def embedder(self) -> Embedder:
@@ -371,11 +374,20 @@ class LearnedRouter:
         )
         return chosen, f"predicted success {'; '.join(steps)} -> {_short(chosen.spec)} ({outcome})"
 
+    def _relative(self, dollars: FloatArray) -> tuple[FloatArray, str]:
+        """Costs relative to the dearest candidate's (``lambda``) or, rule ``dollar``, to the
+        dearest model's mean cost per call in calibration: a long prompt costs more."""
+        model: CostModel | None = getattr(self.predictor, "cost_model", None)  # older artifacts
+        if self.rule.kind == "dollar" and model is not None:
+            return dollars / model.reference, "cost/typical call"
+        return relative(dollars), "relative cost"
+
     def _by_lambda(self, scored: list[_Candidate], prefer_speed: bool) -> tuple[_Candidate, str]:
         """The candidate maximising quality - lambda * relative cost (- mu * latency)."""
         lam = self.rule.threshold
         mu = self.rule.mu if self.rule.mu is not None else (DEFAULT_MU if prefer_speed else 0.0)
-        cost = relative(np.array([np.inf if c.cost is None else float(c.cost) for c in scored]))
+        dollars = np.array([np.inf if c.cost is None else float(c.cost) for c in scored])
+        cost, what = self._relative(dollars)
         if lam == 0 or np.isinf(cost).all():  # cost does not count, or nothing is priced
             cost = np.zeros(len(scored))
         latency = np.array([c.latency_s or 0.0 for c in scored])
@@ -388,7 +400,7 @@ class LearnedRouter:
         )
         speed = f" - mu*latency_s (mu={mu:g})" if mu else ""
         return chosen, (
-            f"maximise predicted success - lambda*relative cost{speed} (lambda={lam:g}): "
+            f"maximise predicted success - lambda*{what}{speed} (lambda={lam:g}): "
             f"{terms} -> {_short(chosen.spec)}"
         )
 
