@@ -168,9 +168,11 @@ def _figures_row(label: str, f: SplitFigures) -> list[str]:
 
 def report_table(report: CalibrationReport) -> Table:
     meta = report.meta
-    rule = (
-        f"target {meta.threshold:.3f}" if meta.rule == "target" else f"lambda {meta.threshold:.4g}"
-    )
+    rule = {
+        "target": f"target {meta.threshold:.3f}",
+        "lambda": f"lambda {meta.threshold:.4g}",
+        "dollar": f"lambda {meta.threshold:.4g} on each prompt's dollars",
+    }[meta.rule]
     table = Table(
         title=f"{meta.label}: {meta.estimator} on {meta.embedder}, {meta.objective} -> {rule}",
         title_justify="left",
