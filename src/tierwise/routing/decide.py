@@ -4,7 +4,9 @@
 predicted best. ``lambda``: the model maximising ``quality - lambda * cost`` (minus
 ``mu * latency`` when speed matters), with cost relative to the dearest candidate's, so a
 lambda calibrated on one dataset's dollars carries over to another price scale (``lambda =
-0.1``: paying the dearest model's price must buy 10 points more predicted success). The
+0.1``: paying the dearest model's price must buy 10 points more predicted success).
+``dollar``: the same with each row's own predicted cost (:mod:`tierwise.routing.costmodel`),
+relative to the dearest model's mean cost per call, so a long prompt leans cheap. The
 router applies a rule to one row; calibration sweeps the threshold over a validation matrix
 to trace the whole cost-quality curve.
 """

@@ -7,7 +7,10 @@ calibrates each model's probability on the validation split. :class:`LearnedScor
 it to the evaluation harness; :class:`LearnedRouter` decides with it: the cheapest candidate
 whose predicted success clears the target (else the one predicted best), or, with
 ``lambda``, the candidate maximising ``quality - lambda * cost`` (``- mu * latency`` when
-the request prefers speed). ``build`` loads a calibrated artifact by name.
+the request prefers speed); ``dollar`` is the same with the request's own cost relative to
+the calibration's typical call, so long prompts lean cheap. With per-category rates
+(:mod:`tierwise.routing.priors`) the request's ``metadata["category"]`` is read too.
+``build`` loads a calibrated artifact by name.
 """
 
 from __future__ import annotations
