@@ -14,6 +14,11 @@ each figure beside its target, marked MET or MISSED (and by how much):
 - latency: rules decision (< 0.2 ms p50), learned decision with a cached embedding
   (< 1 ms), MiniLM on a 500-token prompt (< 20 ms p50).
 
+Every scorer is shown under its three rules: ``target``, ``@lambda`` (mean cost per model)
+and ``@dollar`` (each prompt's predicted dollars). ``category=1`` rows (``+cat``) blend in
+per-category success rates — the MMLU subject or RouterBench's benchmark, standing for
+request metadata; MMLU's prompt text does not name its subject.
+
 Savings and costs are read off the held-out test curve, as RouteLLM and ``tierwise eval``
 do (the deployable rows say what a threshold chosen beforehand gives). Usage:
 
@@ -125,7 +130,7 @@ def gsm8k(data_dir: Path, cache_dir: Path, seeds: int) -> None:
         f"TF-IDF ~25%) [{took:.0f} s, {len(GSM8K_ROUTERS) + len(ablation)} routers]"
     )
     rows = {r.name: r for r in report.results}
-    for name in ["tfidf", "tfidf@lambda", "learned", "learned@lambda", *GSM8K_ROUTERS[2:]]:
+    for name in [*rows_of("tfidf"), *rows_of("learned"), *GSM8K_ROUTERS[2:]]:
         line(name, *savings(rows[name]), target=50.0)
     strictest(rows["cascade"])
     print("  what each gate adds (cascade+learned; gates=none is learned@lambda):")
