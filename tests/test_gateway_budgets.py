@@ -473,6 +473,12 @@ def test_the_worst_case_covers_every_call_a_policy_may_make(settings: Settings) 
     assert slots(f"cascade:{mini},{haiku}?retries=1") == [[mini], [mini], [haiku], [haiku]]
     assert slots(f"advisor:{haiku}?advisor={opus}") == [[haiku], [opus]]
     assert slots(f"fixed:{mini}?fallback={haiku}") == [[mini, haiku]]
+    # the config's failover chains: any call may move on to them
+    chains = {mini: [opus, haiku], haiku: [opus]}
+    chained = call_slots(
+        engine.strategy(f"cascade:{mini},{haiku}?retries=0"), engine.catalog, chains
+    )
+    assert [[s.id for s in slot] for slot in chained] == [[mini, opus, haiku], [haiku, opus]]
     request = Request.from_prompt("one two three", max_tokens=100)
     worst, unknown = worst_case(
         request,

@@ -2,7 +2,8 @@
 
 The worst case is a sum over the policy's possible calls (*slots*), each priced at the
 dearest model that may take it: one slot for a pinned model or a router's pick among its
-candidates (a policy's ``fallback=`` models join every slot), one per tier and try for a
+candidates (a policy's ``fallback=`` models and the config's ``[failover.fallbacks]`` chains
+join every slot), one per tier and try for a
 cascade, the executor and the advisor for an advisor policy, and for a strategy that says
 nothing, one slot open to the whole catalog. Each call is priced at ``input estimate x
 margin`` input tokens (at the dearest of the input and cache-write prices) plus
@@ -12,7 +13,7 @@ margin`` input tokens (at the dearest of the input and cache-write prices) plus
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
 from tierwise.budgets.limits import Amount, to_nanousd
@@ -32,12 +33,30 @@ def _specs(value: object) -> list[ModelSpec] | None:
     return None
 
 
-def call_slots(strategy: object, catalog: Catalog) -> list[list[ModelSpec]]:
-    """The calls ``strategy`` may make, each as the models that may take it."""
+def call_slots(
+    strategy: object, catalog: Catalog, chains: Mapping[str, Sequence[str]] | None = None
+) -> list[list[ModelSpec]]:
+    """The calls ``strategy`` may make, each as the models that may take it; ``chains``: the
+    config's failover chains (model id -> the models tried next), which any call may follow."""
+    slots = _policy_slots(strategy, catalog)
+    if not chains:
+        return slots
+    return [_with_chains(slot, chains, catalog) for slot in slots]
+
+
+def _with_chains(
+    slot: list[ModelSpec], chains: Mapping[str, Sequence[str]], catalog: Catalog
+) -> list[ModelSpec]:
+    found = [catalog.find(name) for spec in slot for name in chains.get(spec.id, ())]
+    extra = {spec.id: spec for spec in found if spec is not None}
+    return [*slot, *(spec for model, spec in extra.items() if model not in {s.id for s in slot})]
+
+
+def _policy_slots(strategy: object, catalog: Catalog) -> list[list[ModelSpec]]:
     inner, fallbacks = getattr(strategy, "inner", None), getattr(strategy, "fallbacks", None)
     if inner is not None and isinstance(fallbacks, list):  # a failed call may move on to these
         extra = [spec for name in fallbacks if (spec := catalog.find(str(name))) is not None]
-        return [[*slot, *extra] for slot in call_slots(inner, catalog)]
+        return [[*slot, *extra] for slot in _policy_slots(inner, catalog)]
     tiers = _specs(getattr(strategy, "tiers", None))
     if tiers is not None:  # a cascade: every tier, each tried 1 + retries times
         options = getattr(strategy, "options", None)

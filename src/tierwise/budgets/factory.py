@@ -9,6 +9,7 @@ unset, it follows a Redis budget store and is memory otherwise.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.gate import BudgetGate
@@ -61,6 +62,7 @@ def open_budget_gate(
     ledger: Ledger,
     catalog: Catalog,
     processes: int = 1,
+    failover_chains: Mapping[str, Sequence[str]] | None = None,
 ) -> BudgetGate:
     """The gate with its stores opened (a SQL URL is connected and migrated: blocking);
     ``processes``: how many serve the same port (``tierwise serve --workers``)."""
@@ -78,5 +80,11 @@ def open_budget_gate(
         )
     store = _store(budget_store, ledger, settings)
     return BudgetGate(
-        settings, defaults, store, rates, store_name=mask_password(budget_store), catalog=catalog
+        settings,
+        defaults,
+        store,
+        rates,
+        store_name=mask_password(budget_store),
+        catalog=catalog,
+        failover_chains=failover_chains,
     )

@@ -17,7 +17,7 @@ import logging
 import math
 import uuid
 import weakref
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -85,6 +85,7 @@ class BudgetGate:
         *,
         store_name: str,
         catalog: Catalog,
+        failover_chains: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.settings = settings
         self.defaults = defaults
@@ -93,6 +94,7 @@ class BudgetGate:
         self.rates = rates
         self.store_name = store_name
         self._catalog = catalog
+        self._chains = dict(failover_chains or {})
         self._tasks: dict[str, set[asyncio.Task[None]]] = {}
         """Settlements under way, by key."""
         self._pending: list[_Pending] = []
@@ -118,7 +120,7 @@ class BudgetGate:
             return request, None
         if budgeted and request.max_tokens is None:
             request = request.model_copy(update={"max_tokens": self.settings.default_max_tokens})
-        slots = call_slots(strategy, self._catalog)
+        slots = call_slots(strategy, self._catalog, self._chains)
         amount, unknown = worst_case(request, slots, self.settings.input_margin)
         _check_request(key, effective, amount, unknown)
         rate_tokens = await self._rate(key, effective, amount.tokens)

@@ -100,6 +100,7 @@ class Gateway:
             ledger=ledger,
             catalog=engine.catalog,
             processes=self.config.workers,
+            failover_chains=engine.settings.failover.fallbacks,
         )
 
     async def stop(self) -> None:
