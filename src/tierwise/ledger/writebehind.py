@@ -42,8 +42,10 @@ class WriteBehindOptions:
     """How the writer batches and how much it may hold while the database is down."""
 
     batch_size: int = 1000
-    linger_s: float = 0.02
-    """How long the writer waits for more records before writing a batch."""
+    linger_s: float = 0.2
+    """How long the writer waits for more records before writing a batch. A short linger
+    (0.02 s) meant one thread wake-up and one transaction per request at low rates; a flush,
+    a read or a full batch does not wait for it."""
     max_pending: int = 100_000
     """Records held before :attr:`WriteBehind.backlogged` turns true."""
     retry_initial_s: float = 0.1
