@@ -47,6 +47,7 @@ def gw(settings: Settings) -> Iterator[Served]:
 
 
 def _ledger(gw: Served) -> Ledger:
+    gw.flush_ledger()  # the gateway writes its records behind the response
     return Ledger.open(gw.settings.resolved_ledger_url())
 
 

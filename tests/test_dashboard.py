@@ -71,6 +71,7 @@ class Filled:
         return self.gw.url
 
     def ledger(self) -> Ledger:
+        self.gw.flush_ledger()  # the gateway writes its records behind the response
         return Ledger.open(self.gw.settings.resolved_ledger_url())
 
 
