@@ -30,6 +30,9 @@ LAG_PROBE_S = 0.05
 LAG_SMOOTHING = 0.25
 """Weight of the newest probe in :attr:`LoopLag.smoothed`: a lone stall (a GC pause, another
 process) moves it little; a saturated CPU, probe after probe, moves it all the way."""
+LAG_SAMPLE_CAP_S = 0.3
+"""A probe counts at most this late in the average, so one long stall (the first request
+loading an SDK, a slow import) cannot push it past the limit on its own."""
 
 
 class LoopLag:
@@ -52,7 +55,8 @@ class LoopLag:
     def _tick(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
         now = loop.time()
         self.seconds = max(0.0, now - due)
-        self.smoothed += LAG_SMOOTHING * (self.seconds - self.smoothed)
+        sample = min(self.seconds, LAG_SAMPLE_CAP_S)
+        self.smoothed += LAG_SMOOTHING * (sample - self.smoothed)
         if self._loop is loop and not loop.is_closed():
             loop.call_later(LAG_PROBE_S, self._tick, loop, now + LAG_PROBE_S)
 
