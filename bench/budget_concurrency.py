@@ -30,12 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -46,6 +43,7 @@ from pathlib import Path
 import httpx2
 import psycopg
 import redis
+from processes import free_port, process, wait_http
 from psycopg import sql
 
 from tierwise.budgets.limits import Limits, to_nanousd, to_usd
@@ -79,39 +77,6 @@ class Outcome:
     quota: int = 0
     in_flight: int = 0
     other: int = 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_ready(port: int, seconds: float = 120) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with opener.open(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"the gateway on port {port} did not start")
-
-
-@contextmanager
-def _process(command: list[str], env: dict[str, str], log: Path) -> Iterator[None]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 # --- backends ----------------------------------------------------------------------------
@@ -254,13 +219,13 @@ def run_row(row: Row, args: argparse.Namespace, upstream_port: int, tmp: Path) -
         tierwise = str(Path(sys.executable).parent / "tierwise")
         urls = []
         for i in range(row.instances):
-            port = _free_port()
+            port = free_port()
             command = [tierwise, "--config", str(config), "--ledger", ledger_url]
             command += ["serve", "--port", str(port)]
-            stack.enter_context(_process(command, env, tmp / f"{row.name}-{i}.log"))
+            stack.enter_context(process(command, env, tmp / f"{row.name}-{i}.log"))
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
-            _wait_ready(int(url.rsplit(":", 1)[1]))
+            wait_http(int(url.rsplit(":", 1)[1]), "/healthz")
         outcome = asyncio.run(_fire(urls, token, args.requests, args.chunks))
         with Ledger.open(ledger_url) as ledger:
             store_spent, held = asyncio.run(_after(_store(row.backend, ledger, prefix)))
@@ -312,11 +277,11 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        port = _free_port()
+        port = free_port()
         script = str(ROOT / "bench" / "fake_upstream.py")
         upstream = [sys.executable, script, "--port", str(port)]
         upstream += ["--latency-ms", str(args.latency_ms), "--chunks", str(args.chunks)]
-        with _process(upstream, dict(os.environ), tmp / "upstream.log"):
+        with process(upstream, dict(os.environ), tmp / "upstream.log"):
             for row in rows:
                 if (why := _available(row.backend)) is not None:
                     print(f"{row.name:<28} skipped: {why}")

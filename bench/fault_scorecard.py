@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import anthropic
 import httpx2
 import openai
+from processes import free_port
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import faults
 from tests.fakes import openai_upstream as ofx
@@ -86,12 +86,6 @@ Scenario = Callable[[Upstreams, Gateway], str]
 # --- the gateway process ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _config(folder: Path, urls: tuple[str, str], port: int, threshold: int) -> Path:
     ledger_url = f"sqlite:///{folder / 'ledger.db'}"
     timeouts = "first_token_timeout_s = 1.0\nidle_timeout_s = 1.0\nmax_retries = 0"
@@ -125,7 +119,7 @@ def gateway(
     folder: Path, up: Upstreams, urls: tuple[str, str], threshold: int
 ) -> Iterator[Gateway]:
     """``tierwise serve`` in its own process, until the block ends (then SIGTERM)."""
-    port = _free_port()
+    port = free_port()
     config = _config(folder, urls, port, threshold)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
     command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]

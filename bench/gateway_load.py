@@ -30,13 +30,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -46,6 +43,7 @@ from pathlib import Path
 
 import litellm_proxy
 from loadgen import LoadResult, LoadSpec, run_load
+from processes import free_port, process, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "tw-bench-admin-key"
@@ -63,12 +61,6 @@ class Target:
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tree(pid: int) -> list[int]:
@@ -112,37 +104,8 @@ def _memory_mb(pid: int, field: str, tree: bool = True) -> float:
     return total / 1024
 
 
-def _wait_http(port: int, path: str, seconds: float = 120) -> None:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with opener.open(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"nothing answered on port {port}{path}")
-
-
-@contextmanager
-def _process(
-    command: list[str], env: dict[str, str], log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            yield proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
 def _start_upstream(args: argparse.Namespace, tmp: Path) -> tuple[list[str], int]:
-    port = _free_port()
+    port = free_port()
     script = str(ROOT / "bench" / "fake_upstream.py")
     options = ["--latency-ms", str(args.latency_ms), "--chunks", str(args.chunks)]
     options += ["--chunk-ms", str(args.chunk_ms), "--port", str(port)]
@@ -360,17 +323,17 @@ def _warm_up(targets: list[Target]) -> None:
 def _servers(args: argparse.Namespace, tmp: Path, exe: Path | None) -> Iterator[list[Target]]:
     env = {**os.environ, "TIERWISE_ADMIN_KEY": ADMIN_KEY}
     up_cmd, up_port = _start_upstream(args, tmp)
-    tw_port, ll_port = _free_port(), _free_port()
+    tw_port, ll_port = free_port(), free_port()
     tw_cmd = _tierwise_command(tmp, _tierwise_config(tmp, up_port, args), tw_port, args.workers)
     with (
-        _process(up_cmd, env, tmp / "upstream.log"),
-        _process(tw_cmd, env, tmp / "tierwise.log") as tierwise,
+        process(up_cmd, env, tmp / "upstream.log"),
+        process(tw_cmd, env, tmp / "tierwise.log") as tierwise,
     ):
         targets = [
             Target("direct", up_port, {"authorization": "Bearer sk-bench"}),
             Target("tierwise", tw_port, {"authorization": f"Bearer {ADMIN_KEY}"}, tierwise.pid),
         ]
-        _wait_http(tw_port, "/healthz")
+        wait_http(tw_port, "/healthz")
         if exe is None:
             yield targets
             return
@@ -378,8 +341,8 @@ def _servers(args: argparse.Namespace, tmp: Path, exe: Path | None) -> Iterator[
             tmp / "litellm.yaml", f"http://127.0.0.1:{up_port}", [MODEL]
         )
         ll_cmd = litellm_proxy.command(exe, config, ll_port, args.workers)
-        with _process(ll_cmd, litellm_proxy.environment(), tmp / "litellm.log") as litellm:
-            _wait_http(ll_port, "/health/liveliness", 300)
+        with process(ll_cmd, litellm_proxy.environment(), tmp / "litellm.log") as litellm:
+            wait_http(ll_port, "/health/liveliness", 300)
             auth = {"authorization": f"Bearer {litellm_proxy.MASTER_KEY}"}
             yield [*targets, Target("litellm", ll_port, auth, litellm.pid)]
 
