@@ -7,6 +7,7 @@ Sonnet 4.6 $3 / $15, Opus 4.7 $5 / $25, GPT-5 nano $0.05 / $0.40.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -20,9 +21,12 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tests.gateway_harness import Served, fake_engine, gateway_settings, running_gateway
 from tierwise.config import Settings
 from tierwise.engine import Engine
-from tierwise.errors import GateError, PolicyError
+from tierwise.errors import GateError, PolicyError, ServerError
 from tierwise.ledger.store import Ledger
 from tierwise.messages import Request
+from tierwise.providers.anthropic import AnthropicProvider
+from tierwise.providers.base import ProviderConfig
+from tierwise.providers.openai_compat import OpenAICompatProvider
 from tierwise.strategies.cascade import CascadeStrategy
 from tierwise.streaming import collect
 
@@ -31,7 +35,7 @@ HAIKU, SONNET, OPUS = (
     "anthropic:claude-sonnet-4-6",
     "anthropic:claude-opus-4-7",
 )
-NANO = "openai:gpt-5-nano"
+NANO, MINI = "openai:gpt-5-nano", "openai:gpt-5-mini"
 ADD_TEST = "from solution import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
 GOOD_ADD = "```python\ndef add(a, b):\n    return a + b\n```"
 BAD_ADD = "```python\ndef add(a, b):\n    return a - b\n```"
@@ -306,3 +310,139 @@ async def test_feedback_shows_the_next_tier_the_failed_answer_and_why(
     note = second[2]["content"][0]["text"]
     assert note.startswith(f"Your answer failed the check `{TESTS}`: exit 1")
     assert "assert -1 == 5" in note
+
+
+# --- a judge that cannot be reached ------------------------------------------------------------
+
+PASSING = json.dumps({"verdict": "pass", "score": 0.9, "reason": "right"})
+JUDGED = f"cascade:{NANO},{SONNET}?gates=judge:{OPUS}&retries=0"
+
+
+def _judge_down(fakes: tuple[FakeAnthropic, FakeOpenAI]) -> None:
+    """Nano answers; the Opus judge answers 500 (the real error envelope)."""
+    anthropic_fake, openai_fake = fakes
+    openai_fake.reply_completion(fo.completion("Paris.", token_usage=fo.usage(20, 8)))
+    anthropic_fake.reply_error(500, "api_error", "Internal server error")
+
+
+async def test_a_judge_answering_500_escalates_by_default(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI], settings: Settings
+) -> None:
+    anthropic_fake, _ = fakes
+    _judge_down(fakes)
+    _reply(anthropic_fake, "Paris, France.", 20, 6)  # Sonnet
+    _reply(anthropic_fake, PASSING, 300, 20)  # the judge is back
+    async with engine:
+        result = await engine.complete("Capital of France?", JUDGED)
+    assert result.response.text() == "Paris, France." and result.response.model == SONNET
+    assert [(c.role, c.model, c.status) for c in result.calls] == [
+        ("executor", NANO, "ok"),
+        ("judge", OPUS, "error"),
+        ("executor", SONNET, "ok"),
+        ("judge", OPUS, "ok"),
+    ]
+    # nano 20 * 0.05 + 8 * 0.40 = 4.2; the failed judge call $0; Sonnet 150; judge 2000
+    assert result.calls[1].cost_usd == 0 and result.cost_usd == Decimal("0.0021542")
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        calls = ledger.calls()
+        first, second = ledger.gate_results()
+        (escalation,) = ledger.escalations()
+        (outcome,) = [o for o in ledger.outcomes() if o.source == "gate"]
+    assert (calls[1].status, calls[1].http_status, calls[1].cost_usd) == ("error", 500, 0)
+    assert (first.call_id, first.gate, first.passed) == (calls[0].id, f"judge:{OPUS}", False)
+    assert first.reason.startswith("could not check (counted as a failed check): ServerError")
+    assert "Internal server error" in first.reason and "status 500" in first.reason
+    assert second.passed and escalation.trigger.startswith(
+        f"gate judge:{OPUS} failed: could not check"
+    )
+    assert outcome.outcome == "success"
+
+
+async def test_a_judge_answering_500_with_accept_keeps_the_answer_unverified(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI], settings: Settings
+) -> None:
+    anthropic_fake, _ = fakes
+    _judge_down(fakes)
+    async with engine:
+        result = await engine.complete("Capital of France?", JUDGED + "&on_gate_error=accept")
+    assert result.response.text() == "Paris." and result.response.model == NANO
+    assert len(anthropic_fake.requests) == 1 and result.escalations == []
+    (gate,) = result.gates
+    assert not gate.passed
+    assert gate.reason.startswith("could not check (answer accepted unverified)")
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (outcome,) = [o for o in ledger.outcomes() if o.source == "gate"]
+    assert outcome.outcome == "success"
+    assert outcome.detail.startswith(f"{NANO} accepted unverified: gate judge:{OPUS} could not")
+
+
+async def test_a_judge_answering_500_with_fail_fails_the_task(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI], settings: Settings
+) -> None:
+    _judge_down(fakes)
+    async with engine:
+        with pytest.raises(ServerError, match="Internal server error"):
+            await engine.complete("Capital of France?", JUDGED + "&on_gate_error=fail")
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        calls = [(c.role, c.status) for c in ledger.calls()]
+        assert calls == [("executor", "ok"), ("judge", "error")]
+        (gate,) = ledger.gate_results()
+    assert gate.reason.startswith("could not check (the task fails): ServerError")
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_judge_refusing_connections_never_fails_the_task(
+    settings: Settings, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    """Every tier's answer goes unchecked: the ladder climbs to the top and the last answer
+    comes back, its outcome a failure that names the connection error."""
+    _, openai_fake = fakes
+    openai_fake.reply_completion(fo.completion("Paris?", token_usage=fo.usage(20, 8)))
+    openai_fake.reply_completion(fo.completion("Paris.", token_usage=fo.usage(20, 6)))
+    unreachable = ProviderConfig(kind="anthropic", base_url=f"http://127.0.0.1:{_closed_port()}")
+    providers = {
+        "anthropic": AnthropicProvider("anthropic", unreachable, "sk-ant-test"),
+        "openai": OpenAICompatProvider(
+            "openai",
+            ProviderConfig(kind="openai", base_url="http://openai.fake/v1"),
+            "sk-test",
+            http_client=openai_fake.client(),
+        ),
+    }
+    engine = Engine(settings, providers=providers)
+    async with engine:
+        result = await engine.complete(
+            "Capital of France?", f"cascade:{NANO},{MINI}?gates=judge:{OPUS}&retries=0"
+        )
+    assert result.response.text() == "Paris." and result.response.model == MINI
+    judged = [c for c in result.calls if c.role == "judge"]
+    assert [(c.status, c.cost_usd, c.error_type) for c in judged] == [
+        ("error", 0, "UpstreamConnectionError")
+    ] * 2
+    assert all("UpstreamConnectionError" in g.reason for g in result.gates)
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (outcome,) = [o for o in ledger.outcomes() if o.source == "gate"]
+    assert outcome.outcome == "failure" and "could not check" in outcome.detail
+
+
+async def test_feedback_does_not_blame_the_answer_for_a_judge_that_could_not_check(
+    engine: Engine, fakes: tuple[FakeAnthropic, FakeOpenAI]
+) -> None:
+    anthropic_fake, _ = fakes
+    _judge_down(fakes)
+    _reply(anthropic_fake, "Paris, France.", 20, 6)
+    _reply(anthropic_fake, PASSING, 300, 20)
+    async with engine:
+        await engine.complete("Capital of France?", JUDGED + "&feedback=true")
+    sonnet = anthropic_fake.requests[1].json()
+    assert sonnet["model"] == "claude-sonnet-4-6" and len(sonnet["messages"]) == 1
+
+
+def test_bad_on_gate_error_is_one_clear_error(settings: Settings) -> None:
+    with pytest.raises(PolicyError, match=r"on_gate_error must be escalate\|accept\|fail"):
+        Engine(settings).strategy(f"{JUDGED}&on_gate_error=ignore")

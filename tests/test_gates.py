@@ -4,6 +4,7 @@ gates that ask a model (through the real SDKs against fake upstreams)."""
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -15,12 +16,29 @@ from tests.fakes import anthropic_upstream as fa
 from tests.fakes import openai_upstream as fo
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.openai_upstream import FakeOpenAI
+from tierwise.budget import BudgetGuard, TaskBudget
 from tierwise.catalog import Catalog
-from tierwise.errors import GateError, UnknownModelError
-from tierwise.gates import Gate, GateEnv, GateResult, build_gate, build_gates
+from tierwise.errors import (
+    BudgetExceededError,
+    GateError,
+    PolicyError,
+    ServerError,
+    UnknownModelError,
+)
+from tierwise.gates import (
+    Gate,
+    GateEnv,
+    GateErrorPolicy,
+    GateResult,
+    accepted,
+    build_gate,
+    build_gates,
+    check_recorded,
+    gate_error_policy,
+)
 from tierwise.gates.command import CommandGate
 from tierwise.gates.registry import split_gate_specs
-from tierwise.ledger.records import CallRecord, LedgerRecord
+from tierwise.ledger.records import CallRecord, GateRecord, LedgerRecord
 from tierwise.messages import Request, Response, TextBlock
 from tierwise.providers.anthropic import AnthropicProvider
 from tierwise.providers.base import Provider, ProviderConfig
@@ -302,3 +320,97 @@ def test_bad_gate_specs_are_one_clear_error(catalog: Catalog) -> None:
         build_gate("agree:1", env)
     with pytest.raises(UnknownModelError, match="did you mean"):
         build_gate("judge:anthropic:claude-opus-4", env)
+
+
+# --- a gate whose own model call fails ---------------------------------------------------------
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connecting to it is refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _unreachable_openai() -> OpenAICompatProvider:
+    config = ProviderConfig(kind="openai", base_url=f"http://127.0.0.1:{_closed_port()}/v1")
+    return OpenAICompatProvider("openai", config, "sk-test")
+
+
+def _failing_judge(catalog: Catalog) -> tuple[Trace, Gate]:
+    fake = FakeAnthropic().reply_error(500, "api_error", "Internal server error")
+    trace = Trace(catalog, {"anthropic": _anthropic(fake)})
+    return trace, build_gate("judge:anthropic:claude-opus-4-7", GateEnv(catalog))
+
+
+@pytest.mark.parametrize(
+    ("on_error", "meaning"),
+    [("escalate", "counted as a failed check"), ("accept", "answer accepted unverified")],
+)
+async def test_a_judge_whose_upstream_answers_500_could_not_check(
+    catalog: Catalog, on_error: GateErrorPolicy, meaning: str
+) -> None:
+    trace, gate = _failing_judge(catalog)
+    request = Request.from_prompt("Write add(a, b).")
+    verdict = await check_recorded(
+        gate, request, _answer(GOOD_ADD), trace.task, call_id="call-1", on_error=on_error
+    )
+    assert not verdict.passed and not verdict.checked and verdict.score is None
+    assert verdict.error is not None and verdict.error.startswith("ServerError: ")
+    assert "status 500" in verdict.error
+    assert verdict.reason == f"could not check ({meaning}): {verdict.error}"
+    assert accepted(verdict, on_error) is (on_error == "accept")
+    (call,) = trace.calls  # the failed judge call is in the ledger, at $0
+    assert (call.role, call.status, call.cost_usd, call.http_status) == (
+        "judge",
+        "error",
+        Decimal(0),
+        500,
+    )
+    (record,) = [r for r in trace.records if isinstance(r, GateRecord)]
+    assert (record.gate, record.call_id, record.passed) == (gate.name, "call-1", False)
+    assert record.reason == verdict.reason
+
+
+async def test_on_gate_error_fail_records_the_gate_then_raises(catalog: Catalog) -> None:
+    trace, gate = _failing_judge(catalog)
+    with pytest.raises(ServerError):
+        await check_recorded(
+            gate, Request.from_prompt("q"), _answer("a"), trace.task, on_error="fail"
+        )
+    (record,) = [r for r in trace.records if isinstance(r, GateRecord)]
+    assert not record.passed and "could not check (the task fails): ServerError" in record.reason
+
+
+async def test_a_confidence_question_to_an_unreachable_upstream_could_not_check(
+    catalog: Catalog,
+) -> None:
+    trace = Trace(catalog, {"openai": _unreachable_openai()})
+    gate = build_gate("confidence>=0.7", GateEnv(catalog))
+    answer = _answer("72", model="openai:gpt-5-nano")
+    verdict = await check_recorded(
+        gate, Request.from_prompt("q"), answer, trace.task, on_error="escalate"
+    )
+    assert verdict.error is not None and verdict.error.startswith("UpstreamConnectionError: ")
+    (call,) = trace.calls
+    assert (call.status, call.cost_usd, call.error_type) == (
+        "error",
+        Decimal(0),
+        "UpstreamConnectionError",
+    )
+
+
+async def test_a_task_budget_refusing_the_judge_is_not_a_gate_error(catalog: Catalog) -> None:
+    trace, gate = _failing_judge(catalog)
+    trace.task.guard = BudgetGuard(TaskBudget(usd=Decimal("0.000001")))
+    with pytest.raises(BudgetExceededError):
+        await check_recorded(
+            gate, Request.from_prompt("q"), _answer("a"), trace.task, on_error="accept"
+        )
+    assert trace.records == []  # refused before the call: no call, no verdict
+
+
+def test_on_gate_error_names_its_choices() -> None:
+    assert gate_error_policy("accept") == "accept"
+    with pytest.raises(PolicyError, match=r"on_gate_error must be escalate\|accept\|fail"):
+        gate_error_policy("ignore")

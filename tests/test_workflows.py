@@ -23,6 +23,7 @@ from tierwise.errors import (
     BudgetExceededError,
     PlanError,
     PolicyError,
+    ServerError,
     UnknownModelError,
     WorkflowError,
 )
@@ -495,3 +496,84 @@ async def test_a_budget_stop_hands_back_the_finished_steps(settings: Settings) -
         outcomes = {o.task_id: o.outcome for o in ledger.outcomes()}
         steps = {t.metadata.get("step"): t.id for t in ledger.tasks() if t.parent_id}
     assert outcomes[steps["s1"]] == "success" and outcomes[steps["s2"]] == "failure"
+
+
+# --- a judge check that cannot run --------------------------------------------------------------
+
+MINI = "openai:gpt-5-mini"
+JUDGED_PLAN = f"plan:{OPUS}?executors={HAIKU},{SONNET}&judge={MINI}"
+
+
+def judged_step(asked: Asked) -> Answer:
+    if is_planner(asked):
+        check = ("judge", "a pytest test that exercises slugify", "")
+        return Answer(plan(step("s1", "Write a pytest test for slugify", check=check)), 900, 300)
+    return Answer(TEST, 200, 60)
+
+
+def judge_down(openai: fo.FakeOpenAI) -> None:
+    """The judge (GPT-5 mini) answers 500 with the real error envelope, once."""
+    openai.reply_error(500, "The server had an error", "server_error")
+
+
+async def test_a_step_whose_judge_answers_500_escalates_by_default(settings: Settings) -> None:
+    fake, openai = fa.FakeAnthropic(), fo.FakeOpenAI()
+    answer_on(fake, judged_step)
+    judge_down(openai)
+    verdict = '{"passed": true, "reason": "it tests slugify"}'
+    openai.reply_completion(fo.completion(verdict, token_usage=fo.usage(400, 20)))
+    async with engine(settings, fake, openai) as eng:
+        result = await eng.complete(TASK, JUDGED_PLAN)
+    assert result.response.text() == TEST and result.response.model == SONNET
+    assert [(c.role, c.status) for c in result.calls] == [
+        ("planner", "ok"),
+        ("executor", "ok"),
+        ("judge", "error"),
+        ("executor", "ok"),
+        ("judge", "ok"),
+    ]
+    assert result.calls[2].cost_usd == 0 and result.calls[2].http_status == 500
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        unchecked, checked = ledger.gate_results()
+        (move,) = ledger.escalations()
+    assert unchecked.gate == "acceptance:judge" and not unchecked.passed
+    assert unchecked.reason.startswith("could not check (counted as a failed check): ServerError")
+    assert "The server had an error" in unchecked.reason and checked.passed
+    assert (move.from_model, move.to_model) == (HAIKU, SONNET)
+
+
+async def test_a_step_whose_judge_answers_500_with_accept_stands_unverified(
+    settings: Settings,
+) -> None:
+    fake, openai = fa.FakeAnthropic(), fo.FakeOpenAI()
+    answer_on(fake, judged_step)
+    judge_down(openai)
+    async with engine(settings, fake, openai) as eng:
+        result = await eng.complete(TASK, JUDGED_PLAN + "&on_gate_error=accept")
+    assert result.response.text() == TEST and result.response.model == HAIKU
+    assert [c.role for c in result.calls] == ["planner", "executor", "judge"]
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (gate,) = ledger.gate_results()
+        step_outcome = next(o for o in ledger.outcomes() if o.source == "gate")
+    assert not gate.passed
+    assert gate.reason.startswith("could not check (answer accepted unverified)")
+    assert step_outcome.outcome == "success" and step_outcome.detail == gate.reason
+
+
+async def test_a_step_whose_judge_answers_500_with_fail_fails_the_task(settings: Settings) -> None:
+    fake, openai = fa.FakeAnthropic(), fo.FakeOpenAI()
+    answer_on(fake, judged_step)
+    judge_down(openai)
+    async with engine(settings, fake, openai) as eng:
+        with pytest.raises(ServerError, match="The server had an error"):
+            await eng.complete(TASK, JUDGED_PLAN + "&on_gate_error=fail")
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (gate,) = ledger.gate_results()
+        step_outcomes = [o for o in ledger.outcomes() if o.outcome == "error"]
+    assert gate.reason.startswith("could not check (the task fails): ServerError")
+    assert step_outcomes and "The server had an error" in step_outcomes[0].detail
+
+
+def test_a_plan_refuses_an_unknown_on_gate_error(settings: Settings) -> None:
+    with pytest.raises(PolicyError, match=r"on_gate_error must be escalate\|accept\|fail"):
+        Engine(settings).strategy(JUDGED_PLAN + "&on_gate_error=maybe")

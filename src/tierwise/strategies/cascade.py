@@ -17,7 +17,9 @@ the last answer is returned (its outcome says so).
 Policy parameters (defaults from ``[cascade]``): ``gates`` (comma-separated specs),
 ``max_escalations``, ``retries``, ``retry_pass_rate``, ``start=route:<router>`` (start at
 the tier a router picks), ``feedback=true`` (the next try sees the failed answer and the
-gate's reason), and for command gates ``workspace``, ``answer_file``, ``gate_timeout``.
+gate's reason), ``on_gate_error=escalate|accept|fail`` (a gate whose own model call failed:
+a failed check, an answer kept unverified, or the task fails), and for command gates
+``workspace``, ``answer_file``, ``gate_timeout``.
 Streaming runs the cascade, then streams the final answer's events.
 """
 
@@ -32,7 +34,16 @@ from tierwise.budget import projected
 from tierwise.catalog import ModelSpec
 from tierwise.cost import reprice
 from tierwise.errors import InvalidRequestError, PolicyError
-from tierwise.gates import Gate, GateEnv, GateResult, build_gates, check_recorded
+from tierwise.gates import (
+    Gate,
+    GateEnv,
+    GateErrorPolicy,
+    GateResult,
+    accepted,
+    build_gates,
+    check_recorded,
+    gate_error_policy,
+)
 from tierwise.ledger.records import DecisionRecord, EscalationRecord, OutcomeRecord
 from tierwise.messages import ImageBlock, Message, Request, Response, StreamEvent, TextBlock
 from tierwise.routing.registry import RouterEnv
@@ -52,6 +63,7 @@ PARAMS = frozenset(
         "answer_file",
         "gate_timeout",
         "feedback",
+        "on_gate_error",
     }
 )
 TRIGGER_CHARS = 400
@@ -65,6 +77,8 @@ class CascadeOptions:
     retry_pass_rates: Mapping[str, float] = field(default_factory=dict)
     feedback: bool = False
     """Show the next try the failed answer and the gate's reason (a repair prompt)."""
+    on_gate_error: GateErrorPolicy = "escalate"
+    """What a gate that could not check (its model call failed) means for the answer."""
 
     def pass_rate(self, model_id: str) -> float:
         return self.retry_pass_rates.get(model_id, self.retry_pass_rate)
@@ -79,6 +93,8 @@ class Attempt:
     cost_usd: Decimal | None
     failed: tuple[str, GateResult] | None
     """The first gate that failed and its verdict; ``None`` when every gate passed."""
+    unverified: tuple[str, GateResult] | None = None
+    """A gate that could not check, its answer accepted anyway (``on_gate_error=accept``)."""
 
     @property
     def passed(self) -> bool:
@@ -172,13 +188,19 @@ class CascadeStrategy:
         response = await task.call(asked or request, spec)
         call = task.calls[-1]
         ran = task.catalog.find(response.model) or spec  # a failover may have answered
+        on_error = self.options.on_gate_error
+        unverified: tuple[str, GateResult] | None = None
         for gate in self.gates:
-            verdict = await check_recorded(gate, request, response, task, call_id=call.id)
-            if not verdict.passed:
+            verdict = await check_recorded(
+                gate, request, response, task, call_id=call.id, on_error=on_error
+            )
+            if not accepted(verdict, on_error):
                 task.guard.offer(response, 0.0)
                 return Attempt(ran, response, call.cost_usd, (gate.name, verdict))
-        task.guard.offer(response, 1.0)
-        return Attempt(ran, response, call.cost_usd, None)
+            if not verdict.passed:
+                unverified = unverified or (gate.name, verdict)
+        task.guard.offer(response, 0.5 if unverified else 1.0)
+        return Attempt(ran, response, call.cost_usd, None, unverified)
 
     def _next(
         self, ladder: list[ModelSpec], index: int, attempt: Attempt, retries: int, climbs: int
@@ -225,13 +247,22 @@ class CascadeStrategy:
             )
             retries, climbs = (retries + 1, climbs) if step.retry else (0, climbs + 1)
             index = step.index
-            asked = repair_request(request, attempt) if self.options.feedback else None
+            asked = repair_request(request, attempt) if self._repairs(attempt) else None
             attempt = await self._attempt(request, ladder[index], task, asked)
         await self._conclude(attempt, task)
         return attempt.response
 
+    def _repairs(self, attempt: Attempt) -> bool:
+        """Whether the next try sees the failed answer: only with ``feedback`` and when a gate
+        did check it (a gate that could not run says nothing about the answer)."""
+        return self.options.feedback and attempt.failed is not None and attempt.failed[1].checked
+
     async def _conclude(self, attempt: Attempt, task: TaskContext) -> None:
-        if attempt.failed is None:
+        if attempt.unverified is not None:
+            gate, verdict = attempt.unverified
+            outcome = "success"
+            detail = f"{attempt.spec.id} accepted unverified: gate {gate} {verdict.reason}"
+        elif attempt.failed is None:
             outcome, detail = "success", f"{attempt.spec.id} passed every gate"
         else:
             gate, verdict = attempt.failed
@@ -306,6 +337,7 @@ def _options(params: Mapping[str, str], settings: CascadeSettings) -> CascadeOpt
             retry_pass_rate=float(params.get("retry_pass_rate", settings.retry_pass_rate)),
             retry_pass_rates=dict(settings.retry_pass_rates),
             feedback=_flag(params.get("feedback"), settings.feedback),
+            on_gate_error=gate_error_policy(params.get("on_gate_error", settings.on_gate_error)),
         )
     except ValueError as exc:
         raise PolicyError(f"cascade: a numeric parameter is not a number ({exc})") from None

@@ -11,11 +11,13 @@ Example::
     retry_pass_rate = 0.3                # chance a retry passes after a failure
     retry_pass_rates = { "openai:gpt-5-mini" = 0.4 }
     feedback = true                      # show the next try the failed answer and why
+    on_gate_error = "escalate"           # a gate's own model call failed: escalate|accept|fail
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +38,9 @@ class CascadeSettings(BaseModel):
     """Per model id: the chance its retry passes the gates (overrides ``retry_pass_rate``)."""
     feedback: bool = False
     """Show each retry or climb the failed answer and the gate's reason."""
+    on_gate_error: Literal["escalate", "accept", "fail"] = "escalate"
+    """When a gate's own model call fails: ``escalate`` (count it a failed check), ``accept``
+    (keep the answer, recorded unverified) or ``fail`` (the task fails). Plan steps too."""
     workspace: Path | None = None
     answer_file: str = "solution.py"
     gate_timeout_s: float = Field(default=60.0, gt=0)

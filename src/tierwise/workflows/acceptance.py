@@ -6,7 +6,7 @@ structured output — cheap, since it mostly reads. The others are deterministic
 ``json`` and ``python`` (the answer's code parses) are the gates of :mod:`tierwise.gates`;
 ``contains`` and ``none`` are here. A failed check is a result, never an exception; a judge
 whose answer is unusable fails the check and says so (a judge that cannot be reached
-raises: the gate could not run).
+raises: the gate could not run, and the plan's ``on_gate_error`` decides what that means).
 """
 
 from __future__ import annotations

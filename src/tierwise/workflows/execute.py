@@ -13,7 +13,9 @@ independent sub-tasks plus a combining step and runs ready steps concurrently.
 Policy parameters: ``executors=a,b`` (default: ``routing.candidates``, else every model
 with a key), ``judge=<model>`` (reads ``judge`` checks; default: the planner),
 ``replan_after=2``, ``max_replans=1``, ``concurrency`` (1 for plan, 4 for decompose),
-``max_steps=8``, ``step_tokens=4096``.
+``max_steps=8``, ``step_tokens=4096``, ``on_gate_error=escalate|accept|fail`` (a ``judge``
+check whose call failed: a failed step attempt, an output accepted unverified, or the task
+fails; default ``[cascade] on_gate_error``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 from tierwise.catalog import ModelSpec
 from tierwise.config import Settings
 from tierwise.errors import BudgetExceededError, PolicyError, TierwiseError, WorkflowError
-from tierwise.gates import check_recorded
+from tierwise.gates import GateErrorPolicy, accepted, check_recorded, gate_error_policy
 from tierwise.ledger.records import EscalationRecord, OutcomeRecord
 from tierwise.messages import Request, Response, StreamEvent, TextBlock, Usage
 from tierwise.routing.base import Decision, RouteContext
@@ -56,6 +58,8 @@ class PlanOptions:
     """Ready steps run at once (independent steps of a decomposition)."""
     max_steps: int = DEFAULT_MAX_STEPS
     step_tokens: int = 4096
+    on_gate_error: GateErrorPolicy = "escalate"
+    """What a check that could not run (its judge call failed) means for the step."""
 
 
 class PlanStrategy:
@@ -176,16 +180,18 @@ class _Run:
             step.acceptance, goal=step.goal, judge=strategy.judge, settings=strategy.settings
         )
         name = f"acceptance:{step.acceptance.kind}"
-        verdict = await check_recorded(gate, request, response, sub, call_id=call_id, name=name)
-        outcome = "success" if verdict.passed else "failure"
+        on_error = self.options.on_gate_error
+        verdict = await check_recorded(
+            gate, request, response, sub, call_id=call_id, name=name, on_error=on_error
+        )
+        passed = accepted(verdict, on_error)
+        outcome = "success" if passed else "failure"
         await sub.record(
             OutcomeRecord(
                 task_id=sub.task_id, outcome=outcome, source="gate", detail=verdict.reason
             )
         )
-        return StepOutcome(
-            step, response.model, attempt, verdict.passed, response.text(), verdict.reason
-        )
+        return StepOutcome(step, response.model, attempt, passed, response.text(), verdict.reason)
 
     def _route(self, step: Step, prompt: str, *, attempt: int) -> tuple[ModelSpec, Decision]:
         """The cheapest executor meeting the step's capability; after ``attempt`` failures,
@@ -340,14 +346,16 @@ def _int_param(kind: str, params: Mapping[str, str], key: str, default: int) -> 
     return int(raw)
 
 
-def _options(kind: str, params: Mapping[str, str]) -> PlanOptions:
+def _options(kind: str, params: Mapping[str, str], settings: Settings) -> PlanOptions:
     defaults = PlanOptions(concurrency=4 if kind == "decompose" else 1)
+    on_error = params.get("on_gate_error", settings.cascade.on_gate_error)
     return PlanOptions(
         replan_after=_int_param(kind, params, "replan_after", defaults.replan_after),
         max_replans=_int_param(kind, params, "max_replans", defaults.max_replans),
         concurrency=_int_param(kind, params, "concurrency", defaults.concurrency),
         max_steps=_int_param(kind, params, "max_steps", defaults.max_steps),
         step_tokens=_int_param(kind, params, "step_tokens", defaults.step_tokens),
+        on_gate_error=gate_error_policy(on_error),
     )
 
 
@@ -359,12 +367,12 @@ def build_plan_strategy(
 
     if not planner_id:
         raise PolicyError(f"policy {mode!r} needs a planner model: {mode}:<provider:model>")
-    known = ("executors", "judge", *_LIMITS)
+    known = ("executors", "judge", "on_gate_error", *_LIMITS)
     for key in params:
         if key not in known:
             takes = ", ".join(known)
             raise PolicyError(f"policy {mode!r} does not take {key!r} (takes: {takes})")
-    options = _options(mode, params)
+    options = _options(mode, params, env.settings)
     planner_spec = env.catalog.get(planner_id)
     executors = resolve_candidates(params.get("executors", "").split(","), env)
     judge = env.catalog.get(params["judge"]) if params.get("judge") else planner_spec
