@@ -49,7 +49,8 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
             └── ServerError              5xx
                 └── OverloadedError      529
 
-Vendor SDK exceptions become these in one place, ``tierwise.providers.vendor_errors``.
+Upstream HTTP failures become these in ``tierwise.providers.vendor_errors`` (shared) and
+``tierwise.providers.sdk`` (SDK exceptions) / ``tierwise.providers.direct`` (aiohttp).
 Retryable means: connection errors and 408/409/429/5xx (see :attr:`ProviderError.retryable`).
 """
 

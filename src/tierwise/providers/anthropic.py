@@ -1,21 +1,19 @@
-"""The Anthropic Messages provider, over the official SDK.
+"""The Anthropic Messages provider, over the official SDK or directly.
 
-Requests go out through the SDK's generic raw path (``client.post`` with
-``cast_to=httpx2.Response``): the SDK supplies auth, versioning headers and its error types,
-while the body and the reply stay plain JSON read by :mod:`tierwise.wire.anthropic`, so
-fields and blocks the SDK's models do not know survive. The SDK makes exactly one attempt
-(``max_retries=0``); retries live in :class:`tierwise.providers.retry.RetryingProvider`.
+The HTTP goes through a transport (:mod:`tierwise.providers.transport`): the official SDK by
+default (auth, versioning headers and its error types), or aiohttp directly
+(``http = "direct"``, the gateway's default). Either way the body and the reply stay plain
+JSON read by :mod:`tierwise.wire.anthropic`, so fields and blocks the SDK's models do not
+know survive, and a stream is read with :class:`tierwise.wire.openai_stream.SSEParser`.
+One attempt per call; retries live in :class:`tierwise.providers.retry.RetryingProvider`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any, cast
-
-import anthropic
-import httpx2
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from tierwise.catalog import ModelSpec
 from tierwise.errors import (
@@ -25,39 +23,34 @@ from tierwise.errors import (
     UpstreamConnectionError,
 )
 from tierwise.messages import JsonObject, MessageStop, Request, Response, StreamEvent
-from tierwise.providers.base import ProviderConfig, post_streaming
-from tierwise.providers.vendor_errors import translate_vendor_error
+from tierwise.providers.base import ProviderConfig
+from tierwise.providers.transport import Reply, StreamReply, Transport, use_direct
 from tierwise.wire.anthropic import (
     event_from_anthropic,
     merge_stream_usage,
     request_to_anthropic,
     response_from_anthropic,
 )
+from tierwise.wire.openai_stream import SSEParser
+
+if TYPE_CHECKING:
+    import httpx2
 
 MESSAGES_PATH = "/v1/messages"
-_VENDOR_ERRORS = (anthropic.AnthropicError, httpx2.HTTPError, httpx2.StreamError)
+REQUEST_ID = "request-id"
 
 
-def _client(
-    config: ProviderConfig, api_key: str | None, http_client: httpx2.AsyncClient | None
-) -> anthropic.AsyncAnthropic:
-    """An SDK client with no retries and no credential discovery of its own.
+def _transport(
+    name: str, config: ProviderConfig, api_key: str | None, http_client: httpx2.AsyncClient | None
+) -> Transport:
+    if use_direct(config.http, sdk_client_given=http_client is not None):
+        from tierwise.providers import direct  # noqa: PLC0415 (aiohttp: the gateway's extra)
 
-    Without a key (``requires_key = false`` hosts) the SDK is given an empty token, so it does
-    not pick up ``ANTHROPIC_API_KEY`` or a profile, and the ``Authorization`` header is omitted.
-    """
-    headers = dict(config.headers)
-    if not api_key:
-        headers["Authorization"] = cast(str, anthropic.omit)
-    return anthropic.AsyncAnthropic(
-        api_key=api_key or None,
-        auth_token=None if api_key else "",
-        base_url=config.base_url,
-        default_headers=headers,
-        timeout=httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-        max_retries=0,
-        http_client=http_client,
-    )
+        headers = direct.anthropic_headers(config, api_key)
+        return direct.DirectTransport(name, config, headers, request_id_header=REQUEST_ID)
+    from tierwise.providers import sdk  # noqa: PLC0415 (the SDK import is slow)
+
+    return sdk.SDKTransport(sdk.anthropic_client(config, api_key, http_client), name)
 
 
 class AnthropicProvider:
@@ -71,54 +64,39 @@ class AnthropicProvider:
         http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self.name = name
-        self._client = _client(config, api_key, http_client)
+        self._transport = _transport(name, config, api_key, http_client)
 
     async def complete(self, request: Request, model: ModelSpec) -> Response:
         body = _body(request, model)
-        with self._vendor_errors(model):
-            raw = await self._client.post(
-                MESSAGES_PATH, cast_to=httpx2.Response, body=body, options=_options(request)
-            )
+        raw = await self._transport.post(MESSAGES_PATH, body, request.headers, model.name)
         return self._decode(raw, model)
 
     async def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]:
         """Canonical events parsed from the raw SSE stream (nothing the SDK would drop)."""
         body = _body(request, model) | {"stream": True}
-        with self._vendor_errors(model):
-            raw = await self._open_stream(body, request)
+        reply = await self._transport.open_stream(MESSAGES_PATH, body, request.headers, model.name)
         try:
-            with self._vendor_errors(model):
-                async for event in self._events(raw, model):
-                    yield event
+            async for event in self._events(reply, model):
+                yield event
         finally:
-            await raw.aclose()
+            await reply.aclose()
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await self._transport.aclose()
 
     # --- internals -------------------------------------------------------------------------
 
-    @contextmanager
-    def _vendor_errors(self, model: ModelSpec) -> Iterator[None]:
-        try:
-            yield
-        except _VENDOR_ERRORS as exc:
-            raise translate_vendor_error(exc, self.name, model.name) from exc
-
-    async def _open_stream(self, body: JsonObject, request: Request) -> httpx2.Response:
-        stream_cls = anthropic.AsyncStream[object]
-        return await post_streaming(
-            self._client.post, MESSAGES_PATH, body, _options(request), stream_cls
-        )
-
-    async def _events(self, raw: httpx2.Response, model: ModelSpec) -> AsyncIterator[StreamEvent]:
-        reader = _EventReader(self.name, model, raw)
-        async for sse in anthropic.AsyncStream.raw_events(raw):
-            if (event := reader.read(sse.event, sse.data)) is not None:
-                yield event
+    async def _events(self, reply: StreamReply, model: ModelSpec) -> AsyncIterator[StreamEvent]:
+        reader = _EventReader(self.name, model, reply.status, reply.headers)
+        parser = SSEParser()
+        async with contextlib.aclosing(reply.chunks()) as chunks:
+            async for chunk in chunks:
+                for sse in parser.feed_bytes(chunk):
+                    if (event := reader.read(sse.event, sse.data)) is not None:
+                        yield event
         reader.finish()
 
-    def _decode(self, raw: httpx2.Response, model: ModelSpec) -> Response:
+    def _decode(self, raw: Reply, model: ModelSpec) -> Response:
         try:
             data = json.loads(raw.content)
         except ValueError:
@@ -138,10 +116,13 @@ class _EventReader:
     unchanged, not zero), and a stream that ends before ``message_stop`` is an error.
     """
 
-    def __init__(self, provider: str, model: ModelSpec, raw: httpx2.Response) -> None:
+    def __init__(
+        self, provider: str, model: ModelSpec, status: int, headers: Mapping[str, str]
+    ) -> None:
         self._provider = provider
         self._model = model
-        self._raw = raw
+        self._status = status
+        self._request_id = headers.get(REQUEST_ID)
         self._start_usage: JsonObject = {}
         self._stopped = False
 
@@ -152,7 +133,7 @@ class _EventReader:
         try:
             parsed = event_from_anthropic(event, model_id=self._model.id, provider=self._provider)
         except ProviderError as exc:  # an ``error`` event: name the request it ended
-            exc.request_id = exc.request_id or self._raw.headers.get("request-id")
+            exc.request_id = exc.request_id or self._request_id
             raise
         self._stopped = self._stopped or isinstance(parsed, MessageStop)
         return parsed
@@ -163,7 +144,7 @@ class _EventReader:
                 "stream ended before message_stop",
                 provider=self._provider,
                 model=self._model.name,
-                request_id=self._raw.headers.get("request-id"),
+                request_id=self._request_id,
             )
 
     def _json(self, data: str) -> dict[str, Any]:
@@ -172,8 +153,12 @@ class _EventReader:
         except ValueError:
             event = None
         if not isinstance(event, dict):
-            raise _malformed(
-                "stream event is not a JSON object", self._provider, self._model, self._raw
+            raise MalformedResponseError(
+                "stream event is not a JSON object",
+                provider=self._provider,
+                model=self._model.name,
+                status=self._status,
+                request_id=self._request_id,
             )
         return event
 
@@ -198,17 +183,11 @@ def _body(request: Request, model: ModelSpec) -> JsonObject:
     return body
 
 
-def _options(request: Request) -> anthropic.RequestOptions:
-    return {"headers": dict(request.headers)}
-
-
-def _malformed(
-    message: str, provider: str, model: ModelSpec, raw: httpx2.Response
-) -> MalformedResponseError:
+def _malformed(message: str, provider: str, model: ModelSpec, raw: Reply) -> MalformedResponseError:
     return MalformedResponseError(
         message,
         provider=provider,
         model=model.name,
-        status=raw.status_code,
-        request_id=raw.headers.get("request-id"),
+        status=raw.status,
+        request_id=raw.headers.get(REQUEST_ID),
     )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import AsyncIterator
+from typing import Literal, Protocol, runtime_checkable
 
-import httpx2
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from tierwise.catalog import ModelSpec
-from tierwise.messages import JsonObject, Request, Response, StreamEvent
+from tierwise.messages import Request, Response, StreamEvent
 
 ProviderKind = Literal["anthropic", "openai", "replay"]
 
@@ -39,6 +38,10 @@ class ProviderConfig(BaseModel):
     advisor_beta: bool = True
     """Anthropic only: the account may use the advisor tool beta (``advisor-tool-2026-03-01``);
     false: tierwise emulates the advisor for this host's models."""
+    http: Literal["sdk", "direct"] | None = None
+    """How requests go out: ``sdk`` (the official SDK) or ``direct`` (aiohttp, leaner: the
+    gateway's hot path; needs ``tierwise[gateway]``). Unset: direct in the gateway, the SDK
+    everywhere else."""
     max_retries: int = Field(default=2, ge=0, le=10)
     max_retry_wait_s: float = Field(default=60.0, ge=0)
     dataset: str | None = None
@@ -63,26 +66,3 @@ class Provider(Protocol):
     def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]: ...
 
     async def aclose(self) -> None: ...
-
-
-async def post_streaming(
-    post: Callable[..., Awaitable[object]],
-    path: str,
-    body: JsonObject,
-    options: Any,
-    stream_cls: type,
-) -> httpx2.Response:
-    """The unread response to a streaming ``post`` of an official SDK client: with
-    ``cast_to=httpx2.Response`` the SDK hands back the raw response even when streaming
-    (its overloads type it as the unused ``stream_cls``)."""
-    raw = await post(
-        path,
-        cast_to=httpx2.Response,
-        body=body,
-        options=options,
-        stream=True,
-        stream_cls=stream_cls,
-    )
-    if not isinstance(raw, httpx2.Response):
-        raise TypeError(f"expected a raw httpx2.Response from the SDK, got {type(raw)}")
-    return raw

@@ -55,6 +55,16 @@ def layered(inner: Provider, row: ProviderConfig) -> Provider:
     return RetryingProvider(timed, max_retries=row.max_retries, max_wait_s=row.max_retry_wait_s)
 
 
+def direct_by_default(settings: Settings) -> Settings:
+    """``settings`` with every provider row that leaves ``http`` unset on ``direct``: the
+    gateway's choice (the SDKs cost its hot path most of its CPU; ``bench/upstream_client.py``)."""
+    rows = {
+        name: row if row.http is not None else row.model_copy(update={"http": "direct"})
+        for name, row in settings.providers.items()
+    }
+    return settings.model_copy(update={"providers": rows})
+
+
 def build_provider(name: str, settings: Settings) -> Provider:
     """The provider for config row ``name``, wrapped in the timeout and retry layers."""
     row = settings.provider(name)

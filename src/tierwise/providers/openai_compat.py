@@ -1,9 +1,9 @@
 """Any OpenAI-compatible Chat Completions host: OpenAI, OpenRouter, vLLM, Ollama, llama.cpp.
 
-Each host is a config row (``kind = "openai"`` and a ``base_url``), not code. The official
-SDK does the HTTP (with its retries off: retrying is :mod:`tierwise.providers.retry`'s job);
-bodies are read raw and translated by :mod:`tierwise.wire.openai` (streams by
-:mod:`tierwise.wire.openai_stream`).
+Each host is a config row (``kind = "openai"`` and a ``base_url``), not code. The HTTP goes
+through a transport (:mod:`tierwise.providers.transport`): the official SDK by default, or
+aiohttp directly (``http = "direct"``, the gateway's default); bodies are read raw and
+translated by :mod:`tierwise.wire.openai` (streams by :mod:`tierwise.wire.openai_stream`).
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
-
-import httpx2
-import openai
+from typing import TYPE_CHECKING
 
 from tierwise.catalog import ModelSpec
 from tierwise.errors import (
@@ -25,10 +23,13 @@ from tierwise.errors import (
     status_error_class,
 )
 from tierwise.messages import JsonObject, MessageStart, Request, Response, StreamEvent
-from tierwise.providers.base import ProviderConfig, post_streaming
-from tierwise.providers.vendor_errors import translate_vendor_error
+from tierwise.providers.base import ProviderConfig
+from tierwise.providers.transport import StreamReply, Transport, use_direct
 from tierwise.wire.openai import WireFormatError, request_to_openai, response_from_openai
 from tierwise.wire.openai_stream import OpenAIStreamDecoder, SSEParser
+
+if TYPE_CHECKING:
+    import httpx2
 
 REQUEST_ID = "x-request-id"
 DRAIN_TIMEOUT_S = 1.0
@@ -54,8 +55,21 @@ def _error_from_body(
     return cls(message, provider=provider, model=model, status=status, request_id=request_id)
 
 
+def _transport(
+    name: str, config: ProviderConfig, api_key: str, http_client: httpx2.AsyncClient | None
+) -> Transport:
+    if use_direct(config.http, sdk_client_given=http_client is not None):
+        from tierwise.providers import direct  # noqa: PLC0415 (aiohttp: the gateway's extra)
+
+        headers = direct.openai_headers(config, api_key)
+        return direct.DirectTransport(name, config, headers, request_id_header=REQUEST_ID)
+    from tierwise.providers import sdk  # noqa: PLC0415 (the SDK import is slow)
+
+    return sdk.SDKTransport(sdk.openai_client(config, api_key, http_client), name)
+
+
 class OpenAICompatProvider:
-    """Talks to one OpenAI-compatible host through ``openai.AsyncOpenAI``."""
+    """Talks to one OpenAI-compatible host through ``openai.AsyncOpenAI`` or directly."""
 
     def __init__(
         self,
@@ -66,45 +80,30 @@ class OpenAICompatProvider:
     ) -> None:
         self.name = name
         self.config = config
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key or NO_KEY,
-            base_url=config.base_url,
-            default_headers=config.headers,
-            timeout=httpx2.Timeout(config.timeout_s, connect=config.connect_timeout_s),
-            max_retries=0,
-            http_client=http_client,
-        )
+        self._transport = _transport(name, config, api_key or NO_KEY, http_client)
 
     async def complete(self, request: Request, model: ModelSpec) -> Response:
         """One completion; errors are :class:`ProviderError` subclasses."""
         body = self._body(request, model)
-        try:
-            raw = await self._client.post(
-                COMPLETIONS_PATH, cast_to=httpx2.Response, body=body, options=_options(request)
-            )
-            content = raw.content
-        except Exception as exc:
-            raise translate_vendor_error(exc, self.name, model.name) from exc
-        return self._parse_completion(content, model, raw.headers.get(REQUEST_ID))
+        raw = await self._transport.post(COMPLETIONS_PATH, body, request.headers, model.name)
+        return self._parse_completion(raw.content, model, raw.headers.get(REQUEST_ID))
 
     async def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]:
         """Canonical events; a stream cut short raises instead of ending quietly."""
         options = {**(request.extra.get("stream_options") or {}), "include_usage": True}
         body = self._body(request, model) | {"stream": True, "stream_options": options}
+        reply = await self._transport.open_stream(
+            COMPLETIONS_PATH, body, request.headers, model.name
+        )
         try:
-            raw = await self._open_stream(body, request)
-            try:
-                lines = raw.aiter_lines()
-                async for event in self._events(lines, model, raw.headers.get(REQUEST_ID)):
-                    yield event
-            finally:
-                await raw.aclose()
-        except Exception as exc:
-            raise translate_vendor_error(exc, self.name, model.name) from exc
+            async for event in self._events(reply, model):
+                yield event
+        finally:
+            await reply.aclose()
 
     async def aclose(self) -> None:
-        """Close the SDK client and its HTTP connections (an injected client included)."""
-        await self._client.close()
+        """Close the transport and its HTTP connections (an injected client included)."""
+        await self._transport.aclose()
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -113,12 +112,6 @@ class OpenAICompatProvider:
         (the SDK's typed ``create`` would walk it field by field on every request)."""
         body = request_to_openai(request, model.name, reasoning=model.capabilities.openai_reasoning)
         return {k: v for k, v in body.items() if k not in _TRANSPORT_FIELDS}
-
-    async def _open_stream(self, body: JsonObject, request: Request) -> httpx2.Response:
-        stream_cls = openai.AsyncStream[object]
-        return await post_streaming(
-            self._client.post, COMPLETIONS_PATH, body, _options(request), stream_cls
-        )
 
     def _malformed(
         self, message: str, model: ModelSpec, request_id: str | None
@@ -149,21 +142,20 @@ class OpenAICompatProvider:
             raise self._malformed(str(exc), model, request_id) from None
         return response.model_copy(update={"request_id": request_id})
 
-    async def _events(
-        self, lines: AsyncIterator[str], model: ModelSpec, request_id: str | None
-    ) -> AsyncIterator[StreamEvent]:
+    async def _events(self, reply: StreamReply, model: ModelSpec) -> AsyncIterator[StreamEvent]:
+        request_id = reply.headers.get(REQUEST_ID)
         decoder = OpenAIStreamDecoder(model.id)
         parser = SSEParser()
-        async for line in lines:
-            data = parser.feed(line)
-            if data == "[DONE]":
-                await _drain(lines)
-                for event in self._finish(decoder, model, request_id):
-                    yield event
-                return
-            if data is not None:
-                for event in self._decode(decoder, data, model, request_id):
-                    yield event
+        async with contextlib.aclosing(reply.chunks()) as chunks:
+            async for chunk in chunks:
+                for sse in parser.feed_bytes(chunk):
+                    if sse.data == "[DONE]":
+                        await _drain(chunks)
+                        for event in self._finish(decoder, model, request_id):
+                            yield event
+                        return
+                    for event in self._decode(decoder, sse.data, model, request_id):
+                        yield event
         raise UpstreamConnectionError(
             "stream ended before [DONE]",
             provider=self.name,
@@ -197,15 +189,11 @@ class OpenAICompatProvider:
         return MessageStart(message=event.message.model_copy(update={"request_id": request_id}))
 
 
-async def _drain(lines: AsyncIterator[str]) -> None:
+async def _drain(chunks: AsyncIterator[bytes]) -> None:
     """Read the body to its end after ``[DONE]`` (the last chunk's framing), so that the
     connection goes back to the pool instead of being closed; a host that holds the
     connection open after ``[DONE]`` is given up on after :data:`DRAIN_TIMEOUT_S`."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            async for _ in lines:
+            async for _ in chunks:
                 pass
-
-
-def _options(request: Request) -> openai.RequestOptions:
-    return {"headers": dict(request.headers)} if request.headers else {}

@@ -1,30 +1,30 @@
-"""The one place where vendor SDK exceptions become tierwise errors."""
+"""Upstream HTTP errors as tierwise errors: what both transports (SDK and direct) share.
+
+An error status becomes its :class:`tierwise.errors.UpstreamStatusError` subclass, with the
+upstream's own message, a :class:`ContextLengthError` when the prompt did not fit and the
+``retry-after`` of a 429. The SDK-specific half (reading an SDK exception) lives with the SDK
+clients in :mod:`tierwise.providers.sdk`; the direct transport
+(:mod:`tierwise.providers.direct`) calls :func:`status_error` itself. No SDK is imported here.
+"""
 
 from __future__ import annotations
 
 import email.utils
+import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
-import anthropic
-import httpx2
-import openai
+from tierwise.errors import ContextLengthError, ProviderError, RateLimitError, status_error_class
 
-from tierwise.errors import (
-    ContextLengthError,
-    MalformedResponseError,
-    ProviderError,
-    RateLimitError,
-    UpstreamConnectionError,
-    UpstreamTimeoutError,
-    status_error_class,
-)
-
-_CONTEXT_MARKERS = ("context_length_exceeded", "prompt is too long", "maximum context length")
+CONTEXT_MARKERS = ("context_length_exceeded", "prompt is too long", "maximum context length")
 
 
-def parse_retry_after(headers: httpx2.Headers) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date).
+
+    ``headers`` is looked up in lower case (``httpx2.Headers`` and aiohttp's headers both
+    ignore case)."""
     if (ms := headers.get("retry-after-ms")) is not None:
         try:
             return float(ms) / 1000
@@ -40,7 +40,7 @@ def parse_retry_after(headers: httpx2.Headers) -> float | None:
         return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
 
 
-def _error_message(body: object, fallback: str) -> str:
+def error_message(body: object, fallback: str) -> str:
     """The upstream's own message: ``{"error": {"message": ...}}`` in both wire formats."""
     if isinstance(body, dict):
         inner: Any = body.get("error", body)
@@ -49,44 +49,36 @@ def _error_message(body: object, fallback: str) -> str:
     return fallback
 
 
-def _status_error(
-    exc: anthropic.APIStatusError | openai.APIStatusError, provider: str, model: str | None
+def error_body(content: bytes) -> object:
+    """An error response's body as the SDKs read it: JSON if it parses, else its text."""
+    text = content.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text or None
+
+
+def status_error(
+    status: int,
+    body: object,
+    headers: Mapping[str, str],
+    *,
+    provider: str,
+    model: str | None,
+    request_id: str | None,
+    fallback: str,
 ) -> ProviderError:
-    status = exc.status_code
-    message = _error_message(exc.body, str(exc))
+    """The error for an upstream's HTTP error ``status``; ``fallback`` is the message when
+    the body carries none."""
+    message = error_message(body, fallback)
     fields: dict[str, Any] = {
         "provider": provider,
         "model": model,
         "status": status,
-        "request_id": exc.request_id,
+        "request_id": request_id,
     }
-    if status == 400 and any(m in f"{message} {exc.body}".lower() for m in _CONTEXT_MARKERS):
+    if status == 400 and any(m in f"{message} {body}".lower() for m in CONTEXT_MARKERS):
         return ContextLengthError(message, **fields)
     if status == 429:
-        return RateLimitError(
-            message, retry_after=parse_retry_after(exc.response.headers), **fields
-        )
+        return RateLimitError(message, retry_after=parse_retry_after(headers), **fields)
     return status_error_class(status)(message, **fields)
-
-
-def translate_vendor_error(exc: BaseException, provider: str, model: str | None) -> ProviderError:
-    """A :class:`ProviderError` for any exception raised by an SDK or its HTTP client."""
-    if isinstance(exc, ProviderError):
-        return exc
-    if isinstance(exc, anthropic.APIStatusError | openai.APIStatusError):
-        return _status_error(exc, provider, model)
-    if isinstance(
-        exc, anthropic.APITimeoutError | openai.APITimeoutError | httpx2.TimeoutException
-    ):
-        return UpstreamTimeoutError("upstream timed out", provider=provider, model=model)
-    if isinstance(
-        exc, anthropic.APIConnectionError | openai.APIConnectionError | httpx2.TransportError
-    ):
-        return UpstreamConnectionError(f"connection failed: {exc}", provider=provider, model=model)
-    if isinstance(exc, anthropic.APIResponseValidationError | openai.APIResponseValidationError):
-        return MalformedResponseError(
-            f"unreadable upstream response: {exc}", provider=provider, model=model
-        )
-    return MalformedResponseError(
-        f"unexpected upstream failure: {type(exc).__name__}: {exc}", provider=provider, model=model
-    )

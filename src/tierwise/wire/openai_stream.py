@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from tierwise.messages import (
     BlockDelta,
@@ -51,21 +51,53 @@ def sse_encode(chunk: JsonObject) -> bytes:
     return b"data: " + _dump_json(chunk).encode() + b"\n\n"
 
 
+class SSEEvent(NamedTuple):
+    """One Server-Sent Event: its ``event:`` name (``None`` when unnamed) and its data."""
+
+    event: str | None
+    data: str
+
+
 class SSEParser:
-    """Incremental Server-Sent Events parser: feed lines, get each event's ``data``."""
+    """Incremental Server-Sent Events parser: feed lines (or raw body bytes), get events.
+
+    An event without ``data`` is skipped; ``id:`` and ``retry:`` fields are ignored.
+    """
 
     def __init__(self) -> None:
         self._data: list[str] = []
+        self._event: str | None = None
+        self._partial = b""
 
     def feed(self, line: str) -> str | None:
         """The event's data when ``line`` (without its newline) ends an event, else ``None``."""
+        event = self.feed_line(line)
+        return None if event is None else event.data
+
+    def feed_line(self, line: str) -> SSEEvent | None:
+        """The event ``line`` (without its newline) ends, else ``None``."""
         if not line:
-            data, self._data = self._data, []
-            return "\n".join(data) if data else None
+            data, name = self._data, self._event
+            self._data, self._event = [], None
+            return SSEEvent(name, "\n".join(data)) if data else None
         field, _, value = line.partition(":")
         if field == "data":
             self._data.append(value.removeprefix(" "))
+        elif field == "event":
+            self._event = value.removeprefix(" ")
         return None
+
+    def feed_bytes(self, chunk: bytes) -> list[SSEEvent]:
+        """The events that ``chunk``, the next bytes of a UTF-8 body, completes (lines end in
+        LF or CRLF; a line split across chunks waits for its end)."""
+        lines = (self._partial + chunk).split(b"\n")
+        self._partial = lines.pop()
+        events = []
+        for raw in lines:
+            event = self.feed_line(raw.removesuffix(b"\r").decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+        return events
 
 
 class OpenAIStreamDecoder:
