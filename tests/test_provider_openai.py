@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.fakes import faults
 from tests.fakes import openai_upstream as fx
 from tests.fakes.loopback import serve
 from tierwise.catalog import ModelSpec, load_catalog
@@ -28,6 +29,7 @@ from tierwise.messages import MessageStart, Request, StreamEvent, TextBlock
 from tierwise.providers.base import Provider, ProviderConfig
 from tierwise.providers.openai_compat import NO_KEY, OpenAICompatProvider
 from tierwise.providers.retry import RetryingProvider
+from tierwise.providers.transport import HttpMode
 from tierwise.streaming import collect
 from tierwise.wire.openai import response_from_openai
 
@@ -42,9 +44,13 @@ def request_id(n: int) -> str:
 
 
 def make_provider(
-    base_url: str, *, api_key: str | None = "sk-test", fake: fx.FakeOpenAI | None = None
+    base_url: str,
+    *,
+    api_key: str | None = "sk-test",
+    fake: fx.FakeOpenAI | None = None,
+    http: HttpMode = "sdk",
 ) -> OpenAICompatProvider:
-    config = ProviderConfig(kind="openai", base_url=base_url, headers=CONFIG_HEADERS)
+    config = ProviderConfig(kind="openai", base_url=base_url, headers=CONFIG_HEADERS, http=http)
     client = fake.client() if fake is not None else None
     return OpenAICompatProvider("openai", config, api_key, http_client=client)
 
@@ -54,10 +60,16 @@ def fake() -> fx.FakeOpenAI:
     return fx.FakeOpenAI()
 
 
-@pytest.fixture(params=["mock", "loopback"])
-def base_url(request: pytest.FixtureRequest, fake: fx.FakeOpenAI) -> Iterator[str]:
-    """``mock``: an in-process transport; ``loopback``: the same fake on a real socket."""
-    if request.param == "mock":
+@pytest.fixture(params=["mock", "loopback", "direct"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """``mock``: the SDK over an in-process transport; ``loopback``: the SDK over a real
+    socket; ``direct``: the direct (aiohttp) transport over a real socket."""
+    return str(request.param)
+
+
+@pytest.fixture
+def base_url(mode: str, fake: fx.FakeOpenAI) -> Iterator[str]:
+    if mode == "mock":
         yield "https://api.openai.test/v1"
         return
     with serve(fake.handler) as url:
@@ -65,9 +77,11 @@ def base_url(request: pytest.FixtureRequest, fake: fx.FakeOpenAI) -> Iterator[st
 
 
 @pytest.fixture
-async def provider(base_url: str, fake: fx.FakeOpenAI) -> AsyncIterator[OpenAICompatProvider]:
-    in_process = base_url.startswith("https://api.openai.test")
-    built = make_provider(base_url, fake=fake if in_process else None)
+async def provider(
+    mode: str, base_url: str, fake: fx.FakeOpenAI
+) -> AsyncIterator[OpenAICompatProvider]:
+    http: HttpMode = "direct" if mode == "direct" else "sdk"
+    built = make_provider(base_url, fake=fake if mode == "mock" else None, http=http)
     yield built
     await built.aclose()
 
@@ -306,15 +320,30 @@ async def test_a_dropped_connection_mid_stream_raises_a_connection_error(fake):
     assert isinstance(seen[0], MessageStart)
 
 
+@pytest.mark.parametrize("ending", ["cut", "reset"])
+@pytest.mark.parametrize("http", ["sdk", "direct"])
+async def test_a_connection_cut_or_reset_mid_stream_raises_a_connection_error(fake, http, ending):
+    parts = faults.split_events(fx.sse_body(fx.stream_chunks(fx.completion("Hello there"))))
+    fake.reply(faults.paced(parts[:2], ending=ending, request_id_header="x-request-id"))
+    with serve(fake.handler) as url:
+        provider = make_provider(f"{url}/v1", http=http)
+        seen, error = await events_until_error(provider.stream(prompt(), MODEL))
+        await provider.aclose()
+    assert type(error) is UpstreamConnectionError
+    assert isinstance(seen[0], MessageStart)
+    assert error.retryable
+
+
 def closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.parametrize("http", ["sdk", "direct"])
 @pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
-async def test_connection_refused_is_an_upstream_connection_error(streaming):
-    provider = make_provider(f"http://127.0.0.1:{closed_port()}/v1")
+async def test_connection_refused_is_an_upstream_connection_error(streaming, http):
+    provider = make_provider(f"http://127.0.0.1:{closed_port()}/v1", http=http)
     with pytest.raises(UpstreamConnectionError) as caught:
         if streaming:
             await collect(provider.stream(prompt(), MODEL))
@@ -345,6 +374,19 @@ async def test_base_url_with_a_path_prefix_is_respected(fake):
     await provider.complete(prompt(), MODEL)
     await provider.aclose()
     assert fake.last_request.url == "https://openrouter.test/api/v1/chat/completions"
+
+
+async def test_direct_keyless_host_and_path_prefix(fake, monkeypatch):
+    """The direct path too sends the placeholder key, never the environment's, and keeps the
+    base URL's path prefix."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    fake.reply_completion(fx.completion())
+    with serve(fake.handler) as url:
+        provider = make_provider(f"{url}/api/v1", api_key=None, http="direct")
+        await provider.complete(prompt(), MODEL)
+        await provider.aclose()
+    assert fake.last_request.headers["authorization"] == f"Bearer {NO_KEY}"
+    assert fake.last_request.url == f"{url}/api/v1/chat/completions"
 
 
 async def test_the_retry_layer_retries_a_server_error_once(fake):

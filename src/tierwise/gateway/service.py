@@ -22,6 +22,7 @@ from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
 from tierwise.ledger.store import Ledger
+from tierwise.providers.factory import direct_by_default
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,11 @@ class Gateway:
 
     async def start(self) -> None:
         """Build the engine (unless given), open and migrate the ledger, load the keys."""
-        engine = self._given_engine or Engine(self.settings)
+        engine = self._given_engine or Engine(direct_by_default(self.settings))
         ledger = await asyncio.to_thread(lambda: engine.ledger)
-        if self.config.write_behind:
-            ledger.start_write_behind()
+        if self.config.write_behind:  # spilled records of a last shutdown imported first
+            spill_dir = self.settings.resolved_ledger_spill_dir()
+            await asyncio.to_thread(ledger.start_write_behind, spill_dir=spill_dir)
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tierwise.config import Settings
-from tierwise.datasets import dataset_file, get_dataset
 from tierwise.errors import ConfigError
 from tierwise.providers.base import Provider, ProviderConfig, ProviderKind
 from tierwise.providers.retry import RetryingProvider
@@ -28,6 +27,7 @@ def _openai(name: str, row: ProviderConfig, settings: Settings) -> Provider:
 
 
 def _replay(name: str, row: ProviderConfig, settings: Settings) -> Provider:
+    from tierwise.datasets import dataset_file, get_dataset  # noqa: PLC0415 (imports httpx2)
     from tierwise.providers.replay import ReplayProvider  # noqa: PLC0415
 
     if row.dataset is None:
