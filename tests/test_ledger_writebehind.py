@@ -6,6 +6,7 @@ loopback relay (tests/fakes/tcp_proxy.py) that is cut and restored.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.test_cli import tierwise
 from tests.test_ledger import _admin, postgres_url
 from tierwise.errors import LedgerError
-from tierwise.ledger import CallRecord, Ledger, OutcomeRecord, TaskRecord
+from tierwise.ledger import CallRecord, Ledger, OutcomeRecord, TaskRecord, spill
 from tierwise.ledger import store as ledger_store
 from tierwise.ledger.writebehind import WriteBehind, WriteBehindOptions
 
@@ -249,3 +251,211 @@ def test_an_unwritable_record_is_logged_and_the_rest_written(sqlite_url, caplog)
     assert len(dropped) == 1
     assert poison.id in dropped[0]
     assert "finite Decimal" in dropped[0]
+
+
+# --- spill: records unwritten at close are kept on disk and imported at the next start --------
+
+EXACT_COSTS = [Decimal("0.000123456789012345"), Decimal("12.000000000000000001"), Decimal(0)]
+
+
+def _task_with_calls(count: int) -> list[TaskRecord | CallRecord | OutcomeRecord]:
+    task = TaskRecord(policy="fixed:p:m", metadata={"gateway_key": "k1"})
+    calls = [
+        CallRecord(
+            task_id=task.id,
+            provider="p",
+            model="p:m",
+            input_tokens=i,
+            cost_usd=EXACT_COSTS[i % len(EXACT_COSTS)],
+        )
+        for i in range(count)
+    ]
+    return [task, *calls, OutcomeRecord(task_id=task.id, outcome="success", correct=True)]
+
+
+def _stored(ledger: Ledger, task_id: str) -> list[TaskRecord | CallRecord | OutcomeRecord]:
+    return [*ledger.tasks(task_id), *ledger.calls(task_id), *ledger.outcomes(task_id)]
+
+
+def _spill_messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "spilled to" in r.getMessage()]
+
+
+def test_close_while_sqlite_is_locked_spills_and_the_next_start_imports(
+    sqlite_url, monkeypatch, tmp_path, caplog
+) -> None:
+    monkeypatch.setattr(ledger_store, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(7)
+    blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+    ledger = Ledger.open(sqlite_url)
+    ledger.start_write_behind(
+        WriteBehindOptions(retry_initial_s=0.02, close_timeout_s=0.3), spill_dir=spill_dir
+    )
+    blocker.execute("BEGIN IMMEDIATE")
+    ledger.append(*records)
+    caplog.set_level(logging.WARNING, logger="tierwise.ledger")
+    ledger.close()  # no error: nothing is lost
+    (spilled,) = spill_dir.glob("spill-*.jsonl")
+    assert _spill_messages(caplog) == [
+        f"ledger unwritable at shutdown ({_last_error(caplog)}): 9 records spilled to {spilled}; "
+        "they are imported at the next start or by `tierwise ledger import-spill`"
+    ]
+    blocker.execute("ROLLBACK")
+    blocker.close()
+
+    with Ledger.open(sqlite_url) as reopened:
+        assert reopened.calls() == []
+        reopened.start_write_behind(spill_dir=spill_dir)
+        assert _stored(reopened, records[0].id) == records  # ids, Decimal costs, times exact
+    assert list(spill_dir.iterdir()) == []
+    assert any(f"imported 9 spilled records from {spilled}" in m for m in _messages(caplog))
+
+
+def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records]
+
+
+def _last_error(caplog: pytest.LogCaptureFixture) -> str:
+    outage = next(m for m in _messages(caplog) if "database is locked" in m)
+    return outage[outage.index("could not write") :]
+
+
+def test_postgres_cut_at_close_spills_and_the_next_start_imports(postgres_url, tmp_path) -> None:
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(5)
+    options = WriteBehindOptions(retry_initial_s=0.02, retry_max_s=0.05, close_timeout_s=0.5)
+    with TcpProxy(5432) as relay, _pg_schema(postgres_url, relay.port) as url:
+        ledger = Ledger.open(url)
+        ledger.start_write_behind(options, spill_dir=spill_dir)
+        relay.cut()
+        ledger.append(*records)
+        ledger.close()
+        assert len(list(spill_dir.glob("spill-*.jsonl"))) == 1
+        relay.restore()
+        with Ledger.open(url) as reopened:  # the same configuration starting again
+            reopened.start_write_behind(spill_dir=spill_dir)
+            assert _stored(reopened, records[0].id) == records
+        assert list(spill_dir.iterdir()) == []
+
+
+class _Outage:
+    """A writer that fails like an unreachable database until told otherwise."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.written: list[str] = []
+
+    def __call__(self, records) -> None:
+        if self.down:
+            raise LedgerError("could not write to the ledger: connection refused")
+        self.written += [r.id for r in records]
+
+
+def test_a_transient_writer_error_at_close_spills_what_is_queued(sqlite_url, tmp_path) -> None:
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(3)
+    shown = Ledger.open(sqlite_url)
+    shown.close()
+    behind = WriteBehind(
+        _Outage(),
+        lambda _error: True,
+        WriteBehindOptions(retry_initial_s=0.02, close_timeout_s=0.2),
+        spill=lambda rs: str(spill.write_spill(spill_dir, rs, shown.url)),
+    )
+    behind.submit(records)
+    behind.close()
+    (path,) = spill.spill_files(spill_dir)
+    assert spill.read_spill(path).records == records
+    with Ledger.open(sqlite_url) as ledger:
+        ledger.append(records[0])  # the task did get through once: it is not stored twice
+        found = ledger.import_spills(spill_dir)
+        assert (found.imported, found.kept, found.records) == ([(path, 5)], [], 5)
+        assert _stored(ledger, records[0].id) == records
+        assert ledger.import_spills(spill_dir).records == 0  # nothing left to import
+
+
+def test_a_spill_that_cannot_be_written_says_the_records_are_lost(tmp_path, caplog) -> None:
+    in_the_way = tmp_path / "not-a-folder"
+    in_the_way.write_text("")
+    behind = WriteBehind(
+        _Outage(),
+        lambda _error: True,
+        WriteBehindOptions(retry_initial_s=0.02, close_timeout_s=0.2),
+        spill=lambda rs: str(spill.write_spill(in_the_way, rs, "sqlite:///x.db")),
+    )
+    behind.submit(_calls(4))
+    with pytest.raises(LedgerError, match=r"^4 ledger records are lost: not written and cannot "):
+        behind.close()
+    assert in_the_way.read_text() == ""
+
+
+def test_an_unreadable_spill_file_is_kept_and_reported(sqlite_url, tmp_path) -> None:
+    spill_dir = tmp_path / "spill"
+    good = spill.write_spill(spill_dir, _calls(2, "good"), "ignored")
+    broken = spill.write_spill(spill_dir, _calls(3, "broken"), "ignored")
+    lines = broken.read_text().splitlines()
+    broken.write_text("\n".join([lines[0], lines[1], lines[2][:40]]) + "\n")
+    with Ledger.open(sqlite_url) as ledger:
+        good.write_text(good.read_text().replace('"ignored"', json.dumps(ledger.url), 1))
+        broken.write_text(broken.read_text().replace('"ignored"', json.dumps(ledger.url), 1))
+        found = ledger.import_spills(spill_dir)
+        assert found.imported == [(good, 2)]
+        assert found.kept == [
+            (
+                broken,
+                f"ledger spill file {broken}, line 3: not JSON (Unterminated string starting at)",
+            )
+        ]
+        assert [c.task_id for c in ledger.calls()] == ["good", "good"]  # nothing of the broken
+    assert spill.spill_files(spill_dir) == [broken]
+
+
+def test_a_spill_file_of_another_ledger_is_kept_unless_asked(sqlite_url, tmp_path) -> None:
+    spill_dir = tmp_path / "spill"
+    other = spill.write_spill(spill_dir, _calls(2), "postgresql://u:***@elsewhere/db")
+    with Ledger.open(sqlite_url) as ledger:
+        found = ledger.import_spills(spill_dir)
+        assert found.imported == []
+        assert found.kept == [
+            (
+                other,
+                f"ledger spill file {other} is for the ledger at "
+                f"postgresql://u:***@elsewhere/db, not {ledger.url}",
+            )
+        ]
+        assert ledger.import_spills(spill_dir, any_ledger=True).imported == [(other, 2)]
+        assert len(ledger.calls()) == 2
+
+
+def test_cli_import_spill_reports_counts_and_keeps_what_it_cannot_read(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(4)
+    good = spill.write_spill(spill_dir, records, ledger_store.mask_password(url))
+    broken = spill_dir / "spill-99999999T000000000000Z-1-deadbeef.jsonl"
+    broken.write_text("not a spill file\n")
+
+    result = tierwise("--ledger", url, "ledger", "import-spill", str(spill_dir))
+    assert result.returncode == 1, result.stderr
+    assert f"imported 6 records from {good}" in result.stdout
+    assert "6 records from 1 spill file into" in result.stdout
+    assert "1 kept" in result.stdout
+    assert result.stderr.strip() == (
+        f"kept: ledger spill file {broken}: line 1 is not a tierwise-ledger-spill/1 header"
+    )
+    assert spill.spill_files(spill_dir) == [broken]
+    with Ledger.open(url) as ledger:
+        assert _stored(ledger, records[0].id) == records
+
+    broken.unlink()
+    again = tierwise("--ledger", url, "ledger", "import-spill", str(spill_dir))
+    assert again.returncode == 0, again.stderr
+    assert "0 records from 0 spill files" in again.stdout
+
+
+def test_cli_import_spill_from_a_missing_folder_is_a_usage_error(tmp_path) -> None:
+    result = tierwise("ledger", "import-spill", str(tmp_path / "nowhere"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "does not exist" in result.stderr

@@ -88,6 +88,10 @@ def user_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+def user_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP_NAME))
+
+
 def default_config_path() -> Path:
     return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
 
@@ -120,6 +124,9 @@ class Settings(BaseSettings):
     default_policy: str = "fixed:anthropic:claude-haiku-4-5"
     ledger_url: str | None = None
     """SQLAlchemy URL; default: a SQLite file in the user data directory."""
+    ledger_spill_dir: Path | None = None
+    """Where the gateway spills ledger records it cannot write before shutdown (imported at
+    its next start); default ``<user state dir>/ledger-spill``."""
     log_content: bool = True
     """Store prompt and response text in the ledger (needed to calibrate routers later)."""
     data_dir: Path | None = None
@@ -154,6 +161,9 @@ class Settings(BaseSettings):
 
     def resolved_ledger_url(self) -> str:
         return self.ledger_url or default_ledger_url()
+
+    def resolved_ledger_spill_dir(self) -> Path:
+        return self.ledger_spill_dir or user_state_dir() / "ledger-spill"
 
     def provider(self, name: str) -> ProviderConfig:
         if name not in self.providers:

@@ -20,6 +20,7 @@ from tierwise.cli import (
     consults_cmd,
     eval_cmd,
     learn_cmd,
+    ledger_cmd,
     render,
     serve_cmd,
     shadow_cmd,
@@ -164,6 +165,7 @@ consults_cmd.register(app)
 shadow_cmd.register(app)
 serve_cmd.register(app)
 workflow_cmd.register(app)
+ledger_cmd.register(app)
 
 
 def run() -> None:

@@ -10,10 +10,16 @@ whose URL has its password masked.
 SQLite runs in WAL mode with a busy timeout, and tierwise issues ``BEGIN`` itself (``BEGIN
 IMMEDIATE`` for writes) so that migrations are transactional and concurrent writers queue
 instead of failing.
+
+With write-behind on and a spill directory given, records the writer still holds when it is
+closed (the database down past its deadline) go to a spill file there; the next
+:meth:`Ledger.start_write_behind` with that directory imports them first
+(:mod:`tierwise.ledger.spill`).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import defaultdict
@@ -53,7 +59,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import StaticPool
 
 from tierwise.errors import LedgerError
-from tierwise.ledger import migrate
+from tierwise.ledger import migrate, spill
 from tierwise.ledger.records import (
     CallRecord,
     DecisionRecord,
@@ -64,9 +70,10 @@ from tierwise.ledger.records import (
     TaskRecord,
 )
 from tierwise.ledger.schema import record_columns, table_for, tasks
-from tierwise.ledger.writebehind import WriteBehind, WriteBehindOptions
+from tierwise.ledger.writebehind import Spill, WriteBehind, WriteBehindOptions
 
 R = TypeVar("R", bound=BaseModel)
+log = logging.getLogger("tierwise.ledger")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 POSTGRES_CONNECT_TIMEOUT_S = 10
@@ -222,10 +229,33 @@ class Ledger:
 
     # --- write-behind ---------------------------------------------------------------------
 
-    def start_write_behind(self, options: WriteBehindOptions | None = None) -> None:
-        """Queue appends and write them in batches from a background thread (the gateway)."""
-        if self._behind is None:
-            self._behind = WriteBehind(self._append_batch, is_outage, options)
+    def start_write_behind(
+        self, options: WriteBehindOptions | None = None, *, spill_dir: Path | None = None
+    ) -> None:
+        """Queue appends and write them in batches from a background thread (the gateway).
+
+        With ``spill_dir``, the spill files there are imported first (a failure is logged,
+        the files kept) and records unwritten at :meth:`close` are spilled there.
+        """
+        if self._behind is not None:
+            return
+        keep: Spill | None = None
+        if spill_dir is not None:
+            self._import_at_start(spill_dir)
+            keep = lambda records: str(spill.write_spill(spill_dir, records, self.url))  # noqa: E731
+        self._behind = WriteBehind(self._append_batch, is_outage, options, spill=keep)
+
+    def import_spills(self, directory: Path, *, any_ledger: bool = False) -> spill.SpillImport:
+        """Store the records of the spill files in ``directory`` (once each, ids kept) and
+        remove each file once written; files of another ledger are kept unless ``any_ledger``."""
+        return spill.import_spills(directory, self.url, self._append_batch, any_ledger=any_ledger)
+
+    def _import_at_start(self, directory: Path) -> None:
+        found = self.import_spills(directory)
+        for path, count in found.imported:
+            log.warning("ledger: imported %d spilled records from %s", count, path)
+        for _path, reason in found.kept:
+            log.error("%s (kept)", reason)
 
     def stop_write_behind(self) -> None:
         """Write everything queued and go back to writing on :meth:`append`."""

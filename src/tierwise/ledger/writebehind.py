@@ -14,7 +14,9 @@ A batch that fails for another reason than an outage (e.g. a constraint or a val
 database refuses) is written record by record, so that one unwritable record (a bug) cannot
 block the rest; such a record is logged in full and dropped. :meth:`flush` waits until
 everything submitted before it is written; :meth:`close` flushes (retrying until its deadline)
-and stops the thread.
+and stops the thread. Records still queued then are handed to ``spill`` when one is given (the
+ledger writes them to a spill file, :mod:`tierwise.ledger.spill`, imported at the next start)
+instead of being lost.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ Writer = Callable[[Sequence[LedgerRecord]], None]
 """Writes records in one transaction (idempotently: a retried batch may repeat records)."""
 Transient = Callable[[LedgerError], bool]
 """Whether a write failed for an outage (unreachable, locked, timed out): retry it later."""
+Spill = Callable[[Sequence[LedgerRecord]], str]
+"""Keeps records :meth:`WriteBehind.close` could not write (on disk); says where, or raises
+LedgerError."""
 
 
 @dataclass(frozen=True)
@@ -58,11 +63,17 @@ class WriteBehind:
     """A queue of ledger records and the thread that writes them in batches."""
 
     def __init__(
-        self, write: Writer, transient: Transient, options: WriteBehindOptions | None = None
+        self,
+        write: Writer,
+        transient: Transient,
+        options: WriteBehindOptions | None = None,
+        *,
+        spill: Spill | None = None,
     ) -> None:
         self.options = options or WriteBehindOptions()
         self._write = write
         self._transient = transient
+        self._spill = spill
         self._queue: deque[LedgerRecord] = deque()
         self._cond = threading.Condition()
         self._submitted = 0
@@ -119,14 +130,42 @@ class WriteBehind:
                 self._urgent -= 1
 
     def close(self) -> None:
-        """Flush (retrying until ``close_timeout_s``) and stop the writer thread."""
+        """Flush (retrying until ``close_timeout_s``) and stop the writer thread.
+
+        Records still unwritten then are spilled when a ``spill`` was given (logged with the
+        place and count); otherwise, or if spilling fails, LedgerError says how many are lost.
+        """
+        unwritten: LedgerError | None = None
         try:
             self.flush(self.options.close_timeout_s)
-        finally:
-            with self._cond:
-                self._closing = True
-                self._cond.notify_all()
-            self._thread.join(self.options.close_timeout_s)
+        except LedgerError as exc:
+            unwritten = exc
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(self.options.close_timeout_s)
+        with self._cond:  # a writer still stuck in a write keeps its batch here: spill it too
+            left = list(self._queue)
+        if left and self._spill is not None:
+            self._spill_left(left)
+        elif unwritten is not None:
+            raise unwritten
+
+    def _spill_left(self, records: list[LedgerRecord]) -> None:
+        """Hand the records the writer could not store to the spill; LedgerError if it fails."""
+        try:
+            where = self._spill(records) if self._spill else ""
+        except LedgerError as exc:
+            message = f"{len(records)} ledger records are lost: not written and {exc.message}"
+            log.error("%s", message)
+            raise LedgerError(message) from exc
+        log.warning(
+            "ledger unwritable at shutdown (%s): %d records spilled to %s; they are imported "
+            "at the next start or by `tierwise ledger import-spill`",
+            self.last_error or "the writer did not finish",
+            len(records),
+            where,
+        )
 
     def _unwritten_message(self, count: int) -> str:
         reason = f": {self.last_error}" if self.last_error else ""

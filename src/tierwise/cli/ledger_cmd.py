@@ -1,0 +1,62 @@
+"""``tierwise ledger``: the ledger's housekeeping (importing spilled records by hand)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from tierwise.cli.state import CliState
+from tierwise.ledger.store import Ledger
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+ledger_app = typer.Typer(help="The ledger's housekeeping.", no_args_is_help=True)
+
+DirArgument = Annotated[
+    Path | None,
+    typer.Argument(
+        help="Folder of spill files (default: the config's ledger_spill_dir).",
+        exists=True,
+        file_okay=False,
+        show_default=False,
+    ),
+]
+AnyLedgerOption = Annotated[
+    bool,
+    typer.Option("--any-ledger", help="Also import files spilled by another ledger URL."),
+]
+
+
+@ledger_app.command("import-spill")
+def import_spill(
+    ctx: typer.Context, directory: DirArgument = None, any_ledger: AnyLedgerOption = False
+) -> None:
+    """Store the records a gateway spilled at shutdown (its database was down) and remove
+    each file once written; exit 1 if a file is kept (unreadable, another ledger, a failed
+    write). Records already stored are skipped, so running it twice is safe."""
+    state = ctx.ensure_object(CliState)
+    folder = directory or state.settings.resolved_ledger_spill_dir()
+    with Ledger.open(state.settings.resolved_ledger_url()) as ledger:
+        report = ledger.import_spills(folder, any_ledger=any_ledger)
+        where = ledger.url
+    for path, count in report.imported:
+        out.print(f"imported {count} records from {path}", markup=False)
+    for _path, reason in report.kept:
+        err.print(f"kept: {reason}", markup=False)
+    files = len(report.imported)
+    out.print(
+        f"{report.records} records from {files} spill file{'s' * (files != 1)} "
+        f"into {where}; {len(report.kept)} kept",
+        markup=False,
+    )
+    if report.kept:
+        raise typer.Exit(code=1)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``tierwise ledger`` to ``app``."""
+    app.add_typer(ledger_app, name="ledger")

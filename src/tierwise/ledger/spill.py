@@ -1,0 +1,193 @@
+"""Spill files: ledger records the write-behind could not store before shutdown, on disk.
+
+When the database stays unreachable past :meth:`~tierwise.ledger.writebehind.WriteBehind.close`'s
+deadline, the records still queued are written to a JSON-lines file in the spill directory
+rather than lost: a header line (format, the ledger's URL with its password masked, the
+count), then one line per record, ``{"type": "CallRecord", "record": {...}}``, serialised by
+the record's own pydantic model (Decimal costs as exact strings, timestamps with their zone).
+Each file is written under a hidden temporary name, fsynced, then renamed to a unique
+``spill-<UTC time>-<pid>-<random>.jsonl`` (and the directory fsynced), so a reader never sees
+half a file.
+
+:func:`import_spills` reads them back (``Ledger.import_spills``; the gateway does it at
+start-up): records keep their ids and the write skips ids already stored, so a second import,
+or a record that reached the database after all, stores each record once. A file is removed
+only after all its records are written; a file that cannot be parsed, that belongs to another
+ledger or whose records cannot be written is kept and reported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from tierwise.errors import LedgerError
+from tierwise.ledger.records import LedgerRecord
+
+FORMAT = "tierwise-ledger-spill/1"
+PATTERN = "spill-*.jsonl"
+IMPORT_BATCH = 1000
+"""Records written per transaction on import."""
+
+_TYPES: dict[str, type[LedgerRecord]] = {cls.__name__: cls for cls in get_args(LedgerRecord)}
+
+Write = Callable[[Sequence[LedgerRecord]], None]
+
+
+@dataclass(frozen=True)
+class SpillFile:
+    """One spill file read back: the ledger it was meant for and its records, in order."""
+
+    path: Path
+    ledger: str
+    records: list[LedgerRecord]
+
+
+@dataclass
+class SpillImport:
+    """What an import did: files imported (and removed) with their counts, files kept."""
+
+    imported: list[tuple[Path, int]] = field(default_factory=list)
+    kept: list[tuple[Path, str]] = field(default_factory=list)
+    """Each file left in place and why (unreadable, another ledger, a write failed)."""
+
+    @property
+    def records(self) -> int:
+        return sum(count for _, count in self.imported)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def write_spill(directory: Path, records: Sequence[LedgerRecord], ledger: str) -> Path:
+    """Write ``records`` to a new spill file in ``directory``; LedgerError if that fails."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    name = f"spill-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+    final, partial = directory / name, directory / f".{name}.tmp"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with partial.open("w", encoding="utf-8") as out:
+            out.writelines(_lines(records, ledger))
+            out.flush()
+            os.fsync(out.fileno())
+        partial.rename(final)
+        _fsync_dir(directory)
+    except OSError as exc:
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
+        raise LedgerError(f"cannot write a ledger spill file in {directory}: {exc}") from exc
+    return final
+
+
+def _lines(records: Sequence[LedgerRecord], ledger: str) -> Iterator[str]:
+    header = {"format": FORMAT, "ledger": ledger, "count": len(records)}
+    yield json.dumps(header) + "\n"
+    for record in records:
+        yield f'{{"type": "{type(record).__name__}", "record": {record.model_dump_json()}}}\n'
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or an unlink in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- reading and importing ------------------------------------------------------------------
+
+
+def spill_files(directory: Path) -> list[Path]:
+    """The spill files in ``directory``, oldest first (none if it does not exist)."""
+    return sorted(directory.glob(PATTERN)) if directory.is_dir() else []
+
+
+def read_spill(path: Path) -> SpillFile:
+    """A spill file's records; LedgerError naming the line when it is not one."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LedgerError(f"cannot read ledger spill file {path}: {exc}") from exc
+    if not lines:
+        raise LedgerError(f"ledger spill file {path} is empty")
+    header = _header(path, lines[0])
+    records = [_record(path, number, line) for number, line in enumerate(lines[1:], start=2)]
+    if len(records) != header["count"]:
+        raise LedgerError(
+            f"ledger spill file {path} holds {len(records)} records, "
+            f"its header says {header['count']} (truncated?)"
+        )
+    return SpillFile(path, str(header["ledger"]), records)
+
+
+def _header(path: Path, line: str) -> dict[str, Any]:
+    try:
+        header = json.loads(line)
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise LedgerError(f"ledger spill file {path}: line 1 is not a {FORMAT} header")
+    if not isinstance(header.get("count"), int) or not isinstance(header.get("ledger"), str):
+        raise LedgerError(f"ledger spill file {path}: line 1 lacks the ledger or the count")
+    return header
+
+
+def _record(path: Path, number: int, line: str) -> LedgerRecord:
+    where = f"ledger spill file {path}, line {number}"
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise LedgerError(f"{where}: not JSON ({exc.msg})") from None
+    kind = _TYPES.get(row.get("type", "")) if isinstance(row, dict) else None
+    if kind is None or not isinstance(row.get("record"), dict):
+        raise LedgerError(f"{where}: not a ledger record")
+    try:
+        return kind.model_validate(row["record"])
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field_name = ".".join(str(part) for part in first["loc"])
+        raise LedgerError(f"{where}: {field_name}: {first['msg']}") from None
+
+
+def import_spills(
+    directory: Path, ledger: str, write: Write, *, any_ledger: bool = False
+) -> SpillImport:
+    """Write every spill file of ``directory`` meant for ``ledger`` with ``write``
+    (idempotent), removing each once written; files of other ledgers are kept unless
+    ``any_ledger``."""
+    report = SpillImport()
+    for path in spill_files(directory):
+        try:
+            spilled = read_spill(path)
+        except LedgerError as exc:
+            if path.exists():  # another process may have imported it meanwhile
+                report.kept.append((path, exc.message))
+            continue
+        if spilled.ledger != ledger and not any_ledger:
+            other = f"ledger spill file {path} is for the ledger at {spilled.ledger}, not {ledger}"
+            report.kept.append((path, other))
+            continue
+        try:
+            _write_all(spilled.records, write)
+        except LedgerError as exc:
+            report.kept.append((path, f"ledger spill file {path} not imported: {exc.message}"))
+            continue
+        path.unlink(missing_ok=True)
+        _fsync_dir(directory)
+        report.imported.append((path, len(spilled.records)))
+    return report
+
+
+def _write_all(records: list[LedgerRecord], write: Write) -> None:
+    for start in range(0, len(records), IMPORT_BATCH):
+        write(records[start : start + IMPORT_BATCH])
