@@ -401,3 +401,13 @@ def test_a_gateway_worker_on_the_direct_path_never_imports_an_sdk(tmp_path):
     assert json.loads(anthropic_complete)["content"][0]["text"] == "hello " * 3
     assert "event: message_stop" in anthropic_stream
     assert report["loaded"] == []
+
+
+def test_the_environment_proxy_is_read_once_as_httpx_reads_it(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://user:secret@proxy.test:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.test")
+    proxy, headers = direct._env_proxy("https://api.openai.com/v1")
+    assert str(proxy) == "http://proxy.test:3128"
+    assert headers == {"proxy-authorization": "Basic dXNlcjpzZWNyZXQ="}
+    assert direct._env_proxy("https://internal.test/v1") == (None, None)
+    assert direct._env_proxy("http://127.0.0.1:8000/v1") == (None, None)

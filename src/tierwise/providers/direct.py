@@ -21,7 +21,9 @@ from collections.abc import AsyncGenerator, Mapping
 from importlib import metadata
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict
+from yarl import URL
 
 from tierwise.errors import ProviderError, UpstreamConnectionError, UpstreamTimeoutError
 from tierwise.messages import JsonObject
@@ -100,6 +102,17 @@ def _translate(exc: BaseException, provider: str, model: str) -> ProviderError:
 _FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
 
 
+def _env_proxy(url: str) -> tuple[URL | None, dict[str, str] | None]:
+    """The proxy (and its credentials) the environment names for ``url`` (``HTTPS_PROXY``,
+    ``NO_PROXY``...), as httpx's ``trust_env`` reads them. Looked up once per session:
+    aiohttp's own ``trust_env`` does it on a thread for every request."""
+    try:
+        proxy, auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return None, None
+    return proxy, None if auth is None else {"proxy-authorization": auth.encode()}
+
+
 class _DirectStream:
     """A 2xx streaming response; :meth:`aclose` puts a fully read connection back in the pool
     (and closes one whose body was not read to its end)."""
@@ -141,6 +154,8 @@ class DirectTransport:
             total=None, sock_connect=config.connect_timeout_s, sock_read=config.timeout_s
         )
         self._session: aiohttp.ClientSession | None = None
+        self._proxy: URL | None = None
+        self._proxy_headers: dict[str, str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def post(
@@ -179,8 +194,13 @@ class DirectTransport:
         self, path: str, body: JsonObject, headers: Mapping[str, str]
     ) -> aiohttp.client._RequestContextManager:
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return self._client().post(
-            self._base_url + path, data=data, headers=dict(headers) if headers else None
+        session = self._client()
+        return session.post(
+            self._base_url + path,
+            data=data,
+            headers=dict(headers) if headers else None,
+            proxy=self._proxy,
+            proxy_headers=self._proxy_headers,
         )
 
     def _client(self) -> aiohttp.ClientSession:
@@ -189,9 +209,10 @@ class DirectTransport:
         if self._session is None or self._session.closed or self._loop is not loop:
             connector = aiohttp.TCPConnector(limit=MAX_CONNECTIONS, keepalive_timeout=KEEPALIVE_S)
             self._session = aiohttp.ClientSession(
-                connector=connector, headers=self._headers, timeout=self._timeout, trust_env=True
+                connector=connector, headers=self._headers, timeout=self._timeout
             )
             self._loop = loop
+            self._proxy, self._proxy_headers = _env_proxy(self._base_url)
         return self._session
 
     def _status_error(
