@@ -121,7 +121,8 @@ def _tierwise_config(tmp: Path, upstream_port: int, args: argparse.Namespace) ->
         f'base_url = "http://127.0.0.1:{upstream_port}/v1"\n'
         'api_key = "sk-bench"\n'
         "max_retries = 0\n"
-        "[gateway]\n"
+        + (f'http = "{args.upstream_http}"\n' if args.upstream_http else "")
+        + "[gateway]\n"
         f"max_in_flight = {args.max_in_flight}\n"
         f"max_loop_lag_ms = {args.max_loop_lag_ms}\n"
     )
@@ -277,6 +278,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--max-loop-lag-ms", type=float, default=100.0, help="tierwise")
     parser.add_argument("--overload-rate", type=float, default=0.0, help="0: no overload row")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument(
+        "--upstream-http", choices=["sdk", "direct"], help="tierwise's upstream client"
+    )
     parser.add_argument("--smoke", action="store_true", help="a few seconds, no LiteLLM")
     args = parser.parse_args()
     if args.smoke:
