@@ -29,6 +29,7 @@ from typer.testing import CliRunner
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
+from tests.fakes.loopback import serve
 from tests.gateway_harness import ADMIN_KEY, Served, fake_engine, gateway_settings, serve_app
 from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
 from tierwise.budgets.config import BudgetSettings
@@ -585,26 +586,43 @@ def settled_store(service: Gateway, store_url: str, ledger_url: str) -> tuple[Co
 
 
 @contextmanager
-def hanging_gateway(settings: Settings) -> Iterator[tuple[str, Gateway]]:
-    """A gateway whose OpenAI upstream never answers until the test ends."""
+def hanging_gateway(settings: Settings, http: str) -> Iterator[tuple[str, Gateway]]:
+    """A gateway whose OpenAI upstream never answers until the test ends: in process through
+    the SDK, or on loopback through the direct (aiohttp) transport."""
     release = threading.Event()
-    engine = blocking_engine(settings, release)
-    app = create_app(settings, engine=engine)
-    with serve_app(app, engine) as url:
+
+    def late(_: httpx2.Request) -> httpx2.Response:
+        release.wait(30)
+        return httpx2.Response(200, json=ofx.completion("late"), headers={"x-request-id": "r1"})
+
+    with ExitStack() as stack:
+        if http == "sdk":
+            engine = blocking_engine(settings, release)
+        else:
+            upstream = stack.enter_context(serve(late))
+            config = ProviderConfig(kind="openai", base_url=f"{upstream}/v1", http="direct")
+            provider = OpenAICompatProvider("openai", config, "sk-upstream")
+            engine = Engine(settings, providers={"openai": provider})
+        app = create_app(settings, engine=engine)
+        url = stack.enter_context(serve_app(app, engine))
         try:
             yield url, app.state.gateway
         finally:
-            release.set()  # before the server stops, or it would wait for the request
+            release.set()  # before the servers stop, or they would wait for the request
 
 
-@pytest.mark.parametrize("store", ["memory", "sqlite", "postgres"])
+@pytest.mark.parametrize(
+    ("store", "http"),
+    [("memory", "sdk"), ("sqlite", "sdk"), ("postgres", "sdk"), ("memory", "direct")],
+)
 def test_a_client_hanging_up_mid_call_leaves_nothing_held(
-    ledger_url: str, store: str, request: pytest.FixtureRequest
+    ledger_url: str, store: str, http: str, request: pytest.FixtureRequest
 ) -> None:
     store_url = _store_url(store, ledger_url, request)
     token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
     body = {"model": MINI, "messages": HELLO, "max_tokens": 100}
-    with hanging_gateway(settings_for(ledger_url, budget_store=store_url)) as (url, service):
+    settings = settings_for(ledger_url, budget_store=store_url)
+    with hanging_gateway(settings, http) as (url, service):
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0, timeout=0.5)
         with pytest.raises(openai.APITimeoutError):
             client.chat.completions.create(**body)  # type: ignore[call-overload]
