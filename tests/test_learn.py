@@ -127,7 +127,7 @@ def test_gateway_feedback_endpoint_needs_a_key_and_records_the_verdict(tmp_path:
         ok = http.post("/v1/tierwise/feedback", json=body, headers={"x-api-key": ADMIN_KEY})
     assert anonymous.status_code == 401 and "missing API key" in anonymous.text
     assert bad.status_code == 400 and "invalid feedback: correct" in bad.json()["error"]["message"]
-    assert unknown.status_code == 400 and "no task 'missing'" in unknown.text
+    assert unknown.status_code == 404 and "no task 'missing'" in unknown.text
     assert ok.status_code == 200 and ok.json()["task_id"] == task_id and ok.json()["correct"]
     with Ledger.open(settings.resolved_ledger_url()) as ledger:
         user = [o for o in ledger.outcomes(task_id=task_id) if o.source == "user"]

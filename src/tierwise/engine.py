@@ -178,11 +178,13 @@ class Engine:
         observer: Observer | None = None,
         *,
         budget: TaskBudget | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> TaskContext:
         task = TaskRecord(
             parent_id=parent_id,
             policy=strategy.name,
             source=source,
+            metadata=dict(metadata or {}),
             prompt_text=request.prompt_text() if self.settings.log_content else None,
         )
         record = _observed(self.record, observer)
@@ -227,22 +229,23 @@ class Engine:
         parent_id: str | None = None,
         observer: Observer | None = None,
         budget: TaskBudget | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> Result:
         """Run one task under ``policy`` (default: the config's ``default_policy``) within
         ``budget`` (default: the policy's ``budget_usd`` / ``budget_tokens``); a task that
-        runs out raises :class:`BudgetExceededError` carrying its partial result."""
+        runs out raises :class:`BudgetExceededError` carrying its partial result. ``metadata`` is
+        stored on the task's record (the gateway: the key that made it)."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
-        task = await self._open_task(canonical, strategy, source, parent_id, observer, budget=own)
+        task = await self._open_task(
+            canonical, strategy, source, parent_id, observer, budget=own, metadata=metadata
+        )
         try:
             response = await strategy.run(canonical, task)
         except TierwiseError as exc:
             await self._close_task(task, exc)
             self._attach_partial(exc, task, strategy)
-            raise
-        except asyncio.CancelledError:  # the caller stopped waiting: say so, as a stream does
-            await self._close_task(task, InvalidRequestError("request abandoned by the caller"))
             raise
         await self._close_task(task, None)
         return self._result(task, strategy, response)
@@ -274,12 +277,15 @@ class Engine:
         parent_id: str | None = None,
         observer: Observer | None = None,
         budget: TaskBudget | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Like :meth:`complete`, as canonical stream events; recorded when it ends."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
-        task = await self._open_task(canonical, strategy, source, parent_id, observer, budget=own)
+        task = await self._open_task(
+            canonical, strategy, source, parent_id, observer, budget=own, metadata=metadata
+        )
         try:
             async with closing_stream(strategy.stream(canonical, task)) as events:
                 async for event in events:

@@ -25,14 +25,14 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
+    │   ├── TaskNotFoundError    404            no such task (or another key's: not revealed)
     │   ├── RequestTooLargeError 413            the request body is over the size limit
     │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
     │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
     │   ├── KeyRateLimitError    429            over a key's requests or tokens per minute
     │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
-    │   ├── BudgetUnavailableError 503          the budget store is down and budgets fail closed
-    │   └── ClientDisconnectedError 499         the client hung up before its answer (no reply)
+    │   └── BudgetUnavailableError 503          the budget store is down and budgets fail closed
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── CircuitOpenError                    the upstream's circuit breaker is open (no call)
         ├── UpstreamConnectionError             could not connect / connection dropped
@@ -186,6 +186,13 @@ class ForbiddenError(GatewayError):
     status = 403
 
 
+class TaskNotFoundError(GatewayError):
+    """404: no task with this id that the key may see (another key's task looks the same)."""
+
+    status = 404
+    code = "task_not_found"
+
+
 class RequestTooLargeError(GatewayError):
     """413: the request body is larger than the gateway accepts."""
 
@@ -239,13 +246,6 @@ class BudgetUnavailableError(GatewayError):
     """503: the budget store cannot be reached and budgets fail closed."""
 
     status = 503
-
-
-class ClientDisconnectedError(GatewayError):
-    """499: the client disconnected before its answer; the work was stopped (nobody reads
-    the reply, the status is for the logs and metrics)."""
-
-    status = 499
 
 
 class ProviderError(TierwiseError):

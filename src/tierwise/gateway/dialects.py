@@ -170,6 +170,7 @@ class OpenAIDialect:
         kind, code = _OPENAI_ERRORS.get(failure.status, ("server_error", None))
         if failure.status < 500 and failure.status not in _OPENAI_ERRORS:
             kind = "invalid_request_error"
+        code = failure.code or code  # a gateway refusal's own reason (e.g. task_not_found)
         if failure.code == QUOTA_CODE:
             kind = code = QUOTA_CODE
         error = {"message": failure.message, "type": kind, "param": None, "code": code}

@@ -35,7 +35,6 @@ from tierwise.gateway.dialects import (
     dialect_for_path,
     forward_headers,
 )
-from tierwise.gateway.disconnect import until_disconnect
 from tierwise.gateway.failures import QUOTA_CODE, failure
 from tierwise.gateway.models import Target
 from tierwise.gateway.service import Gateway
@@ -43,6 +42,8 @@ from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+TASK_KEY = "gateway_key"
+"""The task metadata field naming the gateway key that made the task (feedback checks it)."""
 
 
 def error_response(dialect: Dialect, exc: BaseException) -> JSONResponse:
@@ -200,15 +201,13 @@ class Routes:
         trace = Trace(dialect.api, self.gateway.metrics)
         try:
             admitted = await self._reserve(await self._admit(request, dialect), trace)
-            respond = self._stream if admitted.body.get("stream") is True else self._complete
-            return await until_disconnect(request.receive, respond(admitted, trace))
+            if admitted.body.get("stream") is True:
+                return await self._stream(admitted, trace)
+            return await self._complete(admitted, trace)
         except Exception as exc:
             response = error_response(dialect, exc)
             trace.finish(response.status_code)
             return response
-        except asyncio.CancelledError:  # the drain deadline: settle the budget hold now
-            trace.finish(499)
-            raise
 
     async def _reserve(self, admitted: Admitted, trace: Trace) -> Admitted:
         """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""
@@ -223,7 +222,11 @@ class Routes:
     async def _complete(self, admitted: Admitted, trace: Trace) -> Response:
         running, api = self.gateway.running, admitted.dialect.api
         result = await running.engine.complete(
-            admitted.request, admitted.target.policy, source="gateway", observer=trace.observe
+            admitted.request,
+            admitted.target.policy,
+            source="gateway",
+            observer=trace.observe,
+            metadata={TASK_KEY: admitted.principal.name},
         )
         trace.model = result.response.model
         served = running.models.served_name(result.response.model, api)
@@ -235,7 +238,11 @@ class Routes:
     async def _stream(self, admitted: Admitted, trace: Trace) -> Response:
         running, api = self.gateway.running, admitted.dialect.api
         events = running.engine.stream(
-            admitted.request, admitted.target.policy, source="gateway", observer=trace.observe
+            admitted.request,
+            admitted.target.policy,
+            source="gateway",
+            observer=trace.observe,
+            metadata={TASK_KEY: admitted.principal.name},
         )
         first = await _first(events)
         if isinstance(first, MessageStart):
