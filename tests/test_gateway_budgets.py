@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import re
 import threading
 import time
@@ -28,6 +29,7 @@ from typer.testing import CliRunner
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
+from tests.fakes.loopback import serve
 from tests.gateway_harness import ADMIN_KEY, Served, fake_engine, gateway_settings, serve_app
 from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
 from tierwise.budgets.config import BudgetSettings
@@ -549,3 +551,208 @@ def test_store_names_are_checked(ledger_url: str) -> None:
         },
     )
     assert accepted.gateway.budget_store.startswith("postgresql+psycopg:")
+
+
+# --- a non-streaming client that hangs up ----------------------------------------------------
+
+
+def _store_url(store: str, ledger_url: str, request: pytest.FixtureRequest) -> str:
+    """The gateway's ``budget_store`` for a test: memory, the ledger's SQLite, or PostgreSQL."""
+    return {"memory": "memory", "sqlite": "ledger"}.get(store) or request.getfixturevalue("pg_url")
+
+
+def settled_store(service: Gateway, store_url: str, ledger_url: str) -> tuple[Counter, int]:
+    """The key's total counter and the reservations held, once no reservation is held (or
+    5 s have passed: far short of the 120 s TTL, and the upstream never answers by itself)."""
+
+    async def read(store: Any) -> tuple[Counter, int]:
+        deadline = time.monotonic() + 5
+        while await store.held() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return await store.counter("key:team:total"), await store.held()
+
+    if store_url == "memory":  # this process's store, read from here (it takes a thread lock)
+        return asyncio.run(read(service.running.budgets.store))
+
+    async def from_sql() -> tuple[Counter, int]:
+        url = ledger_url if store_url == "ledger" else store_url
+        store = SqlBudgetStore(Ledger.open(url), owned=True)
+        try:
+            return await read(store)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(from_sql())
+
+
+@contextmanager
+def hanging_gateway(settings: Settings, http: str) -> Iterator[tuple[str, Gateway]]:
+    """A gateway whose OpenAI upstream never answers until the test ends: in process through
+    the SDK, or on loopback through the direct (aiohttp) transport."""
+    release = threading.Event()
+
+    def late(_: httpx2.Request) -> httpx2.Response:
+        release.wait(30)
+        return httpx2.Response(200, json=ofx.completion("late"), headers={"x-request-id": "r1"})
+
+    with ExitStack() as stack:
+        if http == "sdk":
+            engine = blocking_engine(settings, release)
+        else:
+            upstream = stack.enter_context(serve(late))
+            config = ProviderConfig(kind="openai", base_url=f"{upstream}/v1", http="direct")
+            provider = OpenAICompatProvider("openai", config, "sk-upstream")
+            engine = Engine(settings, providers={"openai": provider})
+        app = create_app(settings, engine=engine)
+        url = stack.enter_context(serve_app(app, engine))
+        try:
+            yield url, app.state.gateway
+        finally:
+            release.set()  # before the servers stop, or they would wait for the request
+
+
+@pytest.mark.parametrize(
+    ("store", "http"),
+    [("memory", "sdk"), ("sqlite", "sdk"), ("postgres", "sdk"), ("memory", "direct")],
+)
+def test_a_client_hanging_up_mid_call_leaves_nothing_held(
+    ledger_url: str, store: str, http: str, request: pytest.FixtureRequest
+) -> None:
+    store_url = _store_url(store, ledger_url, request)
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    body = {"model": MINI, "messages": HELLO, "max_tokens": 100}
+    settings = settings_for(ledger_url, budget_store=store_url)
+    with hanging_gateway(settings, http) as (url, service):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0, timeout=0.5)
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(**body)  # type: ignore[call-overload]
+        counter, held = settled_store(service, store_url, ledger_url)
+        service.running.engine.ledger.flush(10)
+    assert held == 0 and counter.reserved.nanousd == 0  # at once, not after the TTL
+    # the cut-off call may be billed by the upstream, unseen: charged its worst case, as a
+    # stream cut midway is
+    worst, _ = worst_case(request_from_openai(body), [[load_catalog().get(f"openai:{MINI}")]], 1.1)
+    assert counter.spent == worst
+    with Ledger.open(ledger_url) as ledger:
+        (call,) = ledger.calls()
+        (outcome,) = ledger.outcomes()
+    assert (call.status, call.cost_usd) == ("error", None)
+    assert call.error_message == "request abandoned by the caller"
+    assert outcome.outcome == "error" and "abandoned" in outcome.detail
+
+
+def test_a_client_hanging_up_between_calls_is_charged_exactly_the_calls_made(
+    ledger_url: str,
+) -> None:
+    """The answer is in (its call billed), its gate still runs when the client hangs up: the
+    gate is stopped and the key is charged that one call's exact cost, nothing held."""
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    cascade = {
+        "tiers": [f"openai:{MINI}"],
+        "gates": ['command:python -c "import time; time.sleep(60)"'],
+    }
+    settings = gateway_settings(ledger_url, gateway={"key_cache_s": 0}, cascade=cascade)
+    with gateway(settings) as (gw, service):
+        gw.openai_fake.reply_completion(ofx.completion("ok", token_usage=ofx.usage(19, 10)))
+        client = gw.openai(key=token, timeout=1.0)
+        with pytest.raises(openai.APITimeoutError):
+            client.chat.completions.create(model="tierwise/cascade", messages=HELLO)
+        counter, held = settled_store(service, "ledger", ledger_url)
+        service.running.engine.ledger.flush(10)
+    with Ledger.open(ledger_url) as ledger:
+        (call,) = ledger.calls()
+        (outcome,) = ledger.outcomes()
+        assert ledger.gate_results() == []  # stopped before its verdict
+    # GPT-4.1 mini: $0.40 in, $1.60 out per million tokens
+    assert call.status == "ok" and call.cost_usd == Decimal("0.0000236")
+    assert held == 0 and counter.reserved.nanousd == 0
+    assert counter.spent.nanousd == to_nanousd(call.cost_usd) and counter.spent.tokens == 29
+    assert outcome.outcome == "error" and "abandoned" in outcome.detail
+
+
+async def test_a_request_cancelled_from_outside_settles_its_hold_then_stops(
+    ledger_url: str,
+) -> None:
+    """The request's task cancelled mid-call (as the drain deadline does): the cut-off call is
+    recorded, the hold settled at once, and the cancellation goes on."""
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    called, release = asyncio.Event(), threading.Event()
+
+    async def upstream(request: httpx2.Request) -> httpx2.Response:
+        called.set()
+        while not release.is_set():
+            await asyncio.sleep(0.005)
+        return httpx2.Response(200, json=ofx.completion("late"))
+
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(upstream))
+    config = ProviderConfig(kind="openai", base_url="http://openai.fake/v1")
+    provider = OpenAICompatProvider("openai", config, "sk-upstream", http_client=http)
+    settings = settings_for(ledger_url, budget_store="memory")
+    engine = Engine(settings, providers={"openai": provider})
+    app = create_app(settings, engine=engine)
+    service: Gateway = app.state.gateway
+    body = {"model": MINI, "messages": HELLO, "max_tokens": 100}
+    await service.start()
+    try:
+        sent: list[Any] = []
+        request = asyncio.create_task(app(_scope(token), _receive(body), _send(sent)))
+        await called.wait()
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        store = service.running.budgets.store
+        assert store is not None
+        for _ in range(500):  # the settlement runs in a task of its own: let it finish
+            if not await store.held():
+                break
+            await asyncio.sleep(0.01)
+        counter, held = await store.counter("key:team:total"), await store.held()
+    finally:
+        release.set()
+        await service.stop()
+        await engine.aclose()
+    assert sent == []  # no answer: the request was stopped
+    assert held == 0 and counter.reserved.nanousd == 0
+    worst, _ = worst_case(request_from_openai(body), [[load_catalog().get(f"openai:{MINI}")]], 1.1)
+    assert counter.spent == worst  # the cut-off call: cost unknown, charged its worst case
+
+
+def _scope(token: str) -> dict[str, Any]:
+    headers = [
+        (b"authorization", f"Bearer {token}".encode()),
+        (b"content-type", b"application/json"),
+    ]
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+
+def _receive(body: dict[str, Any]) -> Any:
+    """The body, then nothing (a client still connected, waiting)."""
+    messages = [{"type": "http.request", "body": json.dumps(body).encode(), "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        if messages:
+            return messages.pop()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    return receive
+
+
+def _send(sent: list[Any]) -> Any:
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return send

@@ -247,6 +247,9 @@ class Engine:
             await self._close_task(task, exc)
             self._attach_partial(exc, task, strategy)
             raise
+        except asyncio.CancelledError:  # the caller stopped waiting: say so, as a stream does
+            await self._close_task(task, InvalidRequestError("request abandoned by the caller"))
+            raise
         await self._close_task(task, None)
         return self._result(task, strategy, response)
 

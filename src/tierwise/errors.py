@@ -32,7 +32,8 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
     │   ├── KeyRateLimitError    429            over a key's requests or tokens per minute
     │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
-    │   └── BudgetUnavailableError 503          the budget store is down and budgets fail closed
+    │   ├── BudgetUnavailableError 503          the budget store is down and budgets fail closed
+    │   └── ClientDisconnectedError 499         the client hung up before its answer (no reply)
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── CircuitOpenError                    the upstream's circuit breaker is open (no call)
         ├── UpstreamConnectionError             could not connect / connection dropped
@@ -246,6 +247,13 @@ class BudgetUnavailableError(GatewayError):
     """503: the budget store cannot be reached and budgets fail closed."""
 
     status = 503
+
+
+class ClientDisconnectedError(GatewayError):
+    """499: the client disconnected before its answer; the work was stopped (nobody reads
+    the reply, the status is for the logs and metrics)."""
+
+    status = 499
 
 
 class ProviderError(TierwiseError):

@@ -35,6 +35,7 @@ from tierwise.gateway.dialects import (
     dialect_for_path,
     forward_headers,
 )
+from tierwise.gateway.disconnect import until_disconnect
 from tierwise.gateway.failures import QUOTA_CODE, failure
 from tierwise.gateway.models import Target
 from tierwise.gateway.service import Gateway
@@ -201,13 +202,15 @@ class Routes:
         trace = Trace(dialect.api, self.gateway.metrics)
         try:
             admitted = await self._reserve(await self._admit(request, dialect), trace)
-            if admitted.body.get("stream") is True:
-                return await self._stream(admitted, trace)
-            return await self._complete(admitted, trace)
+            respond = self._stream if admitted.body.get("stream") is True else self._complete
+            return await until_disconnect(request.receive, respond(admitted, trace))
         except Exception as exc:
             response = error_response(dialect, exc)
             trace.finish(response.status_code)
             return response
+        except asyncio.CancelledError:  # the drain deadline: settle the budget hold now
+            trace.finish(499)
+            raise
 
     async def _reserve(self, admitted: Admitted, trace: Trace) -> Admitted:
         """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""

@@ -245,6 +245,12 @@ class TaskContext:
             failed = self._failed_call(request, spec, exc, role=role, latency_ms=_ms_since(start))
             await self.record(failed)
             raise
+        except asyncio.CancelledError:  # the caller stopped waiting: the upstream may still
+            # bill the request, which nobody sees, so its cost is unknown (as a cut stream's)
+            gone = ProviderError("request abandoned by the caller", provider=spec.provider)
+            failed = self._failed_call(request, spec, gone, role=role, latency_ms=_ms_since(start))
+            await self.record(failed.model_copy(update={"cost_usd": None}))
+            raise
         latency = _ms_since(start)
         record = self._call_record(
             request, response, spec, role=role, latency_ms=latency, ttft_ms=None
