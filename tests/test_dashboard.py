@@ -24,6 +24,7 @@ from tierwise.config import Settings
 from tierwise.cost import price_tokens
 from tierwise.gateway.dashboard import queries
 from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth
+from tierwise.gateway.dashboard.throttle import LoginThrottle
 from tierwise.ledger.records import (
     CallRecord,
     ConsultRecord,
@@ -449,6 +450,81 @@ def test_without_an_admin_key_the_dashboard_is_off(settings: Settings) -> None:
         login = http.get("/dashboard/login")
         assert login.status_code == 503 and "no admin key is configured" in login.text
         assert http.get("/dashboard/api/summary").status_code == 401
+
+
+# --- sign-in throttling -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def strict_gw(tmp_path: Path) -> Iterator[Served]:
+    """A gateway whose dashboard allows three failed sign-ins a minute per address."""
+    gateway = {"dashboard_login_failures": 3, "dashboard_login_window_s": 60}
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'gw.db'}", gateway=gateway)
+    with running_gateway(settings) as served:
+        yield served
+
+
+def test_failed_sign_ins_past_the_limit_get_a_429_even_with_the_right_key(strict_gw) -> None:
+    with httpx2.Client(base_url=strict_gw.url, timeout=10) as http:
+        wrong = [http.post("/dashboard/login", data={"key": f"guess{i}"}) for i in range(3)]
+        assert [r.status_code for r in wrong] == [401, 401, 401]
+        blocked = http.post("/dashboard/login", data={"key": ADMIN_KEY})
+        assert blocked.status_code == 429
+        assert 1 <= int(blocked.headers["retry-after"]) <= 60
+        assert "Too many failed sign-ins from your address: try again in" in blocked.text
+        assert (
+            blocked.headers["content-security-policy"]
+            == wrong[0].headers["content-security-policy"]
+        )
+        assert COOKIE not in http.cookies
+        assert http.get("/dashboard/api/summary").status_code == 401
+        assert http.get("/dashboard/api/summary", headers=BEARER).status_code == 200  # API key
+
+
+def test_a_successful_sign_in_clears_the_failures(strict_gw) -> None:
+    with httpx2.Client(base_url=strict_gw.url, timeout=10) as http:
+        for _ in range(2):
+            assert http.post("/dashboard/login", data={"key": "guess"}).status_code == 401
+        assert http.post("/dashboard/login", data={"key": ADMIN_KEY}).status_code == 303
+        again = [http.post("/dashboard/login", data={"key": "guess"}) for _ in range(3)]
+        assert [r.status_code for r in again] == [401, 401, 401]  # counted from zero
+        assert http.post("/dashboard/login", data={"key": "guess"}).status_code == 429
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_throttle_window_slides_per_address() -> None:
+    clock = _Clock()
+    throttle = LoginThrottle(2, 60, clock=clock)
+    throttle.failed("10.0.0.1")
+    clock.now += 20
+    throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 40  # until the first failure is 60 s old
+    assert throttle.retry_after("10.0.0.2") is None  # another address is not blocked
+    clock.now += 40
+    assert throttle.retry_after("10.0.0.1") is None  # one failure left in the window
+    throttle.failed("10.0.0.1")
+    assert throttle.retry_after("10.0.0.1") == 20
+
+
+def test_the_throttle_forgets_old_and_excess_addresses() -> None:
+    clock = _Clock()
+    throttle = LoginThrottle(5, 60, max_clients=3, clock=clock)
+    for address in ("a", "b", "c", "d"):
+        throttle.failed(address)
+    assert len(throttle) == 3  # "a", the least recently failed, is forgotten
+    for _ in range(5):
+        throttle.failed("b")
+    assert throttle.retry_after("b") == 60 and throttle.retry_after("a") is None
+    clock.now += 61
+    throttle.failed("e")
+    assert len(throttle) == 1  # every other address's failures left the window
 
 
 # --- the page in a real browser ---------------------------------------------------------------

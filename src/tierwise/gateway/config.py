@@ -30,6 +30,10 @@ class GatewayConfig(BaseModel):
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics`` (behind the admin key when auth is on)."""
+    dashboard_login_failures: int = Field(default=5, ge=1)
+    """Failed dashboard sign-ins an address may make per ``dashboard_login_window_s``; then a
+    429 with ``retry-after`` until the oldest leaves the window (counted per process)."""
+    dashboard_login_window_s: float = Field(default=60.0, gt=0)
     budget_store: str = Field(
         default="ledger",
         pattern=r"^(ledger|memory|(sqlite|postgresql|postgres)(\+\w+)?:.+|(redis|rediss|unix)://.+)$",

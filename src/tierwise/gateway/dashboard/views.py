@@ -4,6 +4,7 @@
 
     GET  /dashboard                  the page (303 to the login form without the admin key)
     GET  /dashboard/login            the login form;  POST: check the key, set the session
+                                     (failures throttled per address: 429, ``retry-after``)
     POST /dashboard/logout           end the session
     GET  /dashboard/api/summary      ?days=N  spend, distribution, rates, savings (JSON)
     GET  /dashboard/api/decisions    ?q=&page=  recent routing decisions (JSON)
@@ -37,6 +38,7 @@ from tierwise.gateway.dashboard.session import (
     SESSION_MAX_AGE_S,
     DashboardAuth,
 )
+from tierwise.gateway.dashboard.throttle import LoginThrottle
 from tierwise.gateway.service import Gateway
 
 PACKAGE = "tierwise.gateway.dashboard"
@@ -86,6 +88,15 @@ def _login_page(message: str = "", status: int = 200) -> HTMLResponse:
     return HTMLResponse(body, status_code=status, headers=_HTML_HEADERS)
 
 
+def _throttled(wait_s: int) -> HTMLResponse:
+    """429: too many failed sign-ins from this address; try again after ``wait_s``."""
+    unit = "second" if wait_s == 1 else "seconds"
+    message = f"Too many failed sign-ins from your address: try again in {wait_s} {unit}."
+    response = _login_page(message, status=429)
+    response.headers["retry-after"] = str(wait_s)
+    return response
+
+
 def _api_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message}}, status_code=status, headers=_API_HEADERS)
 
@@ -113,6 +124,10 @@ class Dashboard:
         self.gateway = gateway
         admin = gateway.settings.admin_key
         self.auth = DashboardAuth(admin.get_secret_value() if admin else None)
+        config = gateway.config
+        self.throttle = LoginThrottle(
+            config.dashboard_login_failures, config.dashboard_login_window_s
+        )
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(packages=[(PACKAGE, "static")])
@@ -150,10 +165,16 @@ class Dashboard:
             body += chunk
             if len(body) > LOGIN_FORM_LIMIT:
                 return _login_page("That form is too large.", status=413)
+        # from here to the verdict nothing awaits: concurrent guesses cannot pass the count
+        client = request.client.host if request.client else "unknown"
+        if (wait := self.throttle.retry_after(client)) is not None:
+            return _throttled(wait)
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         key = (form.get("key") or [""])[0].strip()
         if not self.auth.is_admin_key(key):
+            self.throttle.failed(client)
             return _login_page("That is not the admin key.", status=401)
+        self.throttle.succeeded(client)
         response = RedirectResponse("/dashboard", status_code=303)
         response.set_cookie(
             COOKIE,
