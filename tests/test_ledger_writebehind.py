@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.tcp_proxy import TcpProxy
+from tests.gateway_harness import gateway_settings, running_gateway
 from tests.test_cli import tierwise
 from tests.test_ledger import _admin, postgres_url
 from tierwise.errors import LedgerError
@@ -459,3 +460,16 @@ def test_cli_import_spill_from_a_missing_folder_is_a_usage_error(tmp_path) -> No
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "does not exist" in result.stderr
+
+
+def test_the_gateway_imports_spill_files_when_it_starts(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(3)
+    spilled = spill.write_spill(spill_dir, records, ledger_store.mask_password(url))
+    settings = gateway_settings(url, ledger_spill_dir=spill_dir)
+    with running_gateway(settings) as served:
+        assert not spilled.exists()
+        served.flush_ledger()
+        with Ledger.open(url) as ledger:
+            assert _stored(ledger, records[0].id) == records
