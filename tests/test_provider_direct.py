@@ -411,3 +411,16 @@ def test_the_environment_proxy_is_read_once_as_httpx_reads_it(monkeypatch):
     assert headers == {"proxy-authorization": "Basic dXNlcjpzZWNyZXQ="}
     assert direct._env_proxy("https://internal.test/v1") == (None, None)
     assert direct._env_proxy("http://127.0.0.1:8000/v1") == (None, None)
+
+
+@pytest.mark.parametrize("http", ["sdk", "direct"])
+async def test_a_host_holding_the_connection_after_message_stop_does_not_stall_the_stream(http):
+    """After ``message_stop`` (as after ``[DONE]``) the body is drained for at most a second,
+    then the stream ends cleanly: a stall there is not an error."""
+    fake = afx.FakeAnthropic()
+    parts = faults.split_events(afx.sse_body(afx.stream_events(afx.text_message("Done."))))
+    fake.reply(faults.paced(parts, ending="stall", stall_s=10))
+    with serve(fake.handler) as url:
+        async with _closing(_anthropic(url, http)) as provider:
+            response = await collect(provider.stream(_prompt(), HAIKU))
+    assert response.text() == "Done."

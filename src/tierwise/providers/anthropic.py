@@ -24,7 +24,7 @@ from tierwise.errors import (
 )
 from tierwise.messages import JsonObject, MessageStop, Request, Response, StreamEvent
 from tierwise.providers.base import ProviderConfig
-from tierwise.providers.transport import Reply, StreamReply, Transport, use_direct
+from tierwise.providers.transport import Reply, StreamReply, Transport, drain, use_direct
 from tierwise.wire.anthropic import (
     event_from_anthropic,
     merge_stream_usage,
@@ -92,8 +92,12 @@ class AnthropicProvider:
         async with contextlib.aclosing(reply.chunks()) as chunks:
             async for chunk in chunks:
                 for sse in parser.feed_bytes(chunk):
-                    if (event := reader.read(sse.event, sse.data)) is not None:
-                        yield event
+                    if (event := reader.read(sse.event, sse.data)) is None:
+                        continue
+                    yield event
+                    if isinstance(event, MessageStop):
+                        await drain(chunks)
+                        return
         reader.finish()
 
     def _decode(self, raw: Reply, model: ModelSpec) -> Response:

@@ -8,7 +8,6 @@ translated by :mod:`tierwise.wire.openai` (streams by :mod:`tierwise.wire.openai
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
@@ -24,7 +23,7 @@ from tierwise.errors import (
 )
 from tierwise.messages import JsonObject, MessageStart, Request, Response, StreamEvent
 from tierwise.providers.base import ProviderConfig
-from tierwise.providers.transport import StreamReply, Transport, use_direct
+from tierwise.providers.transport import StreamReply, Transport, drain, use_direct
 from tierwise.wire.openai import WireFormatError, request_to_openai, response_from_openai
 from tierwise.wire.openai_stream import OpenAIStreamDecoder, SSEParser
 
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
     import httpx2
 
 REQUEST_ID = "x-request-id"
-DRAIN_TIMEOUT_S = 1.0
 NO_KEY = "no-key"
 """Sent as the API key to hosts that need none (Ollama, a local vLLM), so the SDK never
 falls back to ``OPENAI_API_KEY`` from the environment and leaks it to a third-party host."""
@@ -150,7 +148,7 @@ class OpenAICompatProvider:
             async for chunk in chunks:
                 for sse in parser.feed_bytes(chunk):
                     if sse.data == "[DONE]":
-                        await _drain(chunks)
+                        await drain(chunks)
                         for event in self._finish(decoder, model, request_id):
                             yield event
                         return
@@ -187,13 +185,3 @@ class OpenAICompatProvider:
         if not isinstance(event, MessageStart):
             return event
         return MessageStart(message=event.message.model_copy(update={"request_id": request_id}))
-
-
-async def _drain(chunks: AsyncIterator[bytes]) -> None:
-    """Read the body to its end after ``[DONE]`` (the last chunk's framing), so that the
-    connection goes back to the pool instead of being closed; a host that holds the
-    connection open after ``[DONE]`` is given up on after :data:`DRAIN_TIMEOUT_S`."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            async for _ in chunks:
-                pass

@@ -9,8 +9,10 @@ connection, timeout) into a :class:`tierwise.errors.ProviderError`, so both path
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -18,6 +20,7 @@ from tierwise.errors import ConfigError
 from tierwise.messages import JsonObject
 
 HttpMode = Literal["sdk", "direct"]
+DRAIN_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,13 @@ def use_direct(config_http: HttpMode | None, *, sdk_client_given: bool) -> bool:
     if importlib.util.find_spec("aiohttp") is None:
         raise ConfigError("http = \"direct\" needs aiohttp: pip install 'tierwise[gateway]'")
     return True
+
+
+async def drain(chunks: AsyncIterator[bytes]) -> None:
+    """Read a body to its end once its stream is over (``[DONE]``, ``message_stop``), so that
+    the connection goes back to the pool instead of being closed; a host that holds the
+    connection open after the end is given up on after :data:`DRAIN_TIMEOUT_S`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(DRAIN_TIMEOUT_S):
+            async for _ in chunks:
+                pass
