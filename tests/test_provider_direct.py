@@ -42,6 +42,7 @@ from tierwise.providers.base import Provider, ProviderConfig
 from tierwise.providers.factory import direct_by_default
 from tierwise.providers.openai_compat import OpenAICompatProvider
 from tierwise.streaming import collect
+from tierwise.wire.openai_stream import SSEEvent, SSEParser
 
 ROOT = Path(__file__).parents[1]
 GPT = ModelSpec(id="openai:gpt-4o-mini")
@@ -424,3 +425,21 @@ async def test_a_host_holding_the_connection_after_message_stop_does_not_stall_t
         async with _closing(_anthropic(url, http)) as provider:
             response = await collect(provider.stream(_prompt(), HAIKU))
     assert response.text() == "Done."
+
+
+def test_the_sse_parser_reads_raw_bytes_split_anywhere():
+    """Both transports hand the providers raw body bytes in whatever pieces the network made."""
+    body = (
+        'event: message_start\r\ndata: {"a":\r\ndata: 1}\r\n\r\n'
+        ": a comment\n\nevent: ping\ndata: {}\n\ndata: caf\u00e9 \u2713\n\n"
+    ).encode()
+    for size in (1, 2, 3, 7, len(body)):
+        parser = SSEParser()
+        events = [
+            e for i in range(0, len(body), size) for e in parser.feed_bytes(body[i : i + size])
+        ]
+        assert events == [
+            SSEEvent("message_start", '{"a":\n1}'),
+            SSEEvent("ping", "{}"),
+            SSEEvent(None, "caf\u00e9 \u2713"),
+        ]
