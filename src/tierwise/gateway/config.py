@@ -54,6 +54,13 @@ class GatewayConfig(BaseModel):
     max_loop_lag_ms: float = Field(default=100.0, ge=0)
     """Also refuse (503) while the event loop runs this late on average (the CPU is saturated
     and requests queue before they are even read); 0 turns this off."""
+    gc_freeze: bool = True
+    """After start-up, collect once and freeze the heap (``gc.freeze``): the collector's full
+    passes then skip the long-lived objects (100+ ms pauses otherwise; see
+    :mod:`tierwise.gateway.gc_tuning`)."""
+    gc_gen0_threshold: int = Field(default=10_000, ge=0)
+    """With ``gc_freeze``: the youngest generation's collection threshold (Python's default
+    700); 0 leaves it as it is."""
     busy_retry_after_s: int = Field(default=1, ge=1)
     """The ``retry-after`` sent with that 503."""
     write_behind: bool = True

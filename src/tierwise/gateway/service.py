@@ -18,6 +18,7 @@ from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.gateway.auth import Authenticator
 from tierwise.gateway.config import GatewayConfig
+from tierwise.gateway.gc_tuning import tune_gc
 from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
@@ -59,6 +60,7 @@ class Gateway:
         self._running: Running | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
+        self._undo_gc: Callable[[], None] | None = None
         gate = lambda: self._running.budgets if self._running else None  # noqa: E731
         self.metrics.registry.register(BudgetCollector(gate))
 
@@ -92,6 +94,8 @@ class Gateway:
         budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         self._sweeper = asyncio.create_task(budgets.run_sweeper())
         self._running = Running(engine, ledger, keys, auth, _resolver(engine), budgets)
+        if self.config.gc_freeze:  # everything long-lived is loaded now
+            self._undo_gc = tune_gc(self.config.gc_gen0_threshold)
 
     def _budget_gate(self, engine: Engine, ledger: Ledger) -> BudgetGate:
         return open_budget_gate(
@@ -107,6 +111,9 @@ class Gateway:
 
     async def stop(self) -> None:
         running, self._running = self._running, None
+        if self._undo_gc is not None:
+            self._undo_gc()
+            self._undo_gc = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
