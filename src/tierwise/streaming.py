@@ -34,15 +34,17 @@ class StreamAccumulator:
         self._message: Response | None = None
         self._blocks: dict[int, dict[str, Any]] = {}
         self._partial_json: dict[int, str] = {}
+        self._texts: dict[int, list[str]] = {}
+        """Text deltas per block, joined once at the end (not copied on every delta)."""
         self._final: MessageDelta | None = None
 
     def feed(self, event: StreamEvent) -> None:
-        if isinstance(event, MessageStart):
+        if isinstance(event, BlockDelta):  # nearly every event: first
+            self._apply_delta(event.index, event.delta)
+        elif isinstance(event, MessageStart):
             self._message = event.message
         elif isinstance(event, BlockStart):
             self._blocks[event.index] = event.block.model_dump(exclude_none=True)
-        elif isinstance(event, BlockDelta):
-            self._apply_delta(event.index, event.delta)
         elif isinstance(event, BlockStop):
             self._close_block(event.index)
         elif isinstance(event, MessageDelta):
@@ -52,7 +54,7 @@ class StreamAccumulator:
         block = self._blocks.setdefault(index, {"type": "text", "text": ""})
         kind = delta.get("type")
         if kind == "text_delta":
-            block["text"] = block.get("text", "") + delta.get("text", "")
+            self._texts.setdefault(index, []).append(delta.get("text", ""))
         elif kind == "input_json_delta":
             self._partial_json[index] = self._partial_json.get(index, "") + delta.get(
                 "partial_json", ""
@@ -78,6 +80,10 @@ class StreamAccumulator:
     def response(self) -> Response:
         if self._message is None:
             raise MalformedResponseError("stream ended before message_start", provider="stream")
+        for index, parts in self._texts.items():
+            block = self._blocks[index]
+            block["text"] = block.get("text", "") + "".join(parts)
+        self._texts = {}
         content = [_BLOCK.validate_python(self._blocks[i]) for i in sorted(self._blocks)]
         update: dict[str, Any] = {"content": content}
         if self._final is not None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from tierwise.budgets.limits import Limits
 from tierwise.errors import (
@@ -39,6 +39,7 @@ from tierwise.gateway.disconnect import until_disconnect
 from tierwise.gateway.failures import QUOTA_CODE, failure
 from tierwise.gateway.models import Target
 from tierwise.gateway.service import Gateway
+from tierwise.gateway.sse import EventStream
 from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
 
@@ -254,4 +255,4 @@ class Routes:
         encoder = admitted.dialect.stream_encoder(admitted.body, served)
         headers = trace.headers(trace.routing_ms()) | _SSE_HEADERS
         relay = _relay(encoder, first, events, trace)
-        return StreamingResponse(relay, headers=headers, media_type="text/event-stream")
+        return EventStream(relay, headers)

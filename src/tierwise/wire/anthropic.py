@@ -485,7 +485,11 @@ def event_to_anthropic(event: StreamEvent, model_name: str) -> JsonObject:
     return {"type": event.type}
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Built once: ``json.dumps`` with options builds an encoder per call (every stream event)."""
+
+
 def sse_encode(event: Mapping[str, Any]) -> bytes:
     """One server-sent event: ``event: <type>``, ``data: <json>``, blank line."""
-    data = json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+    data = _JSON.encode(event)
     return f"event: {event['type']}\ndata: {data}\n\n".encode()

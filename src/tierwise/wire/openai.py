@@ -133,8 +133,12 @@ def _wire_extras(model: BaseModel) -> JsonObject:
     return {k: v for k, v in extras.items() if k not in _FOREIGN_BLOCK_FIELDS}
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+"""Built once: ``json.dumps`` with options builds an encoder per call (every stream chunk)."""
+
+
 def _dump_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _JSON.encode(value)
 
 
 def _new_call_id() -> str:
