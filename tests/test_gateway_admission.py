@@ -6,6 +6,7 @@ The upstream is a FakeAnthropic behind an async gate, so a request can be held i
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +17,19 @@ import anthropic
 import httpx2
 import openai
 import pytest
+from starlette.applications import Starlette
 
 from tests.fakes import anthropic_upstream as fx
-from tests.gateway_harness import ADMIN_KEY, gateway_settings, running_gateway, serve_app
+from tests.fakes.openai_upstream import FakeOpenAI
+from tests.gateway_harness import (
+    ADMIN_KEY,
+    fake_engine,
+    gateway_settings,
+    running_gateway,
+    serve_app,
+)
 from tierwise.engine import Engine
-from tierwise.gateway.admission import AdmissionControl, LoopLag
+from tierwise.gateway.admission import AcceptQueue, AdmissionControl, LoopLag, listening_fd
 from tierwise.gateway.app import create_app
 from tierwise.gateway.service import Gateway
 from tierwise.ledger.store import Ledger
@@ -153,3 +162,96 @@ def test_a_late_loop_refuses_new_requests(tmp_path: Path) -> None:
     unlimited = AdmissionControl(create_app(off), Gateway(off))
     unlimited.lag.smoothed = 5.0
     assert unlimited.refusal() is None
+
+
+needs_tcp_info = pytest.mark.skipif(
+    not hasattr(socket, "TCP_INFO") or not Path("/proc/self/fd").is_dir(),
+    reason="the accept queue is read through Linux's TCP_INFO",
+)
+
+
+@needs_tcp_info
+def test_the_accept_queue_counts_connections_no_one_has_accepted() -> None:
+    with socket.create_server(("127.0.0.1", 0), backlog=16) as listener:
+        port = listener.getsockname()[1]
+        queue = AcceptQueue()
+        queue.find(port)
+        queue.measure()
+        assert queue.depth == 0
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        queue.measure()
+        assert queue.depth == 3  # the kernel completed their handshakes: they wait for us
+        accepted, _ = listener.accept()
+        queue.measure()
+        assert queue.depth == 2
+        for sock in [accepted, *clients]:
+            sock.close()
+    queue.measure()  # the listener is closed: forgotten, not misread
+    assert queue.depth == 0
+    assert listening_fd(port) is None
+
+
+@needs_tcp_info
+def test_the_listening_socket_is_found_by_port_and_only_borrowed() -> None:
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_server(("127.0.0.1", 0)) as other,
+    ):
+        found = listening_fd(listener.getsockname()[1])
+        assert found == (listener.fileno(), socket.AF_INET)
+        assert other.getsockname()[1] != listener.getsockname()[1]
+        listener.getsockname()  # still usable: finding it did not close it
+    assert listening_fd(0) is None
+
+
+def test_a_deep_accept_queue_refuses_new_requests(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'l.db'}"
+    settings = gateway_settings(url, gateway={"max_accept_queue": 64})
+    admission = AdmissionControl(create_app(settings), Gateway(settings))
+    admission.accept_queue.depth = 64
+    assert admission.refusal() is None
+    admission.accept_queue.depth = 65
+    refusal = admission.refusal()
+    assert refusal is not None and refusal.status == 503 and refusal.retry_after_s == 1
+    assert refusal.message == (
+        "the gateway is saturated (65 connections wait to be accepted); retry after 1 s"
+    )
+    off = gateway_settings(url, gateway={"max_accept_queue": 0})
+    unlimited = AdmissionControl(create_app(off), Gateway(off))
+    unlimited.accept_queue.depth = 5000
+    assert unlimited.refusal() is None
+
+
+def _admission_of(app: Starlette) -> AdmissionControl:
+    layer = app.middleware_stack
+    while not isinstance(layer, AdmissionControl):
+        layer = layer.app  # type: ignore[union-attr]
+    return layer
+
+
+@needs_tcp_info
+def test_a_served_gateway_refuses_while_connections_queue_unaccepted(tmp_path: Path) -> None:
+    """Through uvicorn: the gateway finds its own listening socket at the first request and
+    refuses, in the API's envelope, while more connections than allowed wait on it."""
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'l.db'}", gateway={"max_accept_queue": 1})
+    fake = fx.FakeAnthropic()
+    engine = fake_engine(settings, fake, FakeOpenAI())
+    app = create_app(settings, engine=engine)
+    fake.reply_message(fx.text_message("first")).reply_message(fx.text_message("last"))
+    with serve_app(app, engine) as url:
+        claude = anthropic.Anthropic(base_url=url, api_key=ADMIN_KEY, max_retries=0)
+        assert claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO)
+        admission = _admission_of(app)
+        port = int(url.rsplit(":", 1)[1])
+        assert admission.accept_queue.listener == listening_fd(port) is not None
+        admission.lag.on_probe = None  # hold the depth as a probe would read it:
+        admission.accept_queue.depth = 2  # two connections waiting
+        with pytest.raises(anthropic.InternalServerError) as refused:
+            claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO)
+        assert refused.value.status_code == 503
+        assert refused.value.response.headers["retry-after"] == "1"
+        assert "2 connections wait to be accepted" in refused.value.message
+        admission.accept_queue.depth = 0
+        answer = claude.messages.create(model="claude-haiku-4-5", max_tokens=64, messages=HELLO)
+        assert answer.content[0].text == "last"  # type: ignore[union-attr]
+    assert len(fake.requests) == 2  # the refused one never reached the upstream

@@ -54,6 +54,10 @@ class GatewayConfig(BaseModel):
     max_loop_lag_ms: float = Field(default=100.0, ge=0)
     """Also refuse (503) while the event loop runs this late on average (the CPU is saturated
     and requests queue before they are even read); 0 turns this off."""
+    max_accept_queue: int = Field(default=64, ge=0)
+    """Also refuse (503) while more than this many new connections wait on the listening
+    socket for a worker to accept them (Linux): a request taken from a longer queue has
+    waited too long already, and refusing drains the queue; 0 turns this off."""
     gc_freeze: bool = True
     """After start-up, collect once and freeze the heap (``gc.freeze``): the collector's full
     passes then skip the long-lived objects (100+ ms pauses otherwise; see
