@@ -624,3 +624,22 @@ def test_empty_ledger_reports_zero(ledger: Ledger) -> None:
     )
     assert report.savings_pct is None
     assert report.by_day == {}
+
+
+def test_record_ids_are_version_4_uuids_unique_across_a_fork() -> None:
+    from tierwise.ledger.records import new_id  # noqa: PLC0415
+
+    ids = {new_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    for each in list(ids)[:100]:
+        parsed = uuid.UUID(hex=each)
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122 and parsed.hex == each
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child's generator was reseeded: it draws other ids than the parent
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as pipe:
+        assert pipe.read().decode() != new_id()

@@ -15,7 +15,6 @@ import asyncio
 import collections
 import logging
 import math
-import uuid
 import weakref
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from tierwise.errors import (
     InvalidRequestError,
     KeyRateLimitError,
 )
-from tierwise.ledger.records import CallRecord
+from tierwise.ledger.records import CallRecord, new_id
 from tierwise.messages import Request
 
 T = TypeVar("T")
@@ -125,7 +124,7 @@ class BudgetGate:
         _check_request(key, effective, amount, unknown)
         rate_tokens = await self._rate(key, effective, amount.tokens)
         scopes = effective.scopes(key, datetime.now(UTC)) if self.store is not None else []
-        hold = Hold(self, key, uuid.uuid4().hex, scopes, amount, False, rate_tokens)
+        hold = Hold(self, key, new_id(), scopes, amount, False, rate_tokens)
         if scopes:
             try:
                 hold.reserved = await self._reserve(hold)

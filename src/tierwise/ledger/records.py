@@ -7,7 +7,7 @@ sub-task (a plan step, an advisor consult) to the task that spawned it.
 
 from __future__ import annotations
 
-import uuid
+import random
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -19,7 +19,12 @@ CallStatus = Literal["ok", "error"]
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A random version-4 UUID as 32 hex digits (``uuid.uuid4().hex``'s form), drawn from the
+    ``random`` module's generator: seeded from ``os.urandom`` and reseeded in a forked child,
+    so unique, though not secret (no id is a credential). ``uuid4`` makes a ``getrandom``
+    system call per id — five per gateway request — at 8.5 us against 1.8 us here."""
+    bits = random.getrandbits(128) & ~(0xC000 << 48) | (0x8000 << 48)  # RFC 4122 variant
+    return f"{bits & ~(0xF000 << 64) | (4 << 76):032x}"  # version 4
 
 
 def utc_now() -> datetime:
