@@ -86,6 +86,13 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
             "metadata.category: an MMLU subject, a task kind)."
         ),
     ] = False,
+    folds: Annotated[
+        int,
+        typer.Option(
+            help="Pick the threshold on N-fold cross-fitted predictions over train and "
+            "validation (N >= 2; 0: on validation alone)."
+        ),
+    ] = 0,
 ) -> None:
     """Fit a learned router on recorded outcomes, pick its threshold, save the artifact."""
     from tierwise.evaluation.loaders import load_matrix  # noqa: PLC0415
@@ -94,6 +101,8 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
     objective = _objective(target_quality, max_cost, strong_share)
     if rule not in {"auto", "target", "lambda", "dollar"}:
         raise typer.BadParameter(f"--rule must be auto, target, lambda or dollar, not {rule!r}")
+    if folds < 0 or folds == 1:
+        raise typer.BadParameter(f"--folds must be 0 (off) or at least 2, not {folds}")
     state = ctx.ensure_object(CliState)
     settings = state.settings
     with _bars() as (bar, stage):
@@ -119,6 +128,7 @@ def calibrate_command(  # noqa: PLR0917 (typer takes options as parameters)
             resamples=resamples,
             stage=stage,
             categories=by_category,
+            folds=folds,
         )
     out.print(report_table(report))
 

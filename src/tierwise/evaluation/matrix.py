@@ -62,6 +62,31 @@ class OutcomeMatrix:
             notes=self.notes,
         )
 
+    @staticmethod
+    def concat(parts: Sequence[OutcomeMatrix]) -> OutcomeMatrix:
+        """The rows of ``parts`` (one dataset's splits, same models) as one matrix."""
+        if not parts:
+            raise DatasetError("nothing to concatenate")
+        first = parts[0]
+        if any(p.models != first.models for p in parts):
+            raise DatasetError(f"{first.name}: cannot join splits over different models")
+        responses = [p.responses for p in parts]
+        splits = [p.given_split for p in parts]
+        with_responses = all(r is not None for r in responses)
+        with_splits = all(g is not None for g in splits)
+        return OutcomeMatrix(
+            name=first.name,
+            ids=[i for p in parts for i in p.ids],
+            prompts=[t for p in parts for t in p.prompts],
+            models=first.models,
+            quality=np.vstack([p.quality for p in parts]),
+            cost=np.vstack([p.cost for p in parts]),
+            categories=[c for p in parts for c in p.categories],
+            responses=[r for rs in responses for r in rs or []] if with_responses else None,
+            given_split=[g for gs in splits for g in gs or []] if with_splits else None,
+            notes=first.notes,
+        )
+
     def model_index(self, model: str) -> int:
         try:
             return self.models.index(model)

@@ -168,6 +168,42 @@ def _fit(
     return _Fitted(predictor, held_out, predictor.predict(test.prompts, categories=test.categories))
 
 
+def check_folds(folds: int, rows: int) -> None:
+    """A :class:`CalibrationError` unless ``folds`` is 2 to a quarter of ``rows``."""
+    if not 2 <= folds <= rows // 4:
+        raise CalibrationError(
+            f"cross-fitting over {rows} prompts needs 2 to {max(rows // 4, 2)} folds, not {folds}"
+        )
+
+
+def cross_fitted(
+    pool: OutcomeMatrix,
+    make: Callable[[], QualityPredictor],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    categories: bool = False,
+) -> FloatArray:
+    """Out-of-fold predictions for every row of ``pool`` (train and validation together):
+    the rows are dealt into ``folds`` folds and each fold is predicted by a fresh predictor
+    fitted on the others (a quarter of them its validation split, no refit). A threshold
+    picked on these sees every prompt of the pool, not the validation split alone."""
+    check_folds(folds, len(pool))
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pool))
+    predicted = np.zeros(pool.quality.shape)
+    for fold in range(folds):
+        held = order[fold::folds]
+        rest = rng.permutation(np.setdiff1d(order, held))
+        cut = len(rest) * 3 // 4
+        predictor = make()
+        predictor.refit = False
+        predictor.fit(pool.subset(rest[:cut]), pool.subset(rest[cut:]), categories=categories)
+        part = pool.subset(held)
+        predicted[held] = predictor.predict(part.prompts, categories=part.categories)
+    return predicted
+
+
 def _points(
     rules: Sequence[RuleKind], pred: FloatArray, validation: OutcomeMatrix, train: OutcomeMatrix
 ) -> list[OperatingPoint]:
@@ -225,24 +261,36 @@ def calibrate(
     stage: Stage | None = None,
     baseline: Mapping[str, float] | None = None,
     categories: bool = False,
+    folds: int = 0,
 ) -> CalibrationReport:
     """Fit, pick the operating point on validation, measure on test, save the artifact
     (``categories``: blend in per-category success rates; requests then give their category
-    in ``metadata["category"]``)."""
+    in ``metadata["category"]``; ``folds`` >= 2: pick the point on cross-fitted predictions
+    over train and validation instead, see :func:`cross_fitted`)."""
     parts = matrix.splits(seed)
-    predictor = make_predictor(
-        matrix.models,
-        estimator=estimator,
-        embedder=embedder,
-        calibration=calibration,
-        cache_dir=cache_dir,
-    )
+    if folds:
+        check_folds(folds, len(parts[0]) + len(parts[1]))
+
+    def make() -> QualityPredictor:
+        return make_predictor(
+            matrix.models,
+            estimator=estimator,
+            embedder=embedder,
+            calibration=calibration,
+            cache_dir=cache_dir,
+        )
+
+    predictor = make()
     fitted = _fit(parts, predictor, stage, categories)
     predictor.cost_model = CostModel().fit(parts[0].prompts, parts[0].cost)
-    points = _points(RULES if rule == "auto" else (rule,), fitted.validation, parts[1], parts[0])
+    picked_on, picked_pred = parts[1], fitted.validation
+    if folds:
+        picked_on = OutcomeMatrix.concat(parts[:2])
+        picked_pred = cross_fitted(picked_on, make, folds=folds, seed=seed, categories=categories)
+    points = _points(RULES if rule == "auto" else (rule,), picked_pred, picked_on, parts[0])
     strongest = parts[0].strongest()
     point = choose_point(
-        objective, points, float(np.nan_to_num(parts[1].quality[:, strongest]).mean())
+        objective, points, float(np.nan_to_num(picked_on.quality[:, strongest]).mean())
     )
     validation, test = _figures(point, fitted, parts, resamples, seed)
     if stage:
@@ -259,7 +307,7 @@ def calibrate(
         calibration=calibration,
         rule=point.rule,
         threshold=point.threshold,
-        objective=str(objective),
+        objective=f"{objective}{f', picked by {folds}-fold CV' if folds else ''}",
         seed=seed,
         resamples=resamples,
         validation=validation,
