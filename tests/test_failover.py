@@ -189,3 +189,37 @@ async def test_first_token_and_idle_deadlines(first: float, gap: float, message:
         await TimeoutProvider(Slow(1.0, 0), first_token_s=0.05, idle_s=1).complete(
             Request.from_prompt("Hi"), spec
         )
+
+
+async def test_stream_deadlines_count_only_the_wait_for_the_upstream() -> None:
+    """Events 20 ms apart under a 50 ms idle deadline pass, however long the consumer takes
+    between them (its time is not the upstream's); a longer gap still stalls the stream."""
+    spec = load_catalog().get(PRIMARY)
+    provider = TimeoutProvider(Slow(0.02, 0.02), first_token_s=0.05, idle_s=0.05)
+    count = 0
+    async for _ in provider.stream(Request.from_prompt("Hi"), spec):
+        count += 1
+        await asyncio.sleep(0.08)  # a slow client: longer than the deadline, between events
+    answer = await Slow(0, 0).complete(Request.from_prompt("Hi"), spec)
+    assert count == len(list(events_from_response(answer)))
+    slow_later = TimeoutProvider(Slow(0.0, 0.12), first_token_s=1.0, idle_s=0.05)
+    with pytest.raises(UpstreamTimeoutError, match=r"no event within 0\.05s"):
+        async for _ in slow_later.stream(Request.from_prompt("Hi"), spec):
+            pass
+
+
+async def test_a_cancellation_from_outside_a_stream_wait_stays_a_cancellation() -> None:
+    spec = load_catalog().get(PRIMARY)
+    provider = TimeoutProvider(Slow(10.0, 0), first_token_s=0.05, idle_s=0.05)
+
+    async def consume() -> None:
+        async for _ in provider.stream(Request.from_prompt("Hi"), spec):
+            pass
+
+    task = asyncio.create_task(consume())
+    await asyncio.sleep(0.01)
+    task.cancel()  # before the deadline: not a timeout
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)  # past the deadline: its timer, cancelled with the stream, is gone
+    assert task.cancelled()
