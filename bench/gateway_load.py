@@ -125,6 +125,7 @@ def _tierwise_config(tmp: Path, upstream_port: int, args: argparse.Namespace) ->
         + "[gateway]\n"
         f"max_in_flight = {args.max_in_flight}\n"
         f"max_loop_lag_ms = {args.max_loop_lag_ms}\n"
+        f"max_accept_queue = {args.max_accept_queue}\n"
     )
     return config
 
@@ -276,6 +277,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="server processes, both servers")
     parser.add_argument("--max-in-flight", type=int, default=256, help="tierwise, per process")
     parser.add_argument("--max-loop-lag-ms", type=float, default=100.0, help="tierwise")
+    parser.add_argument(
+        "--max-accept-queue", type=int, default=64, help="tierwise; 0: no accept-queue limit"
+    )
     parser.add_argument("--overload-rate", type=float, default=0.0, help="0: no overload row")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument(
