@@ -643,3 +643,16 @@ def test_record_ids_are_version_4_uuids_unique_across_a_fork() -> None:
     os.waitpid(child, 0)
     with os.fdopen(read, "rb") as pipe:
         assert pipe.read().decode() != new_id()
+
+
+def test_record_ids_do_not_follow_a_seeded_global_generator() -> None:
+    """User code seeding ``random`` (as notebooks and experiments do) must not make two
+    processes draw the same ledger ids."""
+    import random  # noqa: PLC0415
+
+    from tierwise.ledger.records import new_id  # noqa: PLC0415
+
+    random.seed(7)
+    first = new_id()
+    random.seed(7)
+    assert new_id() != first
