@@ -132,3 +132,22 @@ async def test_gc_tuning_is_a_setting(tmp_path: Path) -> None:
         assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
     finally:
         await gateway.stop()
+
+
+def test_tune_gc_freezes_what_lives_now_and_only_later_objects_are_collected() -> None:
+    from tierwise.gateway.gc_tuning import tune_gc  # noqa: PLC0415
+
+    before = gc.get_threshold()
+    undo = tune_gc(0)  # 0: the youngest generation's threshold left as it is
+    try:
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == before
+        frozen = gc.get_freeze_count()
+        young: list[object] = []
+        young.append(young)  # a cycle made after the freeze: still collectable
+        del young
+        assert gc.collect() >= 1
+        assert gc.get_freeze_count() == frozen  # the frozen heap was not walked or freed
+    finally:
+        undo()
+    assert gc.get_freeze_count() == 0 and gc.get_threshold() == before
