@@ -55,6 +55,7 @@ from tierwise.messages import Request
 from tierwise.providers.base import ProviderConfig
 from tierwise.providers.openai_compat import OpenAICompatProvider
 from tierwise.strategies.fixed import FixedStrategy
+from tierwise.wire.anthropic import request_from_anthropic
 from tierwise.wire.openai import request_from_openai
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -263,6 +264,61 @@ def test_released_when_the_client_goes_away(ledger_url: str) -> None:
         (call,) = ledger.calls()
     assert call.status == "error" and call.cost_usd is None  # billed for what, nobody saw
     assert counter.spent.nanousd > 0  # so the whole reservation is charged
+
+
+def _stalled_sse(body: bytes, release: threading.Event, request_id_header: str) -> Any:
+    """An SSE reply whose headers come at once and whose first event waits for ``release``."""
+
+    async def content() -> Any:
+        while not release.is_set():
+            await asyncio.sleep(0.005)
+        yield body
+
+    def reply(_: Any, request_id: str) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream", request_id_header: request_id}
+        return httpx2.Response(200, content=content(), headers=headers)
+
+    return reply
+
+
+@pytest.mark.parametrize("api", ["anthropic", "openai"])
+def test_a_stream_the_client_leaves_before_its_first_event_is_charged_as_a_cut_call(
+    ledger_url: str, api: str
+) -> None:
+    """Once the upstream request is sent, the call may be billed: a stream abandoned before
+    its first event is charged its worst case, as a cut non-streaming call is (not $0)."""
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    release = threading.Event()
+    body = {"model": MINI if api == "openai" else HAIKU, "messages": HELLO, "max_tokens": 100}
+    with gateway(settings_for(ledger_url)) as (gw, service):
+        try:
+            if api == "openai":
+                sse = ofx.sse_body(ofx.stream_chunks(ofx.completion("late")))
+                gw.openai_fake.reply(_stalled_sse(sse, release, "x-request-id"))
+                with pytest.raises(openai.APITimeoutError):
+                    gw.openai(key=token, timeout=0.5).chat.completions.create(**body, stream=True)
+            else:
+                sse = afx.sse_body(afx.stream_events(afx.text_message("late")))
+                gw.anthropic_fake.reply(_stalled_sse(sse, release, "request-id"))
+                with pytest.raises(anthropic.APITimeoutError):
+                    gw.anthropic(key=token, timeout=0.5).messages.create(**body, stream=True)
+            counter, held = settled_store(service, "ledger", ledger_url)
+            service.running.engine.ledger.flush(10)
+        finally:
+            release.set()
+    if api == "openai":
+        canonical, spec = request_from_openai(body), load_catalog().get(f"openai:{MINI}")
+    else:
+        canonical, spec = request_from_anthropic(body), load_catalog().get(f"anthropic:{HAIKU}")
+    worst, _ = worst_case(canonical, [[spec]], 1.1)
+    assert held == 0 and counter.reserved.nanousd == 0
+    assert counter.spent == worst
+    with Ledger.open(ledger_url) as ledger:
+        (call,) = ledger.calls()
+        (outcome,) = ledger.outcomes()
+    assert (call.status, call.cost_usd, call.stream, call.ttft_ms) == ("error", None, True, None)
+    assert call.error_message == "stream abandoned by the caller"
+    assert outcome.outcome == "error" and "abandoned" in outcome.detail
 
 
 # --- the store is down --------------------------------------------------------------------

@@ -8,6 +8,10 @@ it is recorded and the order below is the order of recording.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import httpx2
 import pytest
 
 from tests.fakes import anthropic_upstream as fx
@@ -106,3 +110,57 @@ async def test_a_cascade_streams_a_finished_answer_and_records_the_error_outcome
     assert [r.status for r in recorded if isinstance(r, CallRecord)] == ["ok"]
     outcome = recorded[-1]
     assert isinstance(outcome, OutcomeRecord) and outcome.outcome == "error"
+
+
+# --- abandoned before the first event ---------------------------------------------------------
+
+HAIKU = "anthropic:claude-haiku-4-5"
+
+
+def _stalled(release: asyncio.Event) -> Any:
+    """An Anthropic SSE reply: headers at once, the events only once ``release`` is set."""
+
+    async def content() -> Any:
+        await release.wait()
+        yield fx.sse_body(fx.stream_events(fx.text_message("late")))
+
+    def reply(_: Any, request_id: str) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream", "request-id": request_id}
+        return httpx2.Response(200, content=content(), headers=headers)
+
+    return reply
+
+
+@pytest.mark.parametrize("policy", [f"fixed:{HAIKU}", f"fixed:{HAIKU}?budget_usd=1"])
+async def test_a_stream_cancelled_before_its_first_event_is_a_call_of_unknown_cost(
+    settings: Settings, policy: str
+) -> None:
+    """The request was sent, so the upstream may bill it: recorded as a cut non-streaming call
+    is (cost unknown), not at $0."""
+    fa, seen = FakeAnthropic(), list[LedgerRecord]()
+    fa.reply(_stalled(asyncio.Event()))
+    async with fake_engine(settings, fa, FakeOpenAI()) as engine:
+        engine.ledger.start_write_behind()
+        events = engine.stream(PROMPT, policy, observer=seen.append)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(events), 0.2)
+        recorded = list(seen)
+    assert len(fa.requests) == 1
+    _assert_abandoned_then_error(recorded)
+    call = recorded[-2]
+    assert isinstance(call, CallRecord) and call.ttft_ms is None
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (stored,) = ledger.calls()
+    assert stored.cost_usd is None and stored.stream
+
+
+async def test_a_stream_closed_before_it_starts_sends_and_records_nothing(
+    settings: Settings,
+) -> None:
+    fa = FakeAnthropic()
+    async with fake_engine(settings, fa, FakeOpenAI()) as engine:
+        events = engine.stream(PROMPT, f"fixed:{HAIKU}")
+        await events.aclose()  # type: ignore[attr-defined]
+    assert fa.requests == []
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        assert ledger.calls() == [] and ledger.tasks() == []

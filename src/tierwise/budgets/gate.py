@@ -4,7 +4,8 @@ case), and settle it to what its calls really cost when it ends, however it ends
 The worst case (:mod:`tierwise.budgets.estimate`) is the input estimate plus ``max_tokens``
 (set to a default when the client sent none) over every call the policy may make, each at
 the dearest model that may take it. A request's own calls come from the gateway's trace; a
-call of unknown cost (a stream cut midway) is charged its whole reservation. When the store
+call of unknown cost (one cut off once sent: a stream cut before or after its first event,
+an abandoned call) is charged its whole reservation. When the store
 is down, budgets fail closed (503) unless ``fail_open`` is set: then the request goes
 through and its spend waits in memory until the store is back.
 """

@@ -245,11 +245,9 @@ class TaskContext:
             failed = self._failed_call(request, spec, exc, role=role, latency_ms=_ms_since(start))
             await self.record(failed)
             raise
-        except asyncio.CancelledError:  # the caller stopped waiting: the upstream may still
-            # bill the request, which nobody sees, so its cost is unknown (as a cut stream's)
+        except asyncio.CancelledError:  # the caller stopped waiting
             gone = ProviderError("request abandoned by the caller", provider=spec.provider)
-            failed = self._failed_call(request, spec, gone, role=role, latency_ms=_ms_since(start))
-            await self.record(failed.model_copy(update={"cost_usd": None}))
+            await self.record(self._cut_call(request, spec, gone, role=role, start=start))
             raise
         latency = _ms_since(start)
         record = self._call_record(
@@ -280,14 +278,12 @@ class TaskContext:
             await self.record(failed)
             raise
         except (GeneratorExit, asyncio.CancelledError):  # closed, or cancelled mid-read
+            # (before its first event too: the request was sent, as a cut call's was)
             abandoned = ProviderError(
                 "stream abandoned by the caller", provider=spec.provider, model=spec.name
             )
-            latency = _ms_since(start)
-            failed = self._failed_call(
-                request, spec, abandoned, role=role, latency_ms=latency, ttft_ms=ttft
-            )
-            await self.record(failed.model_copy(update={"stream": True}))
+            cut = self._cut_call(request, spec, abandoned, role=role, start=start, ttft_ms=ttft)
+            await self.record(cut.model_copy(update={"stream": True}))
             raise
         response = accumulator.response()
         latency = _ms_since(start)
@@ -352,6 +348,24 @@ class TaskContext:
             error_message=exc.message,
             http_status=exc.status,
         )
+
+    def _cut_call(
+        self,
+        request: Request,
+        spec: ModelSpec,
+        exc: ProviderError,
+        *,
+        role: Role,
+        start: float,
+        ttft_ms: float | None = None,
+    ) -> CallRecord:
+        """A call its caller abandoned once the request was sent (answered or not, streamed
+        or not): the upstream may bill it, unseen, so its cost is unknown (a gateway budget
+        hold is charged its worst case)."""
+        failed = self._failed_call(
+            request, spec, exc, role=role, latency_ms=_ms_since(start), ttft_ms=ttft_ms
+        )
+        return failed.model_copy(update={"cost_usd": None})
 
     def _who(self, request: Request, spec: ModelSpec, role: Role) -> dict[str, Any]:
         """The fields every call record shares: which task, which model, what was asked."""
