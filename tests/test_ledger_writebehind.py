@@ -254,6 +254,14 @@ def test_an_unwritable_record_is_logged_and_the_rest_written(sqlite_url, caplog)
     assert "finite Decimal" in dropped[0]
 
 
+def test_an_integer_past_64_bits_is_a_refused_record_not_a_dead_writer(sqlite_url) -> None:
+    """sqlite3 raises a bare OverflowError for it: a LedgerError like any refusal."""
+    with Ledger.open(sqlite_url) as ledger:
+        ledger.start_write_behind()
+        ledger.append(*_calls(2), _refused(), *_calls(2))
+        assert [c.model for c in ledger.calls()] == ["p:m"] * 4
+
+
 # --- spill: records unwritten at close are kept on disk and imported at the next start --------
 
 EXACT_COSTS = [Decimal("0.000123456789012345"), Decimal("12.000000000000000001"), Decimal(0)]
@@ -473,3 +481,101 @@ def test_the_gateway_imports_spill_files_when_it_starts(tmp_path) -> None:
         served.flush_ledger()
         with Ledger.open(url) as ledger:
             assert _stored(ledger, records[0].id) == records
+
+
+# --- spill: a record the database refuses is set aside, an outage keeps the file ------------
+
+
+def _refused() -> CallRecord:
+    """A valid record no database stores: a token count past any integer column."""
+    return CallRecord(task_id="t", provider="p", model="p:huge", input_tokens=2**64)
+
+
+def test_a_record_the_database_refuses_is_set_aside_and_the_rest_imported(
+    any_url, tmp_path
+) -> None:
+    spill_dir = tmp_path / "spill"
+    records, refused = _task_with_calls(3), _refused()
+    with Ledger.open(any_url) as ledger:
+        path = spill.write_spill(spill_dir, [*records[:2], refused, *records[2:]], ledger.url)
+        found = ledger.import_spills(spill_dir)
+        side = path.with_name(path.name + ".rejected")
+        assert (found.imported, found.kept, found.records) == ([(path, 5)], [], 5)
+        (rejected,) = found.rejected
+        assert (rejected.path, rejected.side, rejected.count) == (path, side, 1)
+        assert "could not write to the ledger" in rejected.reason
+        assert _stored(ledger, records[0].id) == records
+        assert [c.model for c in ledger.calls()] == ["p:m"] * 3
+        again = ledger.import_spills(spill_dir)  # nothing re-tried, nothing re-reported
+        assert (again.imported, again.rejected, again.kept) == ([], [], [])
+    assert not path.exists() and spill.spill_files(spill_dir) == []
+    lines = [json.loads(line) for line in side.read_text().splitlines()]
+    assert lines[1]["reason"] == rejected.reason
+    assert spill.read_spill(side).records == [refused]  # the spill format: importable again
+
+
+def test_an_outage_during_import_keeps_the_file_for_the_next_try(
+    sqlite_url, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setattr(ledger_store, "SQLITE_BUSY_TIMEOUT_MS", 20)
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(3)
+    with Ledger.open(sqlite_url) as ledger:
+        path = spill.write_spill(spill_dir, [*records, _refused()], ledger.url)
+        blocker = sqlite3.connect(tmp_path / "ledger.db", isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            found = ledger.import_spills(spill_dir)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert (found.imported, found.rejected) == ([], [])
+        ((kept, reason),) = found.kept
+        assert kept == path and "database is locked" in reason
+        assert list(spill_dir.iterdir()) == [path]  # no side file: nothing was refused
+        found = ledger.import_spills(spill_dir)
+        assert (found.imported, found.rejected[0].count) == ([(path, 5)], 1)
+
+
+def test_cli_import_spill_sets_aside_a_refused_record_and_reports_it(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(2)
+    path = spill.write_spill(spill_dir, [*records, _refused()], ledger_store.mask_password(url))
+    side = path.with_name(path.name + ".rejected")
+
+    result = tierwise("--ledger", url, "ledger", "import-spill", str(spill_dir))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"imported 4 records from {path}" in result.stdout
+    assert "4 records from 1 spill file into" in result.stdout
+    assert "; 1 rejected; 0 kept" in result.stdout
+    stderr = " ".join(result.stderr.split())  # rich may wrap long lines
+    assert f"rejected: 1 records of {path} refused by the database, set aside in {side}" in stderr
+    assert not path.exists() and side.exists()
+    with Ledger.open(url) as ledger:
+        assert _stored(ledger, records[0].id) == records
+
+    again = tierwise("--ledger", url, "ledger", "import-spill", str(spill_dir))
+    assert again.returncode == 0, again.stderr
+    assert "0 records from 0 spill files" in again.stdout and "0 rejected" in again.stdout
+
+
+def test_the_gateway_start_sets_aside_a_refused_record_once(tmp_path, caplog) -> None:
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    spill_dir = tmp_path / "spill"
+    records = _task_with_calls(2)
+    path = spill.write_spill(spill_dir, [*records, _refused()], ledger_store.mask_password(url))
+    settings = gateway_settings(url, ledger_spill_dir=spill_dir)
+    caplog.set_level(logging.WARNING, logger="tierwise.ledger")
+    with running_gateway(settings) as served:
+        served.flush_ledger()
+        with Ledger.open(url) as ledger:
+            assert _stored(ledger, records[0].id) == records
+    refusals = [m for m in _messages(caplog) if "refused by the database" in m]
+    assert len(refusals) == 1 and f"1 spilled records of {path}" in refusals[0]
+    assert spill.spill_files(spill_dir) == []
+    caplog.clear()
+    with running_gateway(settings):
+        pass
+    assert not any("spill" in m for m in _messages(caplog))  # nothing re-tried or re-reported

@@ -36,8 +36,10 @@ def import_spill(
     ctx: typer.Context, directory: DirArgument = None, any_ledger: AnyLedgerOption = False
 ) -> None:
     """Store the records a gateway spilled at shutdown (its database was down) and remove
-    each file once written; exit 1 if a file is kept (unreadable, another ledger, a failed
-    write). Records already stored are skipped, so running it twice is safe."""
+    each file once done; a record the database refuses goes to <file>.rejected with the
+    reason, the rest is stored. Exit 1 if a record is refused or a file kept (unreadable,
+    another ledger, the database unreachable: tried again next time). Records already stored
+    are skipped, so running it twice is safe."""
     state = ctx.ensure_object(CliState)
     folder = directory or state.settings.resolved_ledger_spill_dir()
     with Ledger.open(state.settings.resolved_ledger_url()) as ledger:
@@ -45,15 +47,21 @@ def import_spill(
         where = ledger.url
     for path, count in report.imported:
         out.print(f"imported {count} records from {path}", markup=False)
+    for rejected in report.rejected:
+        err.print(
+            f"rejected: {rejected.count} records of {rejected.path} refused by the database, "
+            f"set aside in {rejected.side}: {rejected.reason}",
+            markup=False,
+        )
     for _path, reason in report.kept:
         err.print(f"kept: {reason}", markup=False)
     files = len(report.imported)
     out.print(
         f"{report.records} records from {files} spill file{'s' * (files != 1)} "
-        f"into {where}; {len(report.kept)} kept",
+        f"into {where}; {report.rejected_records} rejected; {len(report.kept)} kept",
         markup=False,
     )
-    if report.kept:
+    if report.kept or report.rejected:
         raise typer.Exit(code=1)
 
 

@@ -11,9 +11,13 @@ half a file.
 
 :func:`import_spills` reads them back (``Ledger.import_spills``; the gateway does it at
 start-up): records keep their ids and the write skips ids already stored, so a second import,
-or a record that reached the database after all, stores each record once. A file is removed
-only after all its records are written; a file that cannot be parsed, that belongs to another
-ledger or whose records cannot be written is kept and reported.
+or a record that reached the database after all, stores each record once. A record the
+database refuses for good (an integrity or data error, not an outage) goes to the side file
+``<file>.rejected`` — the spill format, each line with the ``reason`` too (renamed to
+``spill-*.jsonl`` it can be imported again) — and the rest of its file is written. A file is
+removed once each of its records is written or set aside; a file that cannot be parsed, that
+belongs to another ledger or that meets an outage (connection lost, database locked) is kept
+and reported, for the next try.
 """
 
 from __future__ import annotations
@@ -41,6 +45,10 @@ IMPORT_BATCH = 1000
 _TYPES: dict[str, type[LedgerRecord]] = {cls.__name__: cls for cls in get_args(LedgerRecord)}
 
 Write = Callable[[Sequence[LedgerRecord]], None]
+Outage = Callable[[LedgerError], bool]
+"""Whether a write's error is an outage (retry later), not the database refusing the data."""
+Rejection = tuple[LedgerRecord, str]
+"""A record the database refuses, and why."""
 
 
 @dataclass(frozen=True)
@@ -52,17 +60,34 @@ class SpillFile:
     records: list[LedgerRecord]
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """The records of spill file ``path`` the database refused, set aside in ``side``."""
+
+    path: Path
+    side: Path
+    count: int
+    reason: str
+    """The first record's reason (each record's is in the side file)."""
+
+
 @dataclass
 class SpillImport:
-    """What an import did: files imported (and removed) with their counts, files kept."""
+    """What an import did: files imported (and removed) with the records written, records
+    set aside, files kept."""
 
     imported: list[tuple[Path, int]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
     kept: list[tuple[Path, str]] = field(default_factory=list)
-    """Each file left in place and why (unreadable, another ledger, a write failed)."""
+    """Each file left in place and why (unreadable, another ledger, an outage)."""
 
     @property
     def records(self) -> int:
         return sum(count for _, count in self.imported)
+
+    @property
+    def rejected_records(self) -> int:
+        return sum(rejected.count for rejected in self.rejected)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -71,12 +96,19 @@ class SpillImport:
 def write_spill(directory: Path, records: Sequence[LedgerRecord], ledger: str) -> Path:
     """Write ``records`` to a new spill file in ``directory``; LedgerError if that fails."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    name = f"spill-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-    final, partial = directory / name, directory / f".{name}.tmp"
+    final = directory / f"spill-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
+    _write_durably(final, _lines([(r, None) for r in records], ledger), "a ledger spill file")
+    return final
+
+
+def _write_durably(final: Path, lines: Iterator[str], what: str) -> None:
+    """``lines`` to ``final``: a hidden temporary file, fsynced, renamed (the directory too)."""
+    directory = final.parent
+    partial = directory / f".{final.name}.tmp"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with partial.open("w", encoding="utf-8") as out:
-            out.writelines(_lines(records, ledger))
+            out.writelines(lines)
             out.flush()
             os.fsync(out.fileno())
         partial.rename(final)
@@ -84,15 +116,16 @@ def write_spill(directory: Path, records: Sequence[LedgerRecord], ledger: str) -
     except OSError as exc:
         with suppress(OSError):
             partial.unlink(missing_ok=True)
-        raise LedgerError(f"cannot write a ledger spill file in {directory}: {exc}") from exc
-    return final
+        raise LedgerError(f"cannot write {what} in {directory}: {exc}") from exc
 
 
-def _lines(records: Sequence[LedgerRecord], ledger: str) -> Iterator[str]:
+def _lines(records: Sequence[tuple[LedgerRecord, str | None]], ledger: str) -> Iterator[str]:
+    """The header, then each record (with its ``reason`` when it has one)."""
     header = {"format": FORMAT, "ledger": ledger, "count": len(records)}
     yield json.dumps(header) + "\n"
-    for record in records:
-        yield f'{{"type": "{type(record).__name__}", "record": {record.model_dump_json()}}}\n'
+    for record, reason in records:
+        why = "" if reason is None else f', "reason": {json.dumps(reason)}'
+        yield f'{{"type": "{type(record).__name__}", "record": {record.model_dump_json()}{why}}}\n'
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -160,10 +193,11 @@ def _record(path: Path, number: int, line: str) -> LedgerRecord:
 
 
 def import_spills(
-    directory: Path, ledger: str, write: Write, *, any_ledger: bool = False
+    directory: Path, ledger: str, write: Write, outage: Outage, *, any_ledger: bool = False
 ) -> SpillImport:
     """Write every spill file of ``directory`` meant for ``ledger`` with ``write``
-    (idempotent), removing each once written; files of other ledgers are kept unless
+    (idempotent), setting aside the records the database refuses (``outage`` tells an outage
+    from a refusal) and removing each file once done; files of other ledgers are kept unless
     ``any_ledger``."""
     report = SpillImport()
     for path in spill_files(directory):
@@ -178,16 +212,47 @@ def import_spills(
             report.kept.append((path, other))
             continue
         try:
-            _write_all(spilled.records, write)
+            refused = _write_all(spilled.records, write, outage)
+            if refused:
+                report.rejected.append(_set_aside(spilled, refused))
         except LedgerError as exc:
             report.kept.append((path, f"ledger spill file {path} not imported: {exc.message}"))
             continue
         path.unlink(missing_ok=True)
         _fsync_dir(directory)
-        report.imported.append((path, len(spilled.records)))
+        report.imported.append((path, len(spilled.records) - len(refused)))
     return report
 
 
-def _write_all(records: list[LedgerRecord], write: Write) -> None:
+def _write_all(records: list[LedgerRecord], write: Write, outage: Outage) -> list[Rejection]:
+    """Write ``records`` in batches; a batch the database refuses is written one by one. The
+    records refused; LedgerError on an outage (what was written stays: ids are skipped)."""
+    refused: list[Rejection] = []
     for start in range(0, len(records), IMPORT_BATCH):
-        write(records[start : start + IMPORT_BATCH])
+        batch = records[start : start + IMPORT_BATCH]
+        try:
+            write(batch)
+        except LedgerError as exc:
+            if outage(exc):
+                raise
+            refused += _write_one_by_one(batch, write, outage)
+    return refused
+
+
+def _write_one_by_one(batch: list[LedgerRecord], write: Write, outage: Outage) -> list[Rejection]:
+    refused: list[Rejection] = []
+    for record in batch:
+        try:
+            write([record])
+        except LedgerError as exc:
+            if outage(exc):
+                raise
+            refused.append((record, exc.message))
+    return refused
+
+
+def _set_aside(spilled: SpillFile, refused: list[Rejection]) -> Rejected:
+    """Write ``refused`` to ``<file>.rejected`` (replacing one left by an earlier try)."""
+    side = spilled.path.with_name(spilled.path.name + ".rejected")
+    _write_durably(side, _lines(refused, spilled.ledger), "a rejected-records file")
+    return Rejected(spilled.path, side, len(refused), refused[0][1])

@@ -246,14 +246,25 @@ class Ledger:
         self._behind = WriteBehind(self._append_batch, is_outage, options, spill=keep)
 
     def import_spills(self, directory: Path, *, any_ledger: bool = False) -> spill.SpillImport:
-        """Store the records of the spill files in ``directory`` (once each, ids kept) and
-        remove each file once written; files of another ledger are kept unless ``any_ledger``."""
-        return spill.import_spills(directory, self.url, self._append_batch, any_ledger=any_ledger)
+        """Store the records of the spill files in ``directory`` (once each, ids kept), set
+        aside those the database refuses (``<file>.rejected``) and remove each file once done;
+        a file meeting an outage is kept, as are files of another ledger unless ``any_ledger``."""
+        return spill.import_spills(
+            directory, self.url, self._append_batch, is_outage, any_ledger=any_ledger
+        )
 
     def _import_at_start(self, directory: Path) -> None:
         found = self.import_spills(directory)
         for path, count in found.imported:
             log.warning("ledger: imported %d spilled records from %s", count, path)
+        for rejected in found.rejected:
+            log.error(
+                "ledger: %d spilled records of %s refused by the database, set aside in %s: %s",
+                rejected.count,
+                rejected.path,
+                rejected.side,
+                rejected.reason,
+            )
         for _path, reason in found.kept:
             log.error("%s (kept)", reason)
 
@@ -337,7 +348,7 @@ class Ledger:
     def _translated(self, action: str) -> Iterator[None]:
         try:
             yield
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OverflowError) as exc:  # sqlite3: an integer past 64 bits
             raise LedgerError(f"{action} at {self.url}: {one_line(exc, self._secret)}") from exc
 
 
