@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,7 +22,8 @@ from tests.fakes.tcp_proxy import TcpProxy
 from tests.gateway_harness import gateway_settings, running_gateway
 from tests.test_cli import tierwise
 from tests.test_ledger import _admin, postgres_url
-from tierwise.errors import LedgerError
+from tierwise.config import load_settings
+from tierwise.errors import ConfigError, LedgerError
 from tierwise.ledger import CallRecord, Ledger, OutcomeRecord, TaskRecord, spill
 from tierwise.ledger import store as ledger_store
 from tierwise.ledger.writebehind import WriteBehind, WriteBehindOptions
@@ -579,3 +581,55 @@ def test_the_gateway_start_sets_aside_a_refused_record_once(tmp_path, caplog) ->
     with running_gateway(settings):
         pass
     assert not any("spill" in m for m in _messages(caplog))  # nothing re-tried or re-reported
+
+
+# --- [gateway] ledger_close_timeout_s: one bound on the whole close -----------------------------
+
+
+def test_close_waits_close_timeout_s_once_for_a_writer_stuck_in_a_write(tmp_path) -> None:
+    """A write that hangs (a dead connection) held close for its flush and then as long again
+    joining the writer; now the join gets what the flush left."""
+    release, spilled = threading.Event(), list[list[str]]()
+
+    def stuck(_records) -> None:
+        release.wait(10)
+
+    def keep(records) -> str:
+        spilled.append([r.id for r in records])
+        return "memory"
+
+    behind = WriteBehind(
+        stuck, lambda _e: True, WriteBehindOptions(close_timeout_s=0.5), spill=keep
+    )
+    records = _calls(3)
+    behind.submit(records)
+    _until(lambda: behind.pending == 3, "the writer took the batch")
+    start = time.monotonic()
+    try:
+        behind.close()
+        elapsed = time.monotonic() - start
+    finally:
+        release.set()
+    assert spilled == [[r.id for r in records]]
+    assert 0.5 <= elapsed < 0.9, elapsed  # was 1.0 s (twice the bound)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "true", "nan", "inf", '"soon"', "[]"])
+def test_ledger_close_timeout_s_must_be_a_positive_number(tmp_path, value: str) -> None:
+    config = tmp_path / "tierwise.toml"
+    config.write_text(f"[gateway]\nledger_close_timeout_s = {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    message = str(info.value)
+    assert "gateway.ledger_close_timeout_s" in message and "\n" not in message
+
+
+def test_the_gateway_closes_its_ledger_within_ledger_close_timeout_s(tmp_path) -> None:
+    config = tmp_path / "tierwise.toml"
+    config.write_text("[gateway]\nledger_close_timeout_s = 2.5\n")
+    url = f"sqlite:///{tmp_path / 'gw.db'}"
+    settings = load_settings(config, ledger_url=url, admin_key="tw-admin-test-0123456789")
+    with running_gateway(settings) as served:
+        assert served.engine is not None
+        behind = served.engine.ledger.write_behind
+        assert behind is not None and behind.options.close_timeout_s == 2.5

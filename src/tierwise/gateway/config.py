@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.limits import Limits
@@ -70,6 +70,10 @@ class GatewayConfig(BaseModel):
     write_behind: bool = True
     """Write ledger records in batches off the request path (flushed on shutdown; buffered and
     retried while the database is down). Off: each record is written before going on."""
+    ledger_close_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """With ``write_behind``: how long shutdown keeps writing queued records (retrying while
+    the database is down) before spilling the rest to ``ledger_spill_dir``; a bound on the
+    whole close."""
     idempotency: str = Field(
         default="memory", pattern=r"^(memory|ledger|off|(redis|rediss|unix)://.+)$"
     )
@@ -82,3 +86,10 @@ class GatewayConfig(BaseModel):
     get a 503 and ``/readyz`` says draining; then the server closes."""
     workers: int = Field(default=1, ge=1)
     """Processes ``tierwise serve`` runs, sharing the port (each with its own limits)."""
+
+    @field_validator("ledger_close_timeout_s", mode="before")
+    @classmethod
+    def _seconds_not_a_flag(cls, value: object) -> object:
+        if isinstance(value, bool):  # a number otherwise (true would be 1 s)
+            raise ValueError("a number of seconds, not true or false")
+        return value

@@ -23,6 +23,7 @@ from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
 from tierwise.ledger.store import Ledger
+from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
 
 
@@ -80,7 +81,8 @@ class Gateway:
         ledger = await asyncio.to_thread(lambda: engine.ledger)
         if self.config.write_behind:  # spilled records of a last shutdown imported first
             spill_dir = self.settings.resolved_ledger_spill_dir()
-            await asyncio.to_thread(ledger.start_write_behind, spill_dir=spill_dir)
+            options = WriteBehindOptions(close_timeout_s=self.config.ledger_close_timeout_s)
+            await asyncio.to_thread(ledger.start_write_behind, options, spill_dir=spill_dir)
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)

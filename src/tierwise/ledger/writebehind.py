@@ -56,7 +56,8 @@ class WriteBehindOptions:
     retry_initial_s: float = 0.1
     retry_max_s: float = 5.0
     close_timeout_s: float = 30.0
-    """How long :meth:`WriteBehind.close` keeps retrying before giving up."""
+    """How long :meth:`WriteBehind.close` may take in all (retrying, then stopping the
+    writer) before giving up (the gateway's ``ledger_close_timeout_s``)."""
 
 
 class WriteBehind:
@@ -130,11 +131,12 @@ class WriteBehind:
                 self._urgent -= 1
 
     def close(self) -> None:
-        """Flush (retrying until ``close_timeout_s``) and stop the writer thread.
+        """Flush (retrying) and stop the writer thread, within ``close_timeout_s`` in all.
 
         Records still unwritten then are spilled when a ``spill`` was given (logged with the
         place and count); otherwise, or if spilling fails, LedgerError says how many are lost.
         """
+        deadline = time.monotonic() + self.options.close_timeout_s
         unwritten: LedgerError | None = None
         try:
             self.flush(self.options.close_timeout_s)
@@ -143,7 +145,7 @@ class WriteBehind:
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(self.options.close_timeout_s)
+        self._thread.join(max(0.0, deadline - time.monotonic()))  # not a second full wait
         with self._cond:  # a writer still stuck in a write keeps its batch here: spill it too
             left = list(self._queue)
         if left and self._spill is not None:
