@@ -20,7 +20,8 @@ per-category success rates — the MMLU subject or RouterBench's benchmark, stan
 request metadata; MMLU's prompt text does not name its subject.
 
 Savings and costs are read off the held-out test curve, as RouteLLM and ``tierwise eval``
-do (the deployable rows say what a threshold chosen beforehand gives). Usage:
+do (the deployable rows say what a threshold chosen beforehand gives: on the validation
+split, or on out-of-fold predictions over train + validation, ``calibrate(folds=5)``). Usage:
 
     .venv/bin/python bench/routing_targets.py [--data-dir ../shared/data] [--seeds 5]
         [--cache-dir DIR] [--skip gsm8k,mmlu,routerbench,latency]
@@ -52,6 +53,7 @@ from tierwise.evaluation.matrix import OutcomeMatrix
 from tierwise.evaluation.scorers import parse_scorer
 from tierwise.messages import Request
 from tierwise.routing.base import RouteContext
+from tierwise.routing.calibrate import cross_fitted
 from tierwise.routing.costmodel import CostModel
 from tierwise.routing.embeddings import MiniLMEmbedder
 from tierwise.routing.learned import LearnedRouter, LearnedScorer, Rule, make_predictor
@@ -223,32 +225,45 @@ def short(name: str) -> str:
 
 
 def deployable_dollar(
-    matrix: OutcomeMatrix, spec: str, seeds: int, levels: tuple[float, ...]
+    matrix: OutcomeMatrix, spec: str, seeds: int, levels: tuple[float, ...], folds: int = 5
 ) -> None:
     """Fit on train (validation predictions out of sample), pick the cheapest lambda of the
-    @dollar rule reaching each level of the strongest's quality on validation, apply it to
-    test: quality and cost as shares of the strongest's there."""
-    found: dict[float, list[tuple[float, float]]] = {level: [] for level in levels}
+    @dollar rule reaching each level of the strongest's quality — on validation, or on
+    ``folds``-fold cross-fitted predictions over train + validation — and apply it to test:
+    quality and cost as shares of the strongest's there."""
+    how = {"validation": "on validation", "cv": f"by {folds}-fold CV"}
+    found: dict[tuple[str, float], list[tuple[float, float]]] = {}
+    by_category = "category=1" in spec
     for seed in range(seeds):
         train, val, test = matrix.splits(seed)
         scorer = LearnedScorer(parse_scorer(spec)[1])
         predictor = scorer._predictor(train.models)
-        held_out = predictor.fit(train, val, categories="category=1" in spec)
+        held_out = predictor.fit(train, val, categories=by_category)
         predicted = predictor.predict(test.prompts, categories=test.categories)
         costs = CostModel().fit(train.prompts, train.cost)
+        pool = OutcomeMatrix.concat([train, val])
+        pooled = cross_fitted(
+            pool,
+            functools.partial(scorer._predictor, train.models),
+            folds=folds,
+            seed=seed,
+            categories=by_category,
+        )
         strong = train.strongest()
         for level in levels:
-            lam = _lambda_on(held_out, costs.penalty(val.prompts), val, strong, level)
-            chosen = metrics.route_lambda(predicted, costs.penalty(test.prompts), lam)
-            quality, cost, _ = metrics.outcome(chosen, test.quality, test.cost)
-            found[level].append(
-                (quality / test.quality[:, strong].mean(), cost / test.cost[:, strong].sum())
-            )
-    for level, pairs in found.items():
+            for key, (part, pred) in {"validation": (val, held_out), "cv": (pool, pooled)}.items():
+                lam = _lambda_on(pred, costs.penalty(part.prompts), part, strong, level)
+                chosen = metrics.route_lambda(predicted, costs.penalty(test.prompts), lam)
+                quality, cost, _ = metrics.outcome(chosen, test.quality, test.cost)
+                found.setdefault((key, level), []).append(
+                    (quality / test.quality[:, strong].mean(), cost / test.cost[:, strong].sum())
+                )
+    for (key, level), pairs in found.items():
         reached, spent = of([q for q, _ in pairs]), of([c for _, c in pairs])
         print(
-            f"    {short(spec) + '@dollar':<30}for {level:.0%}: quality {pm(*reached)} of the "
-            f"strongest's at {pm(*spent)} of its cost (saved {pm(1 - spent[0], spent[1])})"
+            f"    {short(spec) + '@dollar':<26} for {level:.0%}, lambda {how[key]:<15} quality "
+            f"{pm(*reached)} of the strongest's at {pm(*spent)} of its cost "
+            f"(saved {pm(1 - spent[0], spent[1])})"
         )
 
 
@@ -308,7 +323,10 @@ def mmlu(data_dir: Path, cache_dir: Path, seeds: int) -> None:
     rows = {r.name: r for r in by_subject.results}
     for name in rows_of(MMLU_CATEGORY):
         line(short(name), *savings(rows[name]), target=60.0)
-    print("  deployable (lambda for 95% picked on validation, applied to test; @dollar rule):")
+    print(
+        "  deployable (lambda for 95% picked beforehand: on validation, or on 5-fold cross-fitted"
+        " predictions over train + validation; applied to test; @dollar rule):"
+    )
     for spec in ("learned", MMLU_CATEGORY):
         deployable_dollar(matrix, spec, seeds, levels=(0.95,))
 
@@ -342,7 +360,10 @@ def routerbench(data_dir: Path, cache_dir: Path, seeds: int) -> None:
                 )
             else:
                 line(label, *of(reached), target, higher=False)
-    print("  deployable (lambda picked on validation, applied to the test split):")
+    print(
+        "  deployable (lambda picked on validation or by 5-fold cross-fitting over train +"
+        " validation, applied to the test split):"
+    )
     for spec in ROUTERBENCH:
         deployable_dollar(matrix, spec, seeds, levels=(0.98, 1.0))
 
