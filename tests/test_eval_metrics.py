@@ -185,3 +185,35 @@ def test_tfidf_learns_soft_labels_per_model() -> None:
     maths = np.array(["maths" in p for p in test.prompts])
     # the cheap model's pass fraction depends on the topic word; the scorer picks it up
     assert predicted[maths, 0].mean() > 0.6 > 0.4 > predicted[~maths, 0].mean()
+
+
+def test_harness_gives_routers_mean_costs_from_train_and_validation_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The lambda rule's cost penalty must not be learned from the test rows it is measured
+    on: make the test rows' costs absurd and check what the router is handed."""
+    from tierwise.evaluation import harness, scorers  # noqa: PLC0415
+
+    matrix = _matrix()
+    test_ids = set(matrix.splits(0)[2].ids)
+    for i, prompt_id in enumerate(matrix.ids):
+        if prompt_id in test_ids:
+            matrix.cost[i] = [5.0, 0.0001]  # cheap and dear swapped, and huge
+    seen: list[np.ndarray] = []
+    real = scorers.build_router
+
+    def spying(spec: str) -> scorers.CurveRouter:
+        router = real(spec)
+        curves = router.curves
+
+        def record(test: OutcomeMatrix, mean_cost: np.ndarray, max_points: int) -> list:  # type: ignore[type-arg]
+            seen.append(mean_cost.copy())
+            return curves(test, mean_cost, max_points)
+
+        router.curves = record  # type: ignore[method-assign]
+        return router
+
+    monkeypatch.setattr(harness, "build_router", spying)
+    evaluate(matrix, ["constant"], seeds=[0])
+    assert len(seen) == 1
+    np.testing.assert_allclose(seen[0], [0.001, 0.02])
