@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -88,10 +89,19 @@ def _make_request_handler(handler: Handler, base_url: str) -> type[BaseHTTPReque
     return _RequestHandler
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client hanging up on the fake (as a gateway cutting a stream does) is expected,
+    not a traceback on stderr; other errors are still printed."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 @contextmanager
 def serve(handler: Handler) -> Iterator[str]:
     """Run ``handler`` on 127.0.0.1 on a free port; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    server = _QuietServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     base_url = f"http://127.0.0.1:{server.server_address[1]}"
     server.RequestHandlerClass = _make_request_handler(handler, base_url)
     thread = threading.Thread(
