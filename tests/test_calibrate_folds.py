@@ -4,41 +4,28 @@ blend's one-standard-error weight."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
-from tierwise.cli.calibrate_cmd import register
-from tierwise.cli.state import CliState
+from tests.test_calibrate import _cli
+from tests.test_routing_priors_costs import STRONG, WEAK
+from tests.test_routing_priors_costs import categorical as unsplit_categorical
 from tierwise.errors import CalibrationError, DatasetError
 from tierwise.evaluation.matrix import OutcomeMatrix
 from tierwise.routing.calibrate import Objective, calibrate, cross_fitted
 from tierwise.routing.learned import QualityPredictor, make_predictor
 from tierwise.routing.priors import one_standard_error
 
-WEAK = "together:mistralai/Mixtral-8x7B-Instruct-v0.1"
-STRONG = "openai:gpt-4-1106-preview"
-
 
 def categorical(n: int = 600, seed: int = 0) -> OutcomeMatrix:
-    """Prompts whose text says nothing; the category alone tells whether the cheap model
-    succeeds (law: rarely, trivia: mostly)."""
-    rng = np.random.default_rng(seed)
-    law = rng.random(n) < 0.5
-    chance = np.column_stack([np.where(law, 0.2, 0.9), np.full(n, 0.9)])
-    return OutcomeMatrix(
-        name="categorical",
-        ids=[str(i) for i in range(n)],
-        prompts=[f"question {i} {rng.integers(1_000_000)}" for i in range(n)],
-        models=[WEAK, STRONG],
-        quality=(rng.random((n, 2)) < chance).astype(np.float64),
-        cost=np.tile([0.0001, 0.004], (n, 1)),
-        categories=["law" if x else "trivia" for x in law],
-        given_split=["train" if i % 5 else "test" for i in range(n)],
-    )
+    """The priors tests' category-only matrix, with a given split: every fifth prompt is
+    held out for test."""
+    matrix = unsplit_categorical(n, seed)
+    return replace(matrix, given_split=["train" if i % 5 else "test" for i in range(n)])
 
 
 # --- OutcomeMatrix.concat -------------------------------------------------------------------
@@ -161,17 +148,6 @@ def test_calibrate_refuses_a_bad_fold_count_before_fitting(tmp_path: Path) -> No
 
 
 # --- tierwise calibrate --folds ---------------------------------------------------------------
-
-
-def _cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def main(ctx: typer.Context) -> None:
-        ctx.obj = CliState(config_path=None, ledger_url=None)
-
-    register(app)
-    return app
 
 
 @pytest.mark.parametrize("folds", ["1", "-3"])
