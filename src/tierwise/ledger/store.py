@@ -26,6 +26,7 @@ from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -373,10 +374,16 @@ def _insert_new(table: Table, dialect: str) -> Insert:
 def _rows_by_table(records: Sequence[LedgerRecord]) -> Mapping[Table, list[dict[str, Any]]]:
     rows: dict[Table, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
-        table = table_for(type(record))
-        fields = {column.name for column in record_columns(table)}
+        table, fields = _table_and_fields(type(record))
         rows[table].append(record.model_dump(include=fields))
     return rows
+
+
+@cache
+def _table_and_fields(record_type: type[BaseModel]) -> tuple[Table, frozenset[str]]:
+    """A record type's table and the fields its columns hold (worked out once per type)."""
+    table = table_for(record_type)
+    return table, frozenset(column.name for column in record_columns(table))
 
 
 def _select(
