@@ -380,10 +380,11 @@ def _rows_by_table(records: Sequence[LedgerRecord]) -> Mapping[Table, list[dict[
 
 
 @cache
-def _table_and_fields(record_type: type[BaseModel]) -> tuple[Table, frozenset[str]]:
-    """A record type's table and the fields its columns hold (worked out once per type)."""
+def _table_and_fields(record_type: type[BaseModel]) -> tuple[Table, set[str]]:
+    """A record type's table and the fields its columns hold (worked out once per type; the
+    set is shared, read only)."""
     table = table_for(record_type)
-    return table, frozenset(column.name for column in record_columns(table))
+    return table, {column.name for column in record_columns(table)}
 
 
 def _select(
