@@ -12,6 +12,7 @@ reset / refused, timeout, a stream that ended without its final marker).
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import time
 from collections import Counter
@@ -97,7 +98,7 @@ class _Client:
         except TimeoutError:
             outcome = ("timeout", None, None, False, False)
         except (ConnectionError, OSError, _Broken, asyncio.IncompleteReadError) as exc:
-            outcome = (type(exc).__name__, None, None, False, False)
+            outcome = (_failure_kind(exc), None, None, False, False)
         kind, first, last, retry_after, keep = outcome
         result.statuses[kind] += 1
         result.retry_after += retry_after
@@ -178,3 +179,14 @@ async def _run(spec: LoadSpec) -> LoadResult:
 def run_load(spec: LoadSpec) -> LoadResult:
     """Run one open-loop load (call it in its own process)."""
     return uvloop.run(_run(spec))
+
+
+def _failure_kind(exc: BaseException) -> str:
+    """How a request failed, for the tally: the exception's type, and for a bare OSError its
+    errno's name too (``OSError EMFILE`` is this generator out of descriptors, not the
+    server's doing)."""
+    name = type(exc).__name__
+    code = getattr(exc, "errno", None)
+    if type(exc) is OSError and isinstance(code, int):
+        return f"{name} {errno.errorcode.get(code, code)}"
+    return name

@@ -2,59 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import sys
-import threading
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType
 
 import anthropic
 import openai
 import pytest
 
-BENCH = Path(__file__).parents[1] / "bench" / "fake_upstream.py"
+from tests.bench_modules import fake_upstream
+
 HELLO = [{"role": "user", "content": "Hello"}]
 CHUNKS = 5
 
 
-def _load_bench_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_fake_upstream", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-async def _shutdown(server: asyncio.Server) -> None:
-    """Stop listening and end the open keep-alive connections."""
-    server.close()
-    handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-    for handler in handlers:
-        handler.cancel()
-    await asyncio.gather(*handlers, return_exceptions=True)
-    await server.wait_closed()
-
-
 @pytest.fixture(scope="module")
 def upstream_url() -> Iterator[str]:
-    bench = _load_bench_module()
-    sock = bench.listening_socket(0)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    options = bench.Options(latency_s=0.001, chunks=CHUNKS, chunk_interval_s=0.0005)
-    server = asyncio.run_coroutine_threadsafe(bench.start_server(sock, options), loop).result(10)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        asyncio.run_coroutine_threadsafe(_shutdown(server), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
-        sock.close()
+    with fake_upstream(CHUNKS) as url:
+        yield url
 
 
 def test_anthropic_message_and_stream(upstream_url: str) -> None:
