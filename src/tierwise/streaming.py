@@ -120,15 +120,20 @@ def _opening(block: ContentBlock) -> tuple[ContentBlock, list[dict[str, Any]]]:
     return block, []
 
 
+def block_events(index: int, block: ContentBlock) -> Iterator[StreamEvent]:
+    """The events that stream the whole ``block`` at ``index``: start, deltas, stop."""
+    opening, deltas = _opening(block)
+    yield BlockStart(index=index, block=opening)
+    for delta in deltas:
+        yield BlockDelta(index=index, delta=delta)
+    yield BlockStop(index=index)
+
+
 def events_from_response(response: Response) -> Iterator[StreamEvent]:
     """The event sequence a streaming upstream would have sent for ``response``."""
     yield MessageStart(message=response.model_copy(update={"content": [], "stop_reason": None}))
     for index, block in enumerate(response.content):
-        opening, deltas = _opening(block)
-        yield BlockStart(index=index, block=opening)
-        for delta in deltas:
-            yield BlockDelta(index=index, delta=delta)
-        yield BlockStop(index=index)
+        yield from block_events(index, block)
     yield MessageDelta(
         stop_reason=response.stop_reason,
         stop_sequence=response.stop_sequence,

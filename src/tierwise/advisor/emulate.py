@@ -5,15 +5,19 @@ advisor model reads the whole transcript (no tools) and its advice, capped at th
 ``max_tokens``, is the tool's result; the executor goes on. Over ``max_uses`` (or a
 conversation's consult or dollar cap) the result is the ``max_uses_exceeded`` error and the
 executor still goes on. The client gets what the native tool returns: ``server_tool_use`` +
-``advisor_tool_result`` blocks in the content and a ``usage.iterations`` list.
+``advisor_tool_result`` blocks in the content and a ``usage.iterations`` list. Streamed,
+each executor step reaches the client as it comes (see :mod:`tierwise.advisor.live`) and the
+turn is one message with the same content.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from tierwise.advisor.live import LiveStep
 from tierwise.advisor.merge import iterations_of, merged_response
 from tierwise.advisor.telemetry import ConsultFacts, Side
 from tierwise.advisor.tool import (
@@ -41,9 +45,12 @@ from tierwise.messages import (
     ContentBlock,
     JsonObject,
     Message,
+    MessageDelta,
+    MessageStop,
     Request,
     Response,
     ServerToolUseBlock,
+    StreamEvent,
     ToolChoice,
     ToolResultBlock,
     ToolUseBlock,
@@ -53,6 +60,9 @@ from tierwise.messages import (
 from tierwise.strategies.base import TaskContext
 
 HARD_STEP_LIMIT = 16
+
+Finish = Callable[[Response, dict[str, ConsultFacts]], Awaitable[None]]
+"""Takes an emulated stream's merged response and its consults' facts (to record them)."""
 
 
 def error_code(exc: ProviderError) -> str:
@@ -138,24 +148,61 @@ class Emulation:
         run = _Run(transcript=request)
         limit = self._step_limit()
         for step in range(limit):
-            current = run.transcript if step + 1 < limit else _no_more_tools(run.transcript)
-            response = await task.call(current, self.executor)
-            executor_side = _side_of(task, response, self.executor)
-            run.responses.append(response)
-            run.usages.append(response.usage)
-            run.iterations.extend(iterations_of(response.usage))
-            calls = [b for b in response.tool_calls() if b.name == self.tool.name]
-            if not calls:
-                run.content.extend(response.content)
+            response = await task.call(_step_request(run, step, limit), self.executor)
+            if not await self._settle(run, response, original, task):
                 break
-            results = await self._answer(run, response, original, task, executor_side)
-            run.transcript = _appended(run.transcript, response, results)
-            if any(b.name != self.tool.name for b in response.tool_calls()):
-                break  # the client's own tool calls end the turn
-        merged = merged_response(
-            run.responses[0], run.responses[-1], run.content, run.iterations, run.usages
+        return self._merged(run), run.facts
+
+    async def stream(
+        self, request: Request, original: Request, task: TaskContext, finish: Finish
+    ) -> AsyncGenerator[StreamEvent]:
+        """:meth:`run` as one live message: each executor step streams as it comes (see
+        :class:`LiveStep`), each consult's blocks follow once it is done. ``finish`` gets
+        the merged response and the facts before the final ``message_delta``."""
+        run = _Run(transcript=request)
+        limit = self._step_limit()
+        for step in range(limit):
+            model = self.executor.id if step == 0 else None
+            live = LiveStep(self.tool.name, len(run.content), model)
+            events = task.stream(_step_request(run, step, limit), self.executor)
+            async with aclosing(events):
+                async for event in events:
+                    for passed in live.feed(event):
+                        yield passed
+            goes_on = await self._settle(run, live.response(), original, task)
+            for event in live.rest(run.content):
+                yield event
+            if not goes_on:
+                break
+        merged = self._merged(run)
+        await finish(merged, run.facts)
+        yield MessageDelta(
+            stop_reason=merged.stop_reason, stop_sequence=merged.stop_sequence, usage=merged.usage
         )
-        return merged.model_copy(update={"model": self.executor.id}), run.facts
+        yield MessageStop()
+
+    async def _settle(
+        self, run: _Run, response: Response, original: Request, task: TaskContext
+    ) -> bool:
+        """Fold one executor step into ``run``, consulting where it called the advisor;
+        whether the turn goes on."""
+        executor_side = _side_of(task, response, self.executor)
+        run.responses.append(response)
+        run.usages.append(response.usage)
+        run.iterations.extend(iterations_of(response.usage))
+        calls = [b for b in response.tool_calls() if b.name == self.tool.name]
+        if not calls:
+            run.content.extend(response.content)
+            return False
+        results = await self._answer(run, response, original, task, executor_side)
+        run.transcript = _appended(run.transcript, response, results)
+        # the client's own tool calls end the turn
+        return not any(b.name != self.tool.name for b in response.tool_calls())
+
+    def _merged(self, run: _Run) -> Response:
+        first, last = run.responses[0], run.responses[-1]
+        merged = merged_response(first, last, run.content, run.iterations, run.usages)
+        return merged.model_copy(update={"model": self.executor.id})
 
     async def _answer(
         self,
@@ -233,6 +280,11 @@ def _appended(transcript: Request, response: Response, results: list[ToolResultB
     turn = Message(role="assistant", content=response.content)
     answers = Message(role="user", content=list(results))
     return transcript.model_copy(update={"messages": [*transcript.messages, turn, answers]})
+
+
+def _step_request(run: _Run, step: int, limit: int) -> Request:
+    """The executor's request for ``step``; the last one may not call a tool."""
+    return run.transcript if step + 1 < limit else _no_more_tools(run.transcript)
 
 
 def _no_more_tools(request: Request) -> Request:

@@ -39,7 +39,7 @@ from tierwise.messages import Request, Response, StreamEvent, Tool, UsageIterati
 from tierwise.providers.base import ProviderConfig
 from tierwise.strategies.base import TaskContext
 from tierwise.strategies.route import conversation_key
-from tierwise.streaming import StreamAccumulator, events_from_response
+from tierwise.streaming import StreamAccumulator
 
 CONVERSATIONS_REMEMBERED = 4096
 
@@ -216,17 +216,36 @@ class AdvisorHook:
     async def _complete_emulated(
         self, request: Request, spec: ModelSpec, plan: Plan, task: TaskContext
     ) -> Response:
+        emulation, executor_request = self._emulation(request, spec, plan)
+        response, facts = await emulation.run(executor_request, request, task)
+        await self._record(
+            task, request, response, mode="emulated", spec=spec, plan=plan, facts=facts
+        )
+        return response
+
+    def _stream_emulated(
+        self, request: Request, spec: ModelSpec, plan: Plan, task: TaskContext
+    ) -> AsyncGenerator[StreamEvent]:
+        emulation, executor_request = self._emulation(request, spec, plan)
+
+        async def finish(response: Response, facts: dict[str, ConsultFacts]) -> None:
+            await self._record(
+                task, request, response, mode="emulated", spec=spec, plan=plan, facts=facts
+            )
+
+        return emulation.stream(executor_request, request, task, finish)
+
+    def _emulation(
+        self, request: Request, spec: ModelSpec, plan: Plan
+    ) -> tuple[Emulation, Request]:
+        """The emulation for ``request`` and the executor's request it starts from."""
         if plan.advisor is None:  # plan() never emulates an unknown advisor
             raise InvalidRequestError(f"advisor model {plan.tool.model!r} is not in the catalog")
         limits = self._limits(request, plan.tool)
         instructions = self.settings.advisor_instructions
         emulation = Emulation(plan.tool, spec, plan.advisor, limits, instructions)
         executor_request = self._prepared(emulation.executor_request(request), False, plan.tool)
-        response, facts = await emulation.run(executor_request, request, task)
-        await self._record(
-            task, request, response, mode="emulated", spec=spec, plan=plan, facts=facts
-        )
-        return response
+        return emulation, executor_request
 
     def _limits(self, request: Request, tool: AdvisorTool) -> Limits:
         cap = self.settings.max_consults_per_conversation
@@ -269,8 +288,8 @@ class AdvisorHook:
     async def stream(
         self, request: Request, spec: ModelSpec, task: TaskContext
     ) -> AsyncGenerator[StreamEvent]:
-        """Native: the upstream's own events (pauses resumed); emulated: the finished
-        response as events."""
+        """Native: the upstream's own events (pauses resumed); emulated: each executor step
+        live, each consult's blocks once it is done, as one message."""
         tool = find_advisor_tool(request)
         plan = None if tool is None else self.plan(tool, spec)
         if plan is None or self._without_advisor(plan, request, spec):
@@ -279,9 +298,9 @@ class AdvisorHook:
                     yield event
             return
         if not plan.native:
-            response = await self._complete_emulated(request, spec, plan, task)
-            for event in events_from_response(response):
-                yield event
+            async with aclosing(self._stream_emulated(request, spec, plan, task)) as emulated:
+                async for event in emulated:
+                    yield event
             return
         upstream = self._native_request(request, plan)
         first_call = len(task.calls)
