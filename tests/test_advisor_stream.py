@@ -83,20 +83,48 @@ def script_anthropic_executor(fa: FakeAnthropic, foa: FakeOpenAI) -> None:
     fa.reply_message(fx.text_message(AFTER, usage_=fx.usage(1905, 240, cache_read=8600)))
 
 
+def script_advisor_overloaded(fa: FakeAnthropic, foa: FakeOpenAI) -> None:
+    """The advisor answers 529: the executor gets the ``overloaded`` error and goes on."""
+    foa.reply_completion(_advisor_call(prompt_tokens=100, completion_tokens=10))
+    fa.reply_error(529, "overloaded_error", "Overloaded")
+    foa.reply_completion(fo.completion(AFTER, token_usage=fo.usage(300, 30)))
+
+
+def script_over_dollar_cap(fa: FakeAnthropic, foa: FakeOpenAI) -> None:
+    """The first consult ($0.00375) spends the conversation's $0.001: the second is refused."""
+    foa.reply_completion(_advisor_call(prompt_tokens=100, completion_tokens=10))
+    fa.reply_message(fx.text_message(ADVICE, usage_=fx.usage(500, 50)))
+    foa.reply_completion(_advisor_call("Again?", prompt_tokens=200, completion_tokens=10))
+    foa.reply_completion(fo.completion("Done.", token_usage=fo.usage(300, 30)))
+
+
 @dataclass(frozen=True)
 class Case:
     script: Script
+    results: tuple[str, ...]
+    """The consults' results the script leads to."""
     policy: str = EMULATED
     body: dict[str, Any] = field(default_factory=dict)
     flags: dict[str, Any] = field(default_factory=dict)
 
 
 CASES = {
-    "consult": Case(script_emulated_exchange),
-    "over_max_uses": Case(script_over_max_uses, EMULATED.replace("max_uses=2", "max_uses=1")),
-    "client_tool": Case(script_client_tool, body={"tools": [BASH]}),
+    "consult": Case(script_emulated_exchange, ("advisor_result",)),
+    "over_max_uses": Case(
+        script_over_max_uses,
+        ("advisor_result", "max_uses_exceeded"),
+        EMULATED.replace("max_uses=2", "max_uses=1"),
+    ),
+    "client_tool": Case(script_client_tool, ("advisor_result",), body={"tools": [BASH]}),
+    "advisor_overloaded": Case(script_advisor_overloaded, ("overloaded",)),
+    "over_dollar_cap": Case(
+        script_over_dollar_cap,
+        ("advisor_result", "max_uses_exceeded"),
+        flags={"advisor": {"max_usd_per_conversation": "0.001"}},
+    ),
     "anthropic_executor": Case(
         script_anthropic_executor,
+        ("advisor_result",),
         SONNET,
         body={"tools": [_advisor_tool()]},
         flags={"providers": {"anthropic": {"advisor_beta": False}}},
@@ -176,7 +204,7 @@ async def test_the_streamed_turn_equals_the_completed_turn(tmp_path: Path, name:
     assert _consult_facts(streamed.consults, streamed.calls) == _consult_facts(
         completed.consults, completed.calls
     )
-    assert streamed.consults, "every case consults at least once"
+    assert tuple(c.result for c in streamed.consults) == case.results
     # one message, its blocks numbered on across the steps, the turn's own ending last
     kinds = [e.type for e in streamed.events]
     assert kinds.count("message_start") == kinds.count("message_stop") == 1
