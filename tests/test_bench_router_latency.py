@@ -1,0 +1,57 @@
+"""bench/router_latency.py prints a row for every router in the registry (tiny prompt subset)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from tierwise.routing.embeddings import minilm_available
+from tierwise.routing.registry import ROUTERS
+
+BENCH = Path(__file__).parents[1] / "bench"
+
+
+def _load_bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(BENCH))  # it shares helpers with routing_targets.py
+    path = BENCH / "router_latency.py"
+    spec = importlib.util.spec_from_file_location("bench_router_latency", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_router_gets_a_row(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = _load_bench(monkeypatch)
+    tiny = ["--gsm8k", "200", "--mmlu", "50", "--minilm", "5", "--repeat", "1"]
+    bench.main(["--data-dir", str(shared_data), "--cache-dir", str(tmp_path), *tiny])
+    rows = [line.split(" p50 ")[0].strip() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == "250 prompts (gsm8k 200, mmlu 50)"
+    for name in set(ROUTERS) - {"learned"}:
+        assert name in rows
+    # the learned router is timed only on prompts outside its 160-row train/validation split
+    hashing = [row for row in rows if row.startswith("learned/hashing (")]
+    assert len(hashing) == 1
+    assert 250 - 160 <= int(hashing[0].split("(")[1].rstrip(")")) < 250
+    if minilm_available():
+        assert {"learned/minilm uncached (5)", "learned/minilm cached (5)"} <= set(rows)
+    assert "rules/short" in rows
+
+
+def test_an_unknown_router_is_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _load_bench(monkeypatch)
+    with pytest.raises(SystemExit):
+        bench.main(["--routers", "rules,oracle"])
+    assert "unknown router 'oracle' (known: rules," in capsys.readouterr().err
