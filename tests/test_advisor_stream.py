@@ -381,3 +381,18 @@ def test_a_step_cut_midway_ends_the_clients_stream_with_an_error_event(gw: Serve
                 texts.append(event.delta.text)
     assert "".join(texts).startswith(FIRST)  # step one had reached the client
     assert isinstance(caught.value.body, dict) and caught.value.body["type"] == "error"
+
+
+async def test_the_last_streamed_step_may_not_call_a_tool(tmp_path: Path) -> None:
+    """max_uses=0 allows three steps; the third goes out with tool_choice none."""
+    fa, foa = FakeAnthropic(), FakeOpenAI()
+    for asked in ("Advice?", "Still nothing?"):
+        foa.reply_completion(_advisor_call(asked, prompt_tokens=100, completion_tokens=10))
+    foa.reply_completion(fo.completion(AFTER, token_usage=fo.usage(300, 30)))
+    policy = EMULATED.replace("max_uses=2", "max_uses=0")
+    async with fake_engine(_settings(tmp_path), fa, foa) as engine:
+        streamed = await collect(engine.stream(_request(), policy))
+        consults = engine.ledger.read(ConsultRecord)
+    assert [r.json().get("tool_choice") for r in foa.requests] == [None, None, "none"]
+    assert [c.result for c in consults] == ["max_uses_exceeded"] * 2 and not fa.requests
+    assert streamed.text() == "Advice?Still nothing?" + AFTER
