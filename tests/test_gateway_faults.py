@@ -217,6 +217,9 @@ def test_silent_upstream_times_out_with_a_504(gw: Served) -> None:
     assert caught.value.status_code == 504
     assert _body(caught.value)["error"]["type"] == "timeout_error"
     assert "no answer within 0.8s" in _body(caught.value)["error"]["message"]
+    (call,), _ = _ledger(gw, calls=1)
+    assert (call.status, call.error_type) == ("error", "UpstreamTimeoutError")
+    assert call.cost_usd is None  # sent, then unanswered: the upstream may bill it, unseen
 
 
 def test_silent_upstream_stream_fails_over_before_the_first_byte(gw_fb: Served) -> None:
@@ -226,6 +229,8 @@ def test_silent_upstream_stream_fails_over_before_the_first_byte(gw_fb: Served) 
     calls, (escalation,) = _ledger(gw_fb, calls=2)
     assert "no first token within 0.8s" in escalation.trigger
     assert [c.model for c in calls] == [PRIMARY, FALLBACK]
+    assert calls[0].cost_usd is None  # the timed-out request may be billed: cost unknown
+    assert calls[1].cost_usd is not None and calls[1].cost_usd > 0
 
 
 def test_slow_first_token_within_the_deadline_succeeds(gw: Served) -> None:

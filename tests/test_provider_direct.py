@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import textwrap
@@ -175,8 +176,31 @@ async def test_a_silent_upstream_is_an_upstream_timeout_after_one_attempt(kind, 
             with pytest.raises(UpstreamTimeoutError) as caught:
                 await _call(provider, model, streaming)
     assert caught.value.retryable
+    assert caught.value.may_be_billed  # it reached the upstream, which may have run it
     assert (caught.value.provider, caught.value.model) == (kind, model.name)
     assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize("http", ["direct", "sdk"])
+async def test_a_connect_timeout_is_an_upstream_timeout_that_cannot_be_billed(http):
+    with _full_listener() as port:
+        provider = _openai(f"http://127.0.0.1:{port}", http, connect_timeout_s=0.2, max_retries=0)
+        async with _closing(provider):
+            with pytest.raises(UpstreamTimeoutError) as caught:
+                await provider.complete(_prompt(), GPT)
+    assert not caught.value.may_be_billed  # the request never left
+    assert caught.value.retryable
+
+
+@contextmanager
+def _full_listener() -> Iterator[int]:
+    """A port whose accept queue is full: Linux drops new SYNs, so a connect hangs."""
+    with socket.socket() as server, socket.socket() as filler:
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)  # room for one connection, taken by the filler, never accepted
+        port = server.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        yield port
 
 
 async def test_a_stream_that_stalls_mid_body_is_an_upstream_timeout():

@@ -276,6 +276,12 @@ class ProviderError(TierwiseError):
         self.status = status
         self.request_id = request_id
 
+    @property
+    def may_be_billed(self) -> bool:
+        """Whether the upstream may bill the failed request: it reached the upstream and may
+        have run there unseen (an error status or a refused connection is not billed)."""
+        return False
+
     def __str__(self) -> str:
         where = f"{self.provider}:{self.model}" if self.model else self.provider
         parts = [f"{where}: {self.message}"]
@@ -301,7 +307,24 @@ class UpstreamConnectionError(ProviderError):
 
 
 class UpstreamTimeoutError(UpstreamConnectionError):
-    """The upstream did not answer in time."""
+    """The upstream did not answer in time. ``request_sent``: the request had reached it (a
+    read timeout, a first-token deadline), so it may have run and be billed; False when the
+    connection (or a free one from the pool) never came."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str | None = None,
+        request_sent: bool = True,
+    ) -> None:
+        super().__init__(message, provider=provider, model=model)
+        self.request_sent = request_sent
+
+    @property
+    def may_be_billed(self) -> bool:
+        return self.request_sent
 
 
 class MalformedResponseError(ProviderError):

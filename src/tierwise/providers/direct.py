@@ -93,7 +93,10 @@ def default_base_url(kind: str) -> str:
 def _translate(exc: BaseException, provider: str, model: str) -> ProviderError:
     """A tierwise error for an aiohttp failure (its timeouts are ``TimeoutError``s)."""
     if isinstance(exc, TimeoutError):
-        return UpstreamTimeoutError("upstream timed out", provider=provider, model=model)
+        sent = not isinstance(exc, aiohttp.ConnectionTimeoutError)
+        return UpstreamTimeoutError(
+            "upstream timed out", provider=provider, model=model, request_sent=sent
+        )
     return UpstreamConnectionError(
         f"connection failed: {type(exc).__name__}: {exc}", provider=provider, model=model
     )

@@ -99,7 +99,9 @@ def translate_vendor_error(exc: BaseException, provider: str, model: str | None)
     if isinstance(
         exc, anthropic.APITimeoutError | openai.APITimeoutError | httpx2.TimeoutException
     ):
-        return UpstreamTimeoutError("upstream timed out", provider=provider, model=model)
+        return UpstreamTimeoutError(
+            "upstream timed out", provider=provider, model=model, request_sent=_sent(exc)
+        )
     if isinstance(
         exc, anthropic.APIConnectionError | openai.APIConnectionError | httpx2.TransportError
     ):
@@ -187,3 +189,13 @@ class SDKTransport:
         if not isinstance(raw, httpx2.Response):
             raise TypeError(f"expected a raw httpx2.Response from the SDK, got {type(raw)}")
         return raw
+
+
+_NOT_SENT = (httpx2.ConnectTimeout, httpx2.PoolTimeout, httpx2.WriteTimeout)
+"""httpx timeouts before the whole request reached the upstream: nothing ran there."""
+
+
+def _sent(exc: BaseException) -> bool:
+    """Whether a timed-out request had been sent whole (the SDKs wrap httpx's timeout)."""
+    cause = exc if isinstance(exc, httpx2.TimeoutException) else exc.__cause__
+    return not isinstance(cause, _NOT_SENT)

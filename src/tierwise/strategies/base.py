@@ -335,13 +335,14 @@ class TaskContext:
         latency_ms: float,
         ttft_ms: float | None = None,
     ) -> CallRecord:
-        # Upstreams do not bill a request that failed before producing anything; a stream
-        # that failed midway may have been billed for what it produced, which we cannot see.
+        # Upstreams do not bill a request they refused; a stream that failed midway, or a
+        # request that timed out once sent, may be billed for work we cannot see.
+        unseen = ttft_ms is not None or exc.may_be_billed
         return CallRecord(
             **self._who(request, spec, role),
             request_id=exc.request_id,
             status="error",
-            cost_usd=Decimal(0) if ttft_ms is None else None,
+            cost_usd=None if unseen else Decimal(0),
             latency_ms=latency_ms,
             ttft_ms=ttft_ms,
             error_type=type(exc).__name__,
