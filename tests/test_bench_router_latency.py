@@ -55,3 +55,20 @@ def test_an_unknown_router_is_one_clear_error(
     with pytest.raises(SystemExit):
         bench.main(["--routers", "rules,oracle"])
     assert "unknown router 'oracle' (known: rules," in capsys.readouterr().err
+
+
+def test_without_sentence_transformers_minilm_is_one_note(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bench = _load_bench(monkeypatch)
+    monkeypatch.setattr(bench, "minilm_available", lambda: False)
+    tiny = ["--gsm8k", "200", "--mmlu", "20", "--repeat", "1", "--routers", "learned"]
+    bench.main(["--data-dir", str(shared_data), "--cache-dir", str(tmp_path), *tiny])
+    out = capsys.readouterr().out
+    assert "learned/hashing (" in out
+    assert "skipped: sentence-transformers is not installed" in out
+    assert "uncached (" not in out
+    assert "rules/short" not in out  # --routers learned: no rules rows
