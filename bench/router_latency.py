@@ -81,7 +81,8 @@ def _datasets(data_dir: Path, gsm8k_limit: int | None, mmlu_limit: int) -> dict[
 
 
 class Bench:
-    """Times ``select`` calls: one router, its candidates and route context."""
+    """Times ``select`` calls, on the six candidates and a plain route context unless a row
+    gives its own."""
 
     def __init__(self, env: RouterEnv, repeat: int) -> None:
         self.env = env
