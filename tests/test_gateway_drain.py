@@ -80,6 +80,14 @@ def _wait_ready(http: httpx2.Client, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("tierwise serve did not become ready")
 
 
+def _wait_draining(base: str) -> None:
+    deadline = time.monotonic() + 10
+    with httpx2.Client(base_url=base, timeout=10) as http:
+        while http.get("/readyz").status_code != 503:
+            assert time.monotonic() < deadline, "/readyz never said draining"
+            time.sleep(0.05)
+
+
 def test_sigterm_mid_stream_drains_then_exits(
     tmp_path: Path, fake: tuple[FakeAnthropic, str]
 ) -> None:
@@ -168,3 +176,46 @@ def test_a_stream_still_running_at_the_deadline_ends_in_band(
     assert "shut down before this answer was finished" in str(caught.value)
     assert "message_stop" not in received
     assert code in (0, -signal.SIGTERM)
+    assert process.stderr is not None
+    assert b"Traceback" not in process.stderr.read()  # an answer ended in-band is no error
+
+
+def test_a_second_signal_ends_the_drain_now(
+    tmp_path: Path, fake: tuple[FakeAnthropic, str]
+) -> None:
+    fa, upstream = fake
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    config = _config(tmp_path, upstream, port, drain_s=30)
+    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    received: list[str] = []
+    try:
+        with httpx2.Client(base_url=base, timeout=10) as http:
+            _wait_ready(http, process)
+        events = afx.stream_events(afx.text_message("half a minute to finish " * 8), chunk_size=8)
+        fa.reply(faults.paced(faults.split_events(afx.sse_body(events)), gap=0.5))
+        client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+        with (
+            pytest.raises(anthropic.APIError) as caught,
+            client.messages.stream(
+                model="claude-haiku-4-5",
+                max_tokens=64,
+                messages=[{"role": "user", "content": "Hello"}],
+            ) as stream,
+        ):
+            for event in stream:
+                received.append(event.type)
+                if len(received) == 1:
+                    process.send_signal(signal.SIGTERM)
+                    _wait_draining(base)
+                    process.send_signal(signal.SIGTERM)  # a second signal: stop waiting
+        code = process.wait(5)  # not the 30 s drain
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "shut down before this answer was finished" in str(caught.value)
+    assert len(received) < 10  # cut within a few events, not the whole answer
+    assert process.stderr is not None
+    assert code in (0, -signal.SIGTERM), process.stderr.read().decode()

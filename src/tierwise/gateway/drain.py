@@ -7,7 +7,7 @@
    (listeners closed, connections closed, lifespan shutdown: the ledger is flushed and
    closed). A stream still running at the deadline is stopped and ends with an in-band error
    event in its API's format, so the client knows its answer is incomplete. A second signal
-   skips the wait.
+   skips the wait: the deadline is then.
 
 :class:`DrainMiddleware` does the counting and refusing; :class:`DrainingServer` is the
 uvicorn server ``tierwise serve`` runs, whose signal handler starts the drain.
@@ -109,9 +109,10 @@ class DrainMiddleware:
         try:
             await self.app(scope, receive, watched.send)
         except asyncio.CancelledError:
-            if self.drain.expired and watched.streaming:
-                await watched.end_in_band(dialect_for_path(scope["path"], Headers(scope=scope)))
-            raise
+            if not (self.drain.expired and watched.streaming):
+                raise
+            await watched.end_in_band(dialect_for_path(scope["path"], Headers(scope=scope)))
+            task.uncancel()  # the answer is over (in-band), not an error for uvicorn to log
         finally:
             self.drain.requests.discard(task)
 
@@ -134,12 +135,17 @@ class DrainingServer(uvicorn.Server):
         self._deadline: float | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._deadline is None and sig in (signal.SIGTERM, signal.SIGINT):
+        now = time.monotonic()
+        if sig not in (signal.SIGTERM, signal.SIGINT) or self.should_exit:
+            super().handle_exit(sig, frame)
+        elif self._deadline is None:  # the first signal: drain
             self._captured_signals.append(sig)
-            self._deadline = time.monotonic() + self.drain_s
+            self._deadline = now + self.drain_s
             self.drain.begin()
-            return
-        super().handle_exit(sig, frame)  # a second signal: shut down now
+        elif self._deadline > now:  # a second: the deadline is now (streams end in-band)
+            self._deadline = now
+        else:
+            super().handle_exit(sig, frame)  # past the deadline: uvicorn's own (forced) exit
 
     async def on_tick(self, counter: int) -> bool:
         if self._deadline is not None and not self.should_exit:
