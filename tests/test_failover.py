@@ -10,7 +10,9 @@ import httpx2
 import pytest
 
 from tests.fakes import anthropic_upstream as afx
+from tests.fakes import faults
 from tests.fakes import openai_upstream as ofx
+from tests.fakes.loopback import serve
 from tierwise.catalog import ModelSpec, load_catalog
 from tierwise.config import Settings
 from tierwise.engine import Engine
@@ -26,6 +28,7 @@ from tierwise.ledger.store import Ledger
 from tierwise.messages import MessageStart, Request, Response, StreamEvent
 from tierwise.providers.anthropic import AnthropicProvider
 from tierwise.providers.base import ProviderConfig
+from tierwise.providers.factory import layered
 from tierwise.providers.openai_compat import OpenAICompatProvider
 from tierwise.providers.retry import RetryingProvider
 from tierwise.providers.timeouts import TimeoutProvider
@@ -223,3 +226,56 @@ async def test_a_cancellation_from_outside_a_stream_wait_stays_a_cancellation() 
         await task
     await asyncio.sleep(0.1)  # past the deadline: its timer, cancelled with the stream, is gone
     assert task.cancelled()
+
+
+# --- attempts the retry layer retried -------------------------------------------------------
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["complete", "stream"])
+async def test_a_timed_out_attempt_that_was_retried_is_recorded_at_unknown_cost(
+    settings: Settings, streaming: bool
+) -> None:
+    """The first attempt reaches the upstream and times out (it may be billed, unseen); the
+    retry answers. Both are recorded: the retried attempt first, its cost unknown."""
+    fa = afx.FakeAnthropic()
+    fa.reply(faults.silent(5)).reply_message(afx.text_message("second try"))
+    faults.RELEASE.clear()
+    try:
+        with serve(fa.handler) as url:
+            row = ProviderConfig(
+                kind="anthropic", base_url=url, first_token_timeout_s=0.3, max_retries=1
+            )
+            provider = layered(AnthropicProvider("anthropic", row, "sk-a"), row)
+            async with Engine(settings, providers={"anthropic": provider}) as engine:
+                if streaming:
+                    response = await collect(engine.stream("Hello", f"fixed:{PRIMARY}"))
+                    cost = None
+                else:
+                    result = await engine.complete("Hello", f"fixed:{PRIMARY}")
+                    response, cost = result.response, result.cost_usd
+    finally:
+        faults.RELEASE.set()
+    assert response.text() == "second try" and len(fa.requests) == 2
+    assert cost is None  # the task's cost is unknown while one of its calls' is
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        calls = ledger.calls()
+    assert [(c.status, c.error_type) for c in calls] == [
+        ("error", "UpstreamTimeoutError"),
+        ("ok", None),
+    ]
+    assert calls[0].cost_usd is None and calls[1].cost_usd is not None
+    assert calls[0].stream == calls[1].stream == streaming
+
+
+async def test_an_attempt_refused_and_retried_leaves_no_record_of_its_own(
+    settings: Settings,
+) -> None:
+    """A 503 is not billed: the retry that answers is the call, at its exact cost."""
+    fa, fo = afx.FakeAnthropic(), ofx.FakeOpenAI()
+    fa.reply_error(503, "api_error", "down").reply_message(afx.text_message("second try"))
+    async with _engine(settings, fa, fo) as engine:
+        result = await engine.complete("Hello", POLICY)
+    assert result.response.text() == "second try" and len(fa.requests) == 2
+    with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        (call,) = ledger.calls()
+    assert call.status == "ok" and result.cost_usd == call.cost_usd and call.cost_usd

@@ -5,13 +5,16 @@ Only retryable errors are retried (connection errors, 408/409/429/5xx; see
 honoured; when it asks for longer than ``max_wait_s`` the error is raised at once, so the
 caller can fall back to another model instead of sleeping. A stream is retried only before
 its first event; after that a failure is the caller's to report. Moving to another model is
-not this layer's business.
+not this layer's business. An attempt retried that the upstream may still bill (a timeout
+once the request was sent) is handed to the caller to record (:func:`noting_retries`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 from tenacity import (
     AsyncRetrying,
@@ -27,6 +30,28 @@ from tierwise.messages import Request, Response, StreamEvent
 from tierwise.providers.base import Provider
 
 Sleep = Callable[[float], Awaitable[None]]
+
+_RETRIED: ContextVar[list[ProviderError] | None] = ContextVar("tierwise_retried", default=None)
+
+
+@contextmanager
+def noting_retries(into: list[ProviderError] | None) -> Iterator[None]:
+    """While in the block, attempts the retry layer gives up on and retries, and that the
+    upstream may bill (:attr:`~tierwise.errors.ProviderError.may_be_billed`: a request that
+    timed out once sent), are appended to ``into`` — for the caller to record, since no
+    response will tell of them. ``None``: not noted."""
+    token = _RETRIED.set(into)
+    try:
+        yield
+    finally:
+        _RETRIED.reset(token)
+
+
+def _note_retried(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    noted = _RETRIED.get()
+    if noted is not None and isinstance(exc, ProviderError) and exc.may_be_billed:
+        noted.append(exc)
 
 
 class RetryingProvider:
@@ -65,6 +90,7 @@ class RetryingProvider:
             retry=retry_if_exception(self._should_retry),
             wait=self._wait,
             sleep=self._sleep,
+            before_sleep=_note_retried,
             reraise=True,
         )
 

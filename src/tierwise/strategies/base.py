@@ -24,6 +24,7 @@ from tierwise.ledger.records import (
 )
 from tierwise.messages import Request, Response, StreamEvent
 from tierwise.providers.base import Provider
+from tierwise.providers.retry import noting_retries
 from tierwise.streaming import StreamAccumulator
 
 Recorder = Callable[[LedgerRecord], Awaitable[None]]
@@ -239,17 +240,22 @@ class TaskContext:
         """One model call, timed, costed and recorded (failures too), within the budget."""
         self.guard.before(request, spec)
         start = time.perf_counter()
+        retried: list[ProviderError] = []
         try:
-            response = await self._provider_for(spec).complete(request, spec)
+            with noting_retries(retried):
+                response = await self._provider_for(spec).complete(request, spec)
         except ProviderError as exc:
+            await self._record_retried(request, spec, role, retried)
             failed = self._failed_call(request, spec, exc, role=role, latency_ms=_ms_since(start))
             await self.record(failed)
             raise
         except asyncio.CancelledError:  # the caller stopped waiting
+            await self._record_retried(request, spec, role, retried)
             gone = ProviderError("request abandoned by the caller", provider=spec.provider)
             await self.record(self._cut_call(request, spec, gone, role=role, start=start))
             raise
         latency = _ms_since(start)
+        await self._record_retried(request, spec, role, retried)
         record = self._call_record(
             request, response, spec, role=role, latency_ms=latency, ttft_ms=None
         )
@@ -265,23 +271,30 @@ class TaskContext:
         start = time.perf_counter()
         ttft: float | None = None
         accumulator = StreamAccumulator()
+        events = aiter(self._provider_for(spec).stream(request, spec))
+        retried: list[ProviderError] = []
         try:
-            async for event in self._provider_for(spec).stream(request, spec):
+            event = await _first_event(events, retried)  # a stream is retried before it only
+            await self._record_retried(request, spec, role, retried, stream=True)
+            while event is not None:
                 ttft = ttft if ttft is not None else _ms_since(start)
                 accumulator.feed(event)
                 yield event
+                event = await anext(events, None)
         except ProviderError as exc:
+            await self._record_retried(request, spec, role, retried, stream=True)
             latency = _ms_since(start)
             failed = self._failed_call(
                 request, spec, exc, role=role, latency_ms=latency, ttft_ms=ttft
             )
-            await self.record(failed)
+            await self.record(failed.model_copy(update={"stream": True}))
             raise
         except (GeneratorExit, asyncio.CancelledError):  # closed, or cancelled mid-read
             # (before its first event too: the request was sent, as a cut call's was)
             abandoned = ProviderError(
                 "stream abandoned by the caller", provider=spec.provider, model=spec.name
             )
+            await self._record_retried(request, spec, role, retried, stream=True)
             cut = self._cut_call(request, spec, abandoned, role=role, start=start, ttft_ms=ttft)
             await self.record(cut.model_copy(update={"stream": True}))
             raise
@@ -292,6 +305,22 @@ class TaskContext:
         )
         await self.record(record.model_copy(update={"stream": True}))
         self.guard.settle(response, role, enforce=False)
+
+    async def _record_retried(
+        self,
+        request: Request,
+        spec: ModelSpec,
+        role: Role,
+        retried: list[ProviderError],
+        *,
+        stream: bool = False,
+    ) -> None:
+        """Record the attempts the retry layer retried that the upstream may bill (cost
+        unknown), once: they come before the call's own record."""
+        for exc in retried:
+            failed = self._failed_call(request, spec, exc, role=role, latency_ms=None)
+            await self.record(failed.model_copy(update={"stream": stream}))
+        retried.clear()
 
     def _call_record(
         self,
@@ -332,7 +361,7 @@ class TaskContext:
         exc: ProviderError,
         *,
         role: Role,
-        latency_ms: float,
+        latency_ms: float | None,
         ttft_ms: float | None = None,
     ) -> CallRecord:
         # Upstreams do not bill a request they refused; a stream that failed midway, or a
@@ -378,3 +407,13 @@ class TaskContext:
             "model": spec.id,
             "prompt_text": request.prompt_text() if self._log_content else None,
         }
+
+
+async def _first_event(
+    events: AsyncIterator[StreamEvent], retried: list[ProviderError]
+) -> StreamEvent | None:
+    """A stream's first event (None: it ended without one), attempts retried before it that
+    the upstream may bill noted in ``retried`` (in a coroutine of its own: the note's context
+    must not span the generator's yields)."""
+    with noting_retries(retried):
+        return await anext(events, None)
