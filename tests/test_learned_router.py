@@ -3,6 +3,7 @@ offline and cached on disk, and the hashing fallback."""
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from decimal import Decimal
 from pathlib import Path
@@ -201,6 +202,26 @@ def test_hashing_fallback_when_sentence_transformers_is_missing(monkeypatch, tmp
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
     assert np.array_equal(vectors, embedder.embed(texts))  # deterministic
+
+
+def test_hashing_vectors_are_the_projections_own_and_survive_pickling() -> None:
+    """The projection's matrix is kept transposed (a third of a decision, once per call
+    before): the vectors stay the projection's own, one by one or in a batch, and an
+    embedder pickled (an artifact) then loaded gives the same without storing that copy."""
+    embedder = HashingEmbedder(dim=64)
+    texts = ["apples and pears total", "a sonnet about the moon", "the price of each apple"]
+    embedder.fit(texts)
+    before = pickle.dumps(embedder)
+    counts = embedder._vectorizer.transform(texts).astype(np.float32)
+    counts.data = 1 + np.log(counts.data)
+    direct = embedder._projection.transform(counts.multiply(embedder._idf).tocsr())
+    expected = direct / np.linalg.norm(direct, axis=1, keepdims=True)
+    batch = embedder.embed(texts)
+    assert np.allclose(batch, expected, atol=1e-6)
+    assert np.array_equal(np.vstack([embedder.embed([t]) for t in texts]), batch)
+    blob = pickle.dumps(embedder)
+    assert len(blob) == len(before)  # the transposed copy is not stored
+    assert np.array_equal(pickle.loads(blob).embed(texts), batch)
 
 
 def test_predictor_reuses_cached_embeddings_when_routing(minilm, tmp_path, catalog) -> None:
