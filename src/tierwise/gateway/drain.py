@@ -10,7 +10,8 @@
    skips the wait: the deadline is then.
 
 :class:`DrainMiddleware` does the counting and refusing; :class:`DrainingServer` is the
-uvicorn server ``tierwise serve`` runs, whose signal handler starts the drain.
+uvicorn server ``tierwise serve`` runs (in each worker with ``--workers N``, see
+:mod:`tierwise.gateway.supervisor`), whose signal handler starts the drain.
 """
 
 from __future__ import annotations
@@ -157,3 +158,12 @@ class DrainingServer(uvicorn.Server):
             # uvicorn's own wait for what is still running may use only what is left of it
             self.config.timeout_graceful_shutdown = max(1, math.ceil(left))
         return await super().on_tick(counter)
+
+
+class WorkerDrainingServer(DrainingServer):
+    """A worker of :mod:`tierwise.gateway.supervisor`: it drains on SIGTERM only. Ctrl-C in a
+    terminal signals the whole process group; the supervisor passes it on as SIGTERM."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGINT:
+            super().handle_exit(sig, frame)

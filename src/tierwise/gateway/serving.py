@@ -1,33 +1,43 @@
 """How ``tierwise serve`` runs the app: uvloop + httptools, one process or several.
 
-With ``workers`` > 1 the command becomes (``exec``) uvicorn's own supervisor, a small
-process without tierwise imported, which starts that many workers sharing the listening
-socket; each builds its own app through :func:`app_from_environment` from the same config
-file and ledger URL (handed over in ``TIERWISE_CONFIG`` / ``TIERWISE_LEDGER_URL``). Limits
-such as ``max_in_flight`` then hold per process.
+With ``workers`` > 1 the command becomes (``exec``) :mod:`tierwise.gateway.supervisor`:
+uvicorn's supervisor in a small process without the gateway imported, which starts that
+many workers sharing the listening socket; each builds its own app (:func:`worker_server`)
+from the same config file and ledger URL (handed over in ``TIERWISE_CONFIG`` /
+``TIERWISE_LEDGER_URL``) and drains on SIGTERM as one process does. Limits such as
+``max_in_flight`` then hold per process.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import os
 import sys
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 
 from tierwise.config import Settings, load_settings
 from tierwise.gateway.app import create_app
-from tierwise.gateway.drain import DrainingServer
+from tierwise.gateway.drain import DrainingServer, WorkerDrainingServer
 
-FACTORY = "tierwise.gateway.serving:app_from_environment"
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def app_from_environment() -> Starlette:
     """The app of one worker process: settings from the config file and the environment."""
     return create_app(load_settings())
+
+
+def worker_server(config: uvicorn.Config) -> DrainingServer:
+    """A supervised worker's server: its app and ``drain_s`` from the environment."""
+    settings = load_settings()
+    app = create_app(settings)
+    config.app, config.factory = app, False  # the supervisor's config names the factory
+    return WorkerDrainingServer(config, app.state.drain, settings.gateway.drain_s)
 
 
 def fast_loop_options() -> dict[str, str]:
@@ -66,14 +76,6 @@ def run(
         os.environ["TIERWISE_CONFIG"] = str(config_path)
     if ledger_url is not None:
         os.environ["TIERWISE_LEDGER_URL"] = ledger_url
-    os.execv(sys.executable, _supervisor_argv(gateway.workers, options))
-
-
-def _supervisor_argv(workers: int, options: dict[str, Any]) -> list[str]:
-    """``python -m uvicorn`` with ``options``: a supervisor without tierwise imported."""
-    argv = [sys.executable, "-m", "uvicorn", FACTORY, "--factory", "--workers", str(workers)]
-    argv += ["--host", options["host"], "--port", str(options["port"])]
-    argv += ["--loop", options["loop"], "--http", options["http"]]
-    argv += ["--backlog", str(options["backlog"])]
-    argv += ["--timeout-graceful-shutdown", str(math.ceil(options["timeout_graceful_shutdown"]))]
-    return argv if options["access_log"] else [*argv, "--no-access-log"]
+    options["workers"] = gateway.workers
+    supervisor = [sys.executable, "-m", "tierwise.gateway.supervisor", json.dumps(options)]
+    os.execv(sys.executable, supervisor)
