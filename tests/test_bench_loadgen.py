@@ -30,7 +30,9 @@ def test_every_scheduled_request_is_sent_and_answered() -> None:
     assert result.ok == 20
     assert dict(result.statuses) == {"200": 20}
     assert len(result.total_ms) == len(result.first_byte_ms) == 20
-    assert min(result.total_ms) >= 1.0  # the upstream's 1 ms latency, counted from the schedule
+    assert all(
+        0 < f <= t < 5000 for f, t in zip(result.first_byte_ms, result.total_ms, strict=True)
+    )
 
 
 def test_refused_connections_are_tallied_by_their_type() -> None:
