@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anthropic
@@ -140,82 +140,104 @@ def test_sigterm_mid_stream_drains_then_exits(
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it drained on
 
 
-def test_a_stream_still_running_at_the_deadline_ends_in_band(
-    tmp_path: Path, fake: tuple[FakeAnthropic, str]
-) -> None:
+OnFirstEvent = Callable[["subprocess.Popen[bytes]", str], None]
+"""What a test does to the server (its process, its base URL) once the stream has begun."""
+
+
+def _stream_through_signals(
+    tmp_path: Path,
+    fake: tuple[FakeAnthropic, str],
+    *,
+    drain_s: float,
+    answer: str,
+    gap: float,
+    on_first_event: OnFirstEvent,
+    exit_within_s: float,
+) -> tuple[list[str], anthropic.APIError, int, str]:
+    """``tierwise serve`` (one process) streaming a paced ``answer`` through the Anthropic
+    SDK, ``on_first_event`` done at its first event; the event types received, the error the
+    SDK raised, the exit code and what the server logged."""
     fa, upstream = fake
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
-    config = _config(tmp_path, upstream, port, drain_s=1)
+    config = _config(tmp_path, upstream, port, drain_s=drain_s)
     command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
     process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    received: list[str] = []
     try:
         with httpx2.Client(base_url=base, timeout=10) as http:
             _wait_ready(http, process)
-        events = afx.stream_events(afx.text_message("too long to finish " * 4), chunk_size=8)
-        fa.reply(faults.paced(faults.split_events(afx.sse_body(events)), gap=0.4))
-        client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
-        with (
-            pytest.raises(anthropic.APIError) as caught,
-            client.messages.stream(
-                model="claude-haiku-4-5",
-                max_tokens=64,
-                messages=[{"role": "user", "content": "Hello"}],
-            ) as stream,
-        ):
-            for event in stream:
-                received.append(event.type)
-                if len(received) == 1:
-                    process.send_signal(signal.SIGTERM)
-        code = process.wait(30)
+        paced_answer(fa, answer, gap)
+        received, error = stream_cut_short(base, lambda: on_first_event(process, base))
+        code = process.wait(exit_within_s)
     finally:
         if process.poll() is None:
             process.kill()
-    assert "shut down before this answer was finished" in str(caught.value)
+    assert process.stderr is not None
+    return received, error, code, process.stderr.read().decode()
+
+
+def paced_answer(fa: FakeAnthropic, text: str, gap: float) -> None:
+    """The fake's next answer: ``text`` streamed in small events ``gap`` seconds apart."""
+    events = afx.stream_events(afx.text_message(text), chunk_size=8)
+    fa.reply(faults.paced(faults.split_events(afx.sse_body(events)), gap=gap))
+
+
+def stream_cut_short(
+    base: str, on_first_event: Callable[[], None]
+) -> tuple[list[str], anthropic.APIError]:
+    """A stream through the Anthropic SDK from the gateway at ``base`` that must end in an
+    error (``on_first_event`` runs at its first event): the event types seen, the error."""
+    client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+    received: list[str] = []
+    with (
+        pytest.raises(anthropic.APIError) as caught,
+        client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+        ) as stream,
+    ):
+        for event in stream:
+            received.append(event.type)
+            if len(received) == 1:
+                on_first_event()
+    return received, caught.value
+
+
+def test_a_stream_still_running_at_the_deadline_ends_in_band(
+    tmp_path: Path, fake: tuple[FakeAnthropic, str]
+) -> None:
+    received, error, code, log = _stream_through_signals(
+        tmp_path,
+        fake,
+        drain_s=1,
+        answer="too long to finish " * 4,
+        gap=0.4,
+        on_first_event=lambda process, _: process.send_signal(signal.SIGTERM),
+        exit_within_s=30,
+    )
+    assert "shut down before this answer was finished" in str(error)
     assert "message_stop" not in received
     assert code in (0, -signal.SIGTERM)
-    assert process.stderr is not None
-    assert b"Traceback" not in process.stderr.read()  # an answer ended in-band is no error
+    assert "Traceback" not in log  # an answer ended in-band is no error
 
 
 def test_a_second_signal_ends_the_drain_now(
     tmp_path: Path, fake: tuple[FakeAnthropic, str]
 ) -> None:
-    fa, upstream = fake
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
-    config = _config(tmp_path, upstream, port, drain_s=30)
-    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    received: list[str] = []
-    try:
-        with httpx2.Client(base_url=base, timeout=10) as http:
-            _wait_ready(http, process)
-        events = afx.stream_events(afx.text_message("half a minute to finish " * 8), chunk_size=8)
-        fa.reply(faults.paced(faults.split_events(afx.sse_body(events)), gap=0.5))
-        client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
-        with (
-            pytest.raises(anthropic.APIError) as caught,
-            client.messages.stream(
-                model="claude-haiku-4-5",
-                max_tokens=64,
-                messages=[{"role": "user", "content": "Hello"}],
-            ) as stream,
-        ):
-            for event in stream:
-                received.append(event.type)
-                if len(received) == 1:
-                    process.send_signal(signal.SIGTERM)
-                    _wait_draining(base)
-                    process.send_signal(signal.SIGTERM)  # a second signal: stop waiting
-        code = process.wait(5)  # not the 30 s drain
-    finally:
-        if process.poll() is None:
-            process.kill()
-    assert "shut down before this answer was finished" in str(caught.value)
+    def signal_twice(process: subprocess.Popen[bytes], base: str) -> None:
+        process.send_signal(signal.SIGTERM)
+        _wait_draining(base)
+        process.send_signal(signal.SIGTERM)  # a second signal: stop waiting
+
+    received, error, code, log = _stream_through_signals(
+        tmp_path,
+        fake,
+        drain_s=30,
+        answer="half a minute to finish " * 8,
+        gap=0.5,
+        on_first_event=signal_twice,
+        exit_within_s=5,  # not the 30 s drain
+    )
+    assert "shut down before this answer was finished" in str(error)
     assert len(received) < 10  # cut within a few events, not the whole answer
-    assert process.stderr is not None
-    assert code in (0, -signal.SIGTERM), process.stderr.read().decode()
+    assert code in (0, -signal.SIGTERM), log

@@ -27,7 +27,13 @@ from tests.fakes import anthropic_upstream as afx
 from tests.fakes import faults
 from tests.fakes.anthropic_upstream import FakeAnthropic
 from tests.fakes.loopback import serve
-from tests.test_gateway_drain import _config, _free_port, _wait_ready
+from tests.test_gateway_drain import (
+    _config,
+    _free_port,
+    _wait_ready,
+    paced_answer,
+    stream_cut_short,
+)
 from tierwise.ledger.store import Ledger
 
 FRESH_CONNECTIONS = 6  # new requests after the signal, each on its own connection
@@ -112,11 +118,6 @@ def _stream(base: str, received: list[str], started: threading.Event) -> None:
         received.append(f"error: {exc}")
 
 
-def _paced_answer(fa: FakeAnthropic, text: str, gap: float) -> None:
-    events = afx.stream_events(afx.text_message(text), chunk_size=8)
-    fa.reply(faults.paced(faults.split_events(afx.sse_body(events)), gap=gap))
-
-
 @pytest.mark.parametrize("stop", [Gateway.signal_supervisor, Gateway.ctrl_c])
 def test_every_worker_drains_then_the_supervisor_exits(
     tmp_path: Path, fake: tuple[FakeAnthropic, str], stop: Callable[[Gateway], None]
@@ -126,7 +127,7 @@ def test_every_worker_drains_then_the_supervisor_exits(
     try:
         with httpx2.Client(base_url=gateway.base, timeout=10) as http:
             _wait_ready(http, gateway.process)
-        _paced_answer(fa, "a long answer " * 4, gap=0.15)
+        paced_answer(fa, "a long answer " * 4, gap=0.15)
         received: list[str] = []
         started = threading.Event()
         runner = threading.Thread(target=_stream, args=(gateway.base, received, started))
@@ -157,27 +158,14 @@ def test_a_stream_still_running_at_the_deadline_ends_in_band(
 ) -> None:
     fa, upstream = fake
     gateway = Gateway(tmp_path, upstream, drain_s=1)
-    received: list[str] = []
     try:
         with httpx2.Client(base_url=gateway.base, timeout=10) as http:
             _wait_ready(http, gateway.process)
-        _paced_answer(fa, "too long to finish " * 4, gap=0.4)
-        client = anthropic.Anthropic(base_url=gateway.base, api_key="unused", max_retries=0)
-        with (
-            pytest.raises(anthropic.APIError) as caught,
-            client.messages.stream(
-                model="claude-haiku-4-5",
-                max_tokens=64,
-                messages=[{"role": "user", "content": "Hello"}],
-            ) as stream,
-        ):
-            for event in stream:
-                received.append(event.type)
-                if len(received) == 1:
-                    gateway.signal_supervisor()
+        paced_answer(fa, "too long to finish " * 4, gap=0.4)
+        received, error = stream_cut_short(gateway.base, gateway.signal_supervisor)
     finally:
         code, log = gateway.stop()
-    assert "shut down before this answer was finished" in str(caught.value)
+    assert "shut down before this answer was finished" in str(error)
     assert "message_stop" not in received
     assert code == 0, log
     assert "Traceback" not in log, log
@@ -190,7 +178,7 @@ def test_a_second_signal_skips_the_wait(tmp_path: Path, fake: tuple[FakeAnthropi
     try:
         with httpx2.Client(base_url=gateway.base, timeout=10) as http:
             _wait_ready(http, gateway.process)
-        _paced_answer(fa, "an answer that takes half a minute " * 8, gap=0.5)
+        paced_answer(fa, "an answer that takes half a minute " * 8, gap=0.5)
         received: list[str] = []
         started = threading.Event()
         runner = threading.Thread(target=_stream, args=(gateway.base, received, started))
