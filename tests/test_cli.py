@@ -150,3 +150,15 @@ def test_ask_against_a_loopback_anthropic_upstream(tmp_path: Path) -> None:
     assert "pins the model" in result.stdout and "$0.0" in result.stdout
     # this SDK version sends the key as a bearer token
     assert fake.last_request.headers["authorization"] == "Bearer sk-test"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_an_unreachable_ledger_is_one_error_before_any_worker(workers: str) -> None:
+    ledger = "postgresql://tierwise@127.0.0.1:1/none"  # nothing listens on port 1
+    result = tierwise(
+        "--ledger", ledger, "serve", "--workers", workers, env={"TIERWISE_ADMIN_KEY": "k"}
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ledger database unreachable at postgresql://")
+    assert result.stderr.count("error") == 1, result.stderr  # no worker started, none failed
+    assert "Traceback" not in result.stderr and "startup failed" not in result.stderr

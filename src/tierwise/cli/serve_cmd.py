@@ -39,10 +39,13 @@ def _serve_settings(
     return settings.model_copy(update={"gateway": settings.gateway.model_copy(update=changes)})
 
 
-def _warn_if_locked(settings: Settings) -> None:
-    if not settings.gateway.auth or settings.admin_key is not None:
-        return
+def _check_ledger(settings: Settings) -> None:
+    """Open (and migrate) the ledger once before serving: one clear error if it cannot be,
+    not a traceback from every worker's startup; the workers find it migrated. Warns when
+    auth is on and no key could pass it."""
     with Ledger.open(settings.resolved_ledger_url()) as ledger:
+        if not settings.gateway.auth or settings.admin_key is not None:
+            return
         if any(key.active for key in KeyStore(ledger).list_keys()):
             return
     err.print(
@@ -70,7 +73,7 @@ def serve(
         raise ConfigError(f"the gateway needs: pip install 'tierwise[gateway]' ({exc})") from None
     state = ctx.ensure_object(CliState)
     settings = _serve_settings(state.settings, host, port, workers)
-    _warn_if_locked(settings)
+    _check_ledger(settings)
     serving.run(
         settings,
         config_path=state.config_path,
