@@ -241,3 +241,50 @@ def test_a_second_signal_ends_the_drain_now(
     assert "shut down before this answer was finished" in str(error)
     assert len(received) < 10  # cut within a few events, not the whole answer
     assert code in (0, -signal.SIGTERM), log
+
+
+def test_a_request_unanswered_at_the_deadline_gets_a_503_in_its_format(
+    tmp_path: Path, fake: tuple[FakeAnthropic, str]
+) -> None:
+    fa, upstream = fake
+    fa.reply(faults.silent(30))  # the upstream never answers within the drain
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    config = _config(tmp_path, upstream, port, drain_s=1)
+    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx2.Client(base_url=base, timeout=10) as http:
+            _wait_ready(http, process)
+        client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0, timeout=20)
+        caught: list[anthropic.APIStatusError] = []
+
+        def ask() -> None:
+            try:
+                client.messages.create(
+                    model="claude-haiku-4-5",
+                    max_tokens=64,
+                    messages=[{"role": "user", "content": "Hi"}],
+                )
+            except anthropic.APIStatusError as exc:
+                caught.append(exc)
+
+        asking = threading.Thread(target=ask)
+        asking.start()
+        deadline = time.monotonic() + 20
+        while not fa.requests:  # the request is with the upstream
+            assert time.monotonic() < deadline, "the request never reached the upstream"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        asking.join(20)
+        code = process.wait(30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (error,) = caught
+    assert error.status_code == 503 and error.response.headers["retry-after"] == "1"
+    assert "shut down before this answer was finished" in error.message
+    assert code in (0, -signal.SIGTERM)
+    assert process.stderr is not None
+    assert b"Traceback" not in process.stderr.read()  # an honest answer, not a crash

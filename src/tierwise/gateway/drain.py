@@ -58,7 +58,8 @@ class Drain:
 
     def expire(self) -> None:
         """The deadline passed: stop what is still running; a started stream ends with an
-        in-band error event (see :class:`_Watched`), not a cut connection."""
+        in-band error event (see :class:`_Watched`), not a cut connection, and a request not
+        yet answered gets a 503 in its API's format."""
         self.expired = True
         for task in self.requests:
             task.cancel("the drain deadline passed")
@@ -69,10 +70,12 @@ class _Watched:
 
     def __init__(self, send: Send) -> None:
         self._send = send
+        self.started = False
         self.streaming = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
+            self.started = True
             headers = dict(message.get("headers", []))
             self.streaming = headers.get(b"content-type", b"").startswith(b"text/event-stream")
         elif message["type"] == "http.response.body" and not message.get("more_body", False):
@@ -110,10 +113,14 @@ class DrainMiddleware:
         try:
             await self.app(scope, receive, watched.send)
         except asyncio.CancelledError:
-            if not (self.drain.expired and watched.streaming):
+            if not self.drain.expired or (watched.started and not watched.streaming):
                 raise
-            await watched.end_in_band(dialect_for_path(scope["path"], Headers(scope=scope)))
-            task.uncancel()  # the answer is over (in-band), not an error for uvicorn to log
+            dialect = dialect_for_path(scope["path"], Headers(scope=scope))
+            if watched.streaming:
+                await watched.end_in_band(dialect)
+            else:  # not answered yet: an error the client can retry elsewhere
+                await error_response(dialect, _unfinished())(scope, receive, send)
+            task.uncancel()  # the answer is over, not an error for uvicorn to log
         finally:
             self.drain.requests.discard(task)
 
@@ -124,6 +131,13 @@ class DrainMiddleware:
             retry_after_s=DRAIN_RETRY_AFTER_S,
         )
         await error_response(dialect, busy)(scope, receive, send)
+
+
+def _unfinished() -> GatewayBusyError:
+    return GatewayBusyError(
+        "the gateway shut down before this answer was finished; retry",
+        retry_after_s=DRAIN_RETRY_AFTER_S,
+    )
 
 
 class DrainingServer(uvicorn.Server):
