@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anthropic
@@ -80,6 +81,27 @@ def _wait_ready(http: httpx2.Client, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("tierwise serve did not become ready")
 
 
+@contextmanager
+def _serving(
+    tmp_path: Path, upstream: str, drain_s: float = DRAIN_S
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``tierwise serve`` (one process) over ``upstream``, ready: its process and base URL;
+    killed on the way out if it is still running."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    config = _config(tmp_path, upstream, port, drain_s=drain_s)
+    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx2.Client(base_url=base, timeout=10) as http:
+            _wait_ready(http, process)
+        yield process, base
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def _wait_draining(base: str) -> None:
     deadline = time.monotonic() + 10
     with httpx2.Client(base_url=base, timeout=10) as http:
@@ -92,46 +114,25 @@ def test_sigterm_mid_stream_drains_then_exits(
     tmp_path: Path, fake: tuple[FakeAnthropic, str]
 ) -> None:
     fa, upstream = fake
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
-    command = [sys.executable, "-m", "tierwise", "--config", str(_config(tmp_path, upstream, port))]
-    process = subprocess.Popen([*command, "serve"], env=env, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx2.Client(base_url=base, timeout=10) as http:
-            _wait_ready(http, process)
-            events = afx.stream_events(afx.text_message("a long answer " * 4), chunk_size=8)
-            parts = faults.split_events(afx.sse_body(events))
-            fa.reply(faults.paced(parts, gap=STREAM_GAP_S))
-            client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
-            received: list[str] = []
-            streamed = threading.Event()
-
-            def stream() -> None:
-                with client.messages.stream(
-                    model="claude-haiku-4-5",
-                    max_tokens=64,
-                    messages=[{"role": "user", "content": "Hello"}],
-                ) as s:
-                    for event in s:
-                        received.append(event.type)
-                        streamed.set()
-
-            runner = threading.Thread(target=stream)
-            runner.start()
-            assert streamed.wait(20)
-            process.send_signal(signal.SIGTERM)
-            time.sleep(STREAM_GAP_S)
-            ready = http.get("/readyz")
-            refused = http.post(
-                "/v1/chat/completions",
-                json={"model": "tierwise/auto", "messages": [{"role": "user", "content": "hi"}]},
-            )
-            runner.join(30)
+    with (
+        _serving(tmp_path, upstream) as (process, base),
+        httpx2.Client(base_url=base, timeout=10) as http,
+    ):
+        paced_answer(fa, "a long answer " * 4, gap=STREAM_GAP_S)
+        received: list[str] = []
+        streamed = threading.Event()
+        runner = threading.Thread(target=stream_into, args=(base, received, streamed))
+        runner.start()
+        assert streamed.wait(20)
+        process.send_signal(signal.SIGTERM)
+        time.sleep(STREAM_GAP_S)
+        ready = http.get("/readyz")
+        refused = http.post(
+            "/v1/chat/completions",
+            json={"model": "tierwise/auto", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        runner.join(30)
         code = process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert ready.status_code == 503 and ready.json() == {"status": "draining"}
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     assert "shutting down" in refused.json()["error"]["message"]
@@ -158,23 +159,27 @@ def _stream_through_signals(
     SDK, ``on_first_event`` done at its first event; the event types received, the error the
     SDK raised, the exit code and what the server logged."""
     fa, upstream = fake
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
-    config = _config(tmp_path, upstream, port, drain_s=drain_s)
-    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx2.Client(base_url=base, timeout=10) as http:
-            _wait_ready(http, process)
+    with _serving(tmp_path, upstream, drain_s) as (process, base):
         paced_answer(fa, answer, gap)
         received, error = stream_cut_short(base, lambda: on_first_event(process, base))
         code = process.wait(exit_within_s)
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert process.stderr is not None
     return received, error, code, process.stderr.read().decode()
+
+
+def stream_into(base: str, received: list[str], started: threading.Event) -> None:
+    """Stream through the Anthropic SDK from the gateway at ``base``: ``received`` gets the
+    event types, then any error; ``started`` is set at the first event."""
+    client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
+    try:
+        with client.messages.stream(
+            model="claude-haiku-4-5", max_tokens=64, messages=[{"role": "user", "content": "Hello"}]
+        ) as stream:
+            for event in stream:
+                received.append(event.type)
+                started.set()
+    except anthropic.APIError as exc:
+        received.append(f"error: {exc}")
 
 
 def paced_answer(fa: FakeAnthropic, text: str, gap: float) -> None:
@@ -248,15 +253,7 @@ def test_a_request_unanswered_at_the_deadline_gets_a_503_in_its_format(
 ) -> None:
     fa, upstream = fake
     fa.reply(faults.silent(30))  # the upstream never answers within the drain
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
-    config = _config(tmp_path, upstream, port, drain_s=1)
-    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        with httpx2.Client(base_url=base, timeout=10) as http:
-            _wait_ready(http, process)
+    with _serving(tmp_path, upstream, drain_s=1) as (process, base):
         client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0, timeout=20)
         caught: list[anthropic.APIStatusError] = []
 
@@ -279,9 +276,6 @@ def test_a_request_unanswered_at_the_deadline_gets_a_503_in_its_format(
         process.send_signal(signal.SIGTERM)
         asking.join(20)
         code = process.wait(30)
-    finally:
-        if process.poll() is None:
-            process.kill()
     (error,) = caught
     assert error.status_code == 503 and error.response.headers["retry-after"] == "1"
     assert "shut down before this answer was finished" in error.message

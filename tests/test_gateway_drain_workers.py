@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import anthropic
 import httpx2
 import pytest
 
@@ -33,6 +32,7 @@ from tests.test_gateway_drain import (
     _wait_ready,
     paced_answer,
     stream_cut_short,
+    stream_into,
 )
 from tierwise.ledger.store import Ledger
 
@@ -102,22 +102,6 @@ class Gateway:
             return len(ledger.calls())
 
 
-def _stream(base: str, received: list[str], started: threading.Event) -> None:
-    """Stream through the Anthropic SDK; ``received``: the event types, then any error."""
-    client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0)
-    try:
-        with client.messages.stream(
-            model="claude-haiku-4-5",
-            max_tokens=64,
-            messages=[{"role": "user", "content": "Hello"}],
-        ) as stream:
-            for event in stream:
-                received.append(event.type)
-                started.set()
-    except anthropic.APIError as exc:
-        received.append(f"error: {exc}")
-
-
 @pytest.mark.parametrize("stop", [Gateway.signal_supervisor, Gateway.ctrl_c])
 def test_every_worker_drains_then_the_supervisor_exits(
     tmp_path: Path, fake: tuple[FakeAnthropic, str], stop: Callable[[Gateway], None]
@@ -130,7 +114,7 @@ def test_every_worker_drains_then_the_supervisor_exits(
         paced_answer(fa, "a long answer " * 4, gap=0.15)
         received: list[str] = []
         started = threading.Event()
-        runner = threading.Thread(target=_stream, args=(gateway.base, received, started))
+        runner = threading.Thread(target=stream_into, args=(gateway.base, received, started))
         runner.start()
         assert started.wait(20)
         stop(gateway)
@@ -181,7 +165,7 @@ def test_a_second_signal_skips_the_wait(tmp_path: Path, fake: tuple[FakeAnthropi
         paced_answer(fa, "an answer that takes half a minute " * 8, gap=0.5)
         received: list[str] = []
         started = threading.Event()
-        runner = threading.Thread(target=_stream, args=(gateway.base, received, started))
+        runner = threading.Thread(target=stream_into, args=(gateway.base, received, started))
         runner.start()
         assert started.wait(20)
         gateway.signal_supervisor()
