@@ -16,16 +16,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx2
 import pytest
 
+from tests import test_gateway_drain
 from tests.fakes import anthropic_upstream as afx
-from tests.fakes import faults
 from tests.fakes.anthropic_upstream import FakeAnthropic
-from tests.fakes.loopback import serve
 from tests.test_gateway_drain import (
     _config,
     _free_port,
@@ -36,17 +35,9 @@ from tests.test_gateway_drain import (
 )
 from tierwise.ledger.store import Ledger
 
+fake = test_gateway_drain.fake  # the fixture: the fake Anthropic upstream on loopback
 FRESH_CONNECTIONS = 6  # new requests after the signal, each on its own connection
 CHAT = {"model": "tierwise/auto", "messages": [{"role": "user", "content": "hi"}]}
-
-
-@pytest.fixture
-def fake() -> Iterator[tuple[FakeAnthropic, str]]:
-    fa = FakeAnthropic()
-    faults.RELEASE.clear()
-    with serve(fa.handler) as url:
-        yield fa, url
-    faults.RELEASE.set()
 
 
 class Gateway:
