@@ -81,6 +81,9 @@ class GatewayConfig(BaseModel):
     ledger database) or a ``redis://`` URL (both shared by instances), or ``off``."""
     idempotency_ttl_s: float = Field(default=24 * 3600, gt=0)
     """How long a stored result answers a retry with the same key."""
+    stream_keepalive_s: float = Field(default=15.0, ge=0, allow_inf_nan=False)
+    """A stream that says nothing this long gets an SSE comment (``: ping``), so that proxies
+    cutting idle connections keep it open (a long advisor consult, a model thinking); 0: none."""
     drain_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long requests in flight (streams too) may take to finish while new ones
     get a 503 and ``/readyz`` says draining; then the server closes."""

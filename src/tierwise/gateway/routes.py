@@ -255,4 +255,4 @@ class Routes:
         encoder = admitted.dialect.stream_encoder(admitted.body, served)
         headers = trace.headers(trace.routing_ms()) | _SSE_HEADERS
         relay = _relay(encoder, first, events, trace)
-        return EventStream(relay, headers)
+        return EventStream(relay, headers, self.gateway.config.stream_keepalive_s)
