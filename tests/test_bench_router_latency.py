@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
+from tests.bench_modules import BENCH, load_bench_module
 from tierwise.routing.embeddings import minilm_available
 from tierwise.routing.registry import ROUTERS
-
-BENCH = Path(__file__).parents[1] / "bench"
 
 
 def _load_bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(BENCH))  # it shares helpers with routing_targets.py
-    path = BENCH / "router_latency.py"
-    spec = importlib.util.spec_from_file_location("bench_router_latency", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_module("router_latency")
 
 
 def test_every_router_gets_a_row(

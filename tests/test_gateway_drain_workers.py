@@ -93,6 +93,20 @@ class Gateway:
             return len(ledger.calls())
 
 
+def _stream_started(
+    gateway: Gateway, fa: FakeAnthropic, text: str, gap: float
+) -> tuple[list[str], threading.Thread]:
+    """A paced ``text`` streaming through the gateway on a thread, once its first event came:
+    the event types received so far (then any error) and the thread."""
+    paced_answer(fa, text, gap)
+    received: list[str] = []
+    started = threading.Event()
+    runner = threading.Thread(target=stream_into, args=(gateway.base, received, started))
+    runner.start()
+    assert started.wait(20)
+    return received, runner
+
+
 @pytest.mark.parametrize("stop", [Gateway.signal_supervisor, Gateway.ctrl_c])
 def test_every_worker_drains_then_the_supervisor_exits(
     tmp_path: Path, fake: tuple[FakeAnthropic, str], stop: Callable[[Gateway], None]
@@ -102,12 +116,7 @@ def test_every_worker_drains_then_the_supervisor_exits(
     try:
         with httpx2.Client(base_url=gateway.base, timeout=10) as http:
             _wait_ready(http, gateway.process)
-        paced_answer(fa, "a long answer " * 4, gap=0.15)
-        received: list[str] = []
-        started = threading.Event()
-        runner = threading.Thread(target=stream_into, args=(gateway.base, received, started))
-        runner.start()
-        assert started.wait(20)
+        received, runner = _stream_started(gateway, fa, "a long answer " * 4, gap=0.15)
         stop(gateway)
         gateway.wait_draining()
         ready = [gateway.on_fresh_connection("GET", "/readyz") for _ in range(FRESH_CONNECTIONS)]
@@ -153,12 +162,8 @@ def test_a_second_signal_skips_the_wait(tmp_path: Path, fake: tuple[FakeAnthropi
     try:
         with httpx2.Client(base_url=gateway.base, timeout=10) as http:
             _wait_ready(http, gateway.process)
-        paced_answer(fa, "an answer that takes half a minute " * 8, gap=0.5)
-        received: list[str] = []
-        started = threading.Event()
-        runner = threading.Thread(target=stream_into, args=(gateway.base, received, started))
-        runner.start()
-        assert started.wait(20)
+        text = "an answer that takes half a minute " * 8
+        received, runner = _stream_started(gateway, fa, text, gap=0.5)
         gateway.signal_supervisor()
         gateway.wait_draining()
         second = time.monotonic()
