@@ -45,6 +45,7 @@ from sqlalchemy import (
     TypeDecorator,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeEngine
 
 from tierwise.ledger.records import (
@@ -261,6 +262,7 @@ api_keys = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked_at", UTCDateTime()),
     Column("limits", JSONValue()),
+    Column("inline_policies", Boolean(), nullable=False, server_default=false()),
 )
 """Gateway API keys (not ledger records): only a salted hash of each secret is stored."""
 
