@@ -323,3 +323,19 @@ def _until(condition, seconds: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "never happened"
         time.sleep(0.01)
+
+
+async def test_without_waiting_for_fsyncs_durable_returns_after_the_write(
+    tmp_path, monkeypatch
+) -> None:
+    """``journal_fsync = false``: the write alone (a killed process keeps it) before the answer."""
+    journal = Journal(tmp_path / "j", "sqlite:///x.db", wait_fsync=False)
+    held = _HeldFsync(monkeypatch)
+    try:
+        ticket = journal.append(_task())
+        await asyncio.wait_for(journal.durable(ticket), 1)
+        assert len(read_journal(journal.path)[1]) == 1  # on disk (in the page cache) already
+        assert not journal.wait_durable(ticket, 0.1)  # the fsync, still held
+    finally:
+        held.release.set()
+        journal.close()

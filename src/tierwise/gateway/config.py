@@ -84,6 +84,10 @@ class GatewayConfig(BaseModel):
     journal_dir: Path | None = None
     """Where each process keeps its journal files; default the top-level ``ledger_spill_dir``.
     A folder that cannot be written fails the start."""
+    journal_fsync: bool = True
+    """With ``journal``: the answer waits for the fsync of its records, so that they survive
+    the machine losing power too. Off: it waits for their write only, which survives the
+    process being killed; the fsync follows at once, unwaited."""
     journal_sync_ms: float = Field(default=0.0, ge=0, le=1000, allow_inf_nan=False)
     """How long the journal waits after a request's records before fsyncing, for more to
     share the fsync; 0: at once (requests arriving during one fsync share the next)."""

@@ -114,6 +114,7 @@ class Gateway:
             config.journal_dir or spill_dir,
             sync_interval_s=config.journal_sync_ms / 1000,
             segment_bytes=config.journal_segment_bytes,
+            wait_fsync=config.journal_fsync,
         )
 
     def _budget_gate(self, engine: Engine, ledger: Ledger) -> BudgetGate:

@@ -58,6 +58,9 @@ class JournalOptions:
     directory: Path
     sync_interval_s: float = 0.0
     segment_bytes: int = 4 * MIB
+    wait_fsync: bool = True
+    """:meth:`Journal.durable` waits for the fsync (False: the write alone, which a killed
+    process does not undo; the fsync follows as soon as it can)."""
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Journal:
             ledger,
             sync_interval_s=options.sync_interval_s,
             segment_bytes=options.segment_bytes,
+            wait_fsync=options.wait_fsync,
         )
 
     def __init__(
@@ -102,8 +106,10 @@ class Journal:
         *,
         sync_interval_s: float = 0.0,
         segment_bytes: int = 4 * MIB,
+        wait_fsync: bool = True,
     ) -> None:
         self.directory = directory
+        self._wait_fsync = wait_fsync
         self._ledger = ledger
         self._sync_interval_s = sync_interval_s
         self._segment_bytes = segment_bytes
@@ -143,9 +149,10 @@ class Journal:
             return self._appended
 
     async def durable(self, ticket: int) -> None:
-        """Return once group ``ticket`` is fsynced (at once if it is already)."""
+        """Return once group ``ticket`` is fsynced (at once if it is already, or when this
+        journal does not wait for its fsyncs)."""
         with self._cond:
-            if self._synced >= ticket or self._closing:
+            if self._synced >= ticket or self._closing or not self._wait_fsync:
                 return
             loop = asyncio.get_running_loop()
             waiter = _Waiter(ticket, loop, loop.create_future())
