@@ -122,6 +122,7 @@ class Journal:
         self._written = 0
         self._waiters: list[_Waiter] = []
         self._closing = False
+        self._closed = False
         self._failing = False
         self.fsyncs = 0
         """fsyncs made (groups appended / fsyncs: the group commit's batching)."""
@@ -167,6 +168,8 @@ class Journal:
     def written(self, ticket: int) -> None:
         """Groups up to ``ticket`` are in the database: delete the sealed files they fill."""
         with self._cond:
+            if self._closed:  # a writer finishing late: the files are closed or kept already
+                return
             self._written = max(self._written, ticket)
             done = [s for s in self._sealed if s.last <= self._written]
             self._sealed = [s for s in self._sealed if s.last > self._written]
@@ -180,10 +183,13 @@ class Journal:
             self._closing = True
             self._cond.notify_all()
         self._thread.join()
+        with self._cond:
+            self._closed = True
+            segments, written = [*self._sealed, self._current], self._written
         self._wake(self._waiters)
         kept: list[Path] = []
-        for segment in [*self._sealed, self._current]:
-            if segment.last <= self._written:
+        for segment in segments:
+            if segment.last <= written:
                 _delete(segment)
             else:
                 os.close(segment.fd)

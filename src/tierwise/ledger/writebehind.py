@@ -290,9 +290,9 @@ class WriteBehind:
                 self._queue.popleft()
             self._queued -= count
             self._done += count
+            if self.journal is not None and batch[-1].ticket:
+                self.journal.written(batch[-1].ticket)  # before a flush waiting on it returns
             self._cond.notify_all()
-        if self.journal is not None and batch[-1].ticket:
-            self.journal.written(batch[-1].ticket)
 
     def _note_outage(self, exc: LedgerError) -> None:
         if self.last_error is None:
