@@ -38,8 +38,13 @@ from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
 from tierwise.routing.registry import RouterEnv
+from tierwise.scope import ModelScope
 from tierwise.strategies.base import Recorder, Strategy, TaskContext, closing_stream
 from tierwise.strategies.budgeted import budget_of
+
+STRATEGIES_KEPT = 1024
+"""Built strategies the engine keeps (oldest dropped past it): a gateway whose keys may send
+inline policies sees unboundedly many distinct ones."""
 
 Observer = Callable[[LedgerRecord], None]
 """Sees each record of a task as soon as it is stored (e.g. the gateway's decision header)."""
@@ -143,10 +148,13 @@ class Engine:
         """The strategy for ``policy``, built once per engine (routers load their artifacts
         and rules when built; a route strategy remembers each conversation's model)."""
         name = policy or self.settings.default_policy
-        if name not in self._strategies:
+        found = self._strategies.get(name)
+        if found is None:
             env = RouterEnv.for_settings(self.settings, self.catalog)
-            self._strategies[name] = resolve_policy(name, env)
-        return self._strategies[name]
+            found = self._strategies[name] = resolve_policy(name, env)
+            if len(self._strategies) > STRATEGIES_KEPT:
+                del self._strategies[next(iter(self._strategies))]
+        return found
 
     async def record(self, record: LedgerRecord) -> None:
         """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
@@ -179,6 +187,7 @@ class Engine:
         *,
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scope: ModelScope | None = None,
     ) -> TaskContext:
         task = TaskRecord(
             parent_id=parent_id,
@@ -189,7 +198,9 @@ class Engine:
         )
         record = _observed(self.record, observer)
         await record(task)
-        return self.task_context(task.id, parent_id=parent_id, record=record, budget=budget)
+        context = self.task_context(task.id, parent_id=parent_id, record=record, budget=budget)
+        context.scope = scope
+        return context
 
     def task_context(
         self,
@@ -230,16 +241,25 @@ class Engine:
         observer: Observer | None = None,
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scope: ModelScope | None = None,
     ) -> Result:
         """Run one task under ``policy`` (default: the config's ``default_policy``) within
         ``budget`` (default: the policy's ``budget_usd`` / ``budget_tokens``); a task that
         runs out raises :class:`BudgetExceededError` carrying its partial result. ``metadata`` is
-        stored on the task's record (the gateway: the key that made it)."""
+        stored on the task's record (the gateway: the key that made it); ``scope``: the models
+        the caller may run (every call is checked against it)."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
         task = await self._open_task(
-            canonical, strategy, source, parent_id, observer, budget=own, metadata=metadata
+            canonical,
+            strategy,
+            source,
+            parent_id,
+            observer,
+            budget=own,
+            metadata=metadata,
+            scope=scope,
         )
         try:
             response = await strategy.run(canonical, task)
@@ -281,13 +301,21 @@ class Engine:
         observer: Observer | None = None,
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scope: ModelScope | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Like :meth:`complete`, as canonical stream events; recorded when it ends."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
         task = await self._open_task(
-            canonical, strategy, source, parent_id, observer, budget=own, metadata=metadata
+            canonical,
+            strategy,
+            source,
+            parent_id,
+            observer,
+            budget=own,
+            metadata=metadata,
+            scope=scope,
         )
         try:
             async with closing_stream(strategy.stream(canonical, task)) as events:

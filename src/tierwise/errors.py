@@ -25,6 +25,8 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
+    │   │   ├── ModelNotAllowedError            a model the request would run is not allowed
+    │   │   └── PolicyNotAllowedError           an inline policy or operator-only part
     │   ├── TaskNotFoundError    404            no such task (or another key's: not revealed)
     │   ├── RequestTooLargeError 413            the request body is over the size limit
     │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
@@ -185,6 +187,19 @@ class ForbiddenError(GatewayError):
     """403: the key is valid but may not use this model or policy."""
 
     status = 403
+
+
+class ModelNotAllowedError(ForbiddenError):
+    """403: the key's allow-list does not cover a model the request would run."""
+
+    code = "model_not_allowed"
+
+
+class PolicyNotAllowedError(ForbiddenError):
+    """403: a policy expression from a client that its key may not send (inline expressions
+    without the key's scope, or parts that only the operator's config may use)."""
+
+    code = "policy_not_allowed"
 
 
 class TaskNotFoundError(GatewayError):

@@ -14,12 +14,14 @@ import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from fnmatch import fnmatchcase
 
 from tierwise.budgets.limits import Limits
-from tierwise.errors import ForbiddenError, UnauthorizedError
+from tierwise.catalog import ModelSpec
+from tierwise.errors import PolicyNotAllowedError, UnauthorizedError
 from tierwise.gateway.keys import KeyStore, split_token
 from tierwise.gateway.models import Target
+from tierwise.inline_policies import check_inline_policy
+from tierwise.scope import ModelScope
 
 _CACHE_LIMIT = 10_000
 _MISSING = (
@@ -30,30 +32,59 @@ _MISSING = (
 
 @dataclass(frozen=True)
 class Principal:
-    """An authenticated caller; ``models`` are allow-list globs (empty: everything)."""
+    """An authenticated caller; ``models`` are allow-list globs over model ids (empty:
+    every model); ``inline_policies``: it may send policy expressions (the safe subset)."""
 
     name: str
     models: tuple[str, ...] = ()
     admin: bool = False
     limits: Limits | None = None
     """The key's own budgets and rate limits (the gateway adds its defaults)."""
+    inline_policies: bool = False
 
-    def may_use(self, names: Iterable[str]) -> bool:
-        if not self.models:
-            return True
-        return any(fnmatchcase(name, pattern) for name in names for pattern in self.models)
+    @property
+    def scope(self) -> ModelScope | None:
+        """The models this caller may run; ``None``: any."""
+        return ModelScope(self.name, self.models) if self.models else None
 
     def authorize(self, target: Target) -> None:
-        """ForbiddenError unless this key may use ``target``."""
-        if not self.may_use(target.names):
-            allowed = ", ".join(self.models)
-            raise ForbiddenError(
-                f"key {self.name!r} may not use model {target.requested!r} (allowed: {allowed})"
+        """PolicyNotAllowedError (403) for an inline expression this caller may not send,
+        InvalidRequestError (400) for one outside the safe subset."""
+        if not target.inline:
+            return
+        if not self.inline_policies:
+            raise PolicyNotAllowedError(
+                f"key {self.name!r} may not send policy expressions ({target.requested!r}): "
+                "use a model id or a named policy (GET /v1/models), or a key created with "
+                "`tierwise keys create --inline-policies`"
             )
+        check_inline_policy(target.policy)
+
+    def authorize_models(self, models: Iterable[ModelSpec] | None) -> None:
+        """ModelNotAllowedError (403) naming the first of ``models`` outside this caller's
+        scope; ``None`` (a strategy that cannot say what it calls) passes only an
+        unrestricted caller."""
+        scope = self.scope
+        if scope is None:
+            return
+        if models is None:
+            raise PolicyNotAllowedError(
+                f"key {self.name!r} is limited to some models and this policy cannot say "
+                "which models it calls"
+            )
+        scope.check(spec.id for spec in models)
+
+    def may_use(self, models: Iterable[ModelSpec] | None) -> bool:
+        """Whether every one of ``models`` is in this caller's scope."""
+        scope = self.scope
+        if scope is None:
+            return True
+        return models is not None and all(scope.allows(spec.id) for spec in models)
 
 
-ADMIN = Principal("admin", admin=True)
+ADMIN = Principal("admin", admin=True, inline_policies=True)
 ANONYMOUS = Principal("anonymous")
+"""The caller when ``auth = false``: every model, no inline expressions."""
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -107,7 +138,12 @@ class Authenticator:
             found = await asyncio.to_thread(self._keys.verify, key)
         if found is None:
             raise UnauthorizedError("invalid API key")
-        principal = Principal(found.name, tuple(found.models), limits=found.limits)
+        principal = Principal(
+            found.name,
+            tuple(found.models),
+            limits=found.limits,
+            inline_policies=found.inline_policies,
+        )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_s)

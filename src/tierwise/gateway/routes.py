@@ -24,6 +24,7 @@ from tierwise.errors import (
     LedgerError,
     MalformedResponseError,
     RequestTooLargeError,
+    TierwiseError,
 )
 from tierwise.gateway.auth import ANONYMOUS, Principal
 from tierwise.gateway.counting import estimate_request_tokens
@@ -37,11 +38,14 @@ from tierwise.gateway.dialects import (
 )
 from tierwise.gateway.disconnect import until_disconnect
 from tierwise.gateway.failures import QUOTA_CODE, failure
-from tierwise.gateway.models import Target
+from tierwise.gateway.models import ListedModel, Target
+from tierwise.gateway.scopes import checked_strategy
 from tierwise.gateway.service import Gateway
 from tierwise.gateway.sse import EventStream
 from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
+from tierwise.strategies.base import Strategy
+from tierwise.strategies.reach import reachable_models
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 TASK_KEY = "gateway_key"
@@ -88,12 +92,13 @@ def _model_field(body: JsonObject) -> str:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A request past auth, parsing and resolution."""
+    """A request past auth, parsing, resolution and the key's scope check."""
 
     dialect: Dialect
     body: JsonObject
     request: Request
     target: Target
+    strategy: Strategy
     principal: Principal = ANONYMOUS
 
 
@@ -160,8 +165,19 @@ class Routes:
             principal = await running.auth.authenticate(request.headers)
         except Exception as exc:
             return error_response(dialect, exc)
-        listed = [m for m in running.models.listing() if principal.may_use(m.names)]
+        listed = [m for m in running.models.listing() if self._may_list(principal, m)]
         return JSONResponse(dialect.models_body(listed))
+
+    def _may_list(self, principal: Principal, listed: ListedModel) -> bool:
+        """Whether ``principal`` may run every model ``listed`` may call."""
+        if principal.scope is None:
+            return True
+        try:
+            target = self.gateway.running.models.resolve(listed.id, "openai")
+            strategy = self.gateway.running.engine.strategy(target.policy)
+        except TierwiseError:  # a policy that cannot be built is listed for nobody scoped
+            return False
+        return principal.may_use(reachable_models(strategy))
 
     async def healthz(self, request: HttpRequest) -> Response:
         return JSONResponse({"status": "ok"})
@@ -194,10 +210,10 @@ class Routes:
         principal = await running.auth.authenticate(request.headers)
         body = await read_json(request, self.gateway.config.max_body_bytes)
         target = running.models.resolve(_model_field(body), dialect.api)
-        principal.authorize(target)
         headers = forward_headers(dialect, request.headers)
         canonical = dialect.parse(body).model_copy(update={"headers": headers})
-        return Admitted(dialect, body, canonical, target, principal)
+        strategy = checked_strategy(running.engine, principal, target, canonical)
+        return Admitted(dialect, body, canonical, target, strategy, principal)
 
     async def _model_request(self, request: HttpRequest, dialect: Dialect) -> Response:
         trace = Trace(dialect.api, self.gateway.metrics)
@@ -217,9 +233,8 @@ class Routes:
         """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""
         running, principal = self.gateway.running, admitted.principal
         limits = None if principal.admin else (principal.limits or Limits())
-        strategy = running.engine.strategy(admitted.target.policy)
         request, trace.hold = await running.budgets.admit(
-            principal.name, limits, admitted.request, strategy
+            principal.name, limits, admitted.request, admitted.strategy
         )
         return replace(admitted, request=request)
 
@@ -231,6 +246,7 @@ class Routes:
             source="gateway",
             observer=trace.observe,
             metadata={TASK_KEY: admitted.principal.name},
+            scope=admitted.principal.scope,
         )
         trace.model = result.response.model
         served = running.models.served_name(result.response.model, api)
@@ -247,6 +263,7 @@ class Routes:
             source="gateway",
             observer=trace.observe,
             metadata={TASK_KEY: admitted.principal.name},
+            scope=admitted.principal.scope,
         )
         first = await _first(events)
         if isinstance(first, MessageStart):

@@ -46,7 +46,6 @@ def _resolver(engine: Engine) -> ModelResolver:
         default_policy=settings.default_policy,
         policies=settings.policies,
         provider_kinds={name: row.kind for name, row in settings.providers.items()},
-        check_policy=engine.strategy,
     )
 
 
