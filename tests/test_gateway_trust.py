@@ -14,10 +14,14 @@ from typing import Any
 import anthropic
 import openai
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
 from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_gateway
+from tierwise.cli import main as cli_main
+from tierwise.cli.serve_cmd import register
 from tierwise.errors import InvalidRequestError, PolicyNotAllowedError
 from tierwise.gateway.keys import KeyStore
 from tierwise.inline_policies import check_inline_policy
@@ -284,3 +288,23 @@ def test_patterns_match_model_ids_not_policy_text(gw: Served, ledger_url: str) -
     assert client.messages.create(model="cheap", max_tokens=5, messages=HELLO)
     listed = [m.id for m in gw.openai(key=token).models.list()]
     assert listed == ["tierwise/auto", "tierwise/cheap", HAIKU]
+
+
+def test_keys_create_inline_policies_and_a_pattern_that_matches_no_id(ledger_url: str) -> None:
+    app = typer.Typer()
+    app.callback()(cli_main.main)
+    register(app)
+    runner = CliRunner()
+    args = ["--ledger", ledger_url, "keys", "create"]
+    power = runner.invoke(app, [*args, "power", "--inline-policies", "-m", "*haiku*"])
+    assert power.exit_code == 0, power.output
+    assert "inline policies allowed" in power.stderr and "warning" not in power.stderr
+    stale = runner.invoke(app, [*args, "stale", "-m", "tierwise/*"])
+    assert stale.exit_code == 0 and "'tierwise/*' matches no model id" in stale.stderr
+    with Ledger.open(ledger_url) as ledger:
+        keys = {key.name: key for key in KeyStore(ledger).list_keys()}
+        found = KeyStore(ledger).verify(power.stdout.strip().splitlines()[0])
+    assert found is not None and found.inline_policies and found.models == ["*haiku*"]
+    assert not keys["stale"].inline_policies
+    listed = runner.invoke(app, ["--ledger", ledger_url, "keys", "list"]).stdout
+    assert "+inline" in listed
