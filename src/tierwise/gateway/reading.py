@@ -60,17 +60,21 @@ def _too_deep(max_depth: int) -> InvalidRequestError:
 
 def check_depth(value: object, max_depth: int) -> None:
     """InvalidRequestError when ``value`` nests objects and arrays deeper than ``max_depth``
-    (the body itself is level 1); one pass over the containers, level by level."""
-    level: list[Any] = [value] if isinstance(value, dict | list) else []
+    (the body itself is level 1): one pass over the containers, a level at a time (JSON
+    gives exact ``dict`` and ``list`` types; scalars and strings cost a type check each)."""
+    level: list[Any] = [value] if type(value) in (dict, list) else []
     depth = 0
     while level:
         depth += 1
         if depth > max_depth:
             raise _too_deep(max_depth)
         inner: list[Any] = []
+        keep = inner.append
         for container in level:
-            items = container.values() if isinstance(container, dict) else container
-            inner.extend(item for item in items if isinstance(item, dict | list))
+            for item in container.values() if type(container) is dict else container:
+                kind = type(item)
+                if kind is dict or kind is list:
+                    keep(item)
         level = inner
 
 
@@ -84,8 +88,7 @@ def parse_json(raw: bytes | bytearray, max_depth: int) -> JsonObject:
         raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequestError("request body must be a JSON object")
-    if raw.count(b"{") + raw.count(b"[") > max_depth:  # else it cannot be that deep
-        check_depth(body, max_depth)
+    check_depth(body, max_depth)
     return body
 
 
