@@ -34,9 +34,10 @@ from tests.gateway_harness import (
 from tierwise.budgets.limits import Limits
 from tierwise.config import Settings
 from tierwise.errors import InvalidRequestError
+from tierwise.gateway import idempotency
 from tierwise.gateway.admission import AdmissionControl
 from tierwise.gateway.app import create_app
-from tierwise.gateway.idempotency import MemoryStore
+from tierwise.gateway.idempotency import MemoryStore, Stored
 from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.reading import check_depth, parse_json
 from tierwise.ledger.store import Ledger
@@ -278,8 +279,14 @@ def test_an_idempotent_body_that_is_not_a_json_object_is_a_400(gw: Served, conte
 
 @pytest.mark.parametrize(
     "value",
-    [b"k" * 256, "caf\u00e9".encode("latin-1"), "\u043a\u043b\u044e\u0447".encode(), b"tab\tkey"],
-    ids=["256-chars", "latin-1", "utf-8", "control"],
+    [
+        b"k" * 256,
+        "caf\u00e9".encode("latin-1"),
+        "\u043a\u043b\u044e\u0447".encode(),
+        b"tab\tkey",
+        b"",
+    ],
+    ids=["256-chars", "latin-1", "utf-8", "control", "empty"],
 )
 def test_an_idempotency_key_it_cannot_honour_is_a_400(gw: Served, value: bytes) -> None:
     gw.openai_fake.reply_completion(ofx.completion("should not run"))
@@ -411,3 +418,22 @@ def test_brackets_inside_strings_do_not_count() -> None:
     assert parse_json(body, 3)["list"] == [[1]]
     with pytest.raises(InvalidRequestError):
         parse_json(body, 2)
+
+
+def test_the_memory_store_keeps_a_bounded_number_of_answer_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(idempotency, "MEMORY_BYTES", 250)
+    store = MemoryStore()
+
+    async def run() -> list[Any]:
+        await store.begin("running", "f", 60)  # a claim still running is never dropped
+        for name in ("a", "b", "c"):
+            await store.begin(name, "f", 60)
+            await store.finish(name, Stored(200, [], b"x" * 100), 60)
+        return [await store.begin(name, "f", 60) for name in ("a", "b", "c")]
+
+    dropped, *kept = asyncio.run(run())
+    assert dropped is None  # the oldest answer made room: claimed anew
+    assert [stored.body for stored in kept] == [b"x" * 100] * 2
+    assert store.size == 200 and "running" in store.entries

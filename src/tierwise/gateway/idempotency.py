@@ -58,6 +58,8 @@ MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
 MAX_KEY_CHARS = 255
 MAX_STORED_BYTES = 8 * 1024 * 1024
 MEMORY_ENTRIES = 10_000
+MEMORY_BYTES = 256 * 1024 * 1024
+"""The memory store keeps at most this many bytes of answers (``MAX_STORED_BYTES`` each)."""
 REPLAYED = (b"idempotent-replayed", b"true")
 _IN_PROGRESS = "a request with this Idempotency-Key is still in progress; retry when it is done"
 _MISMATCH = "this Idempotency-Key was used with a different request; use a new key"
@@ -104,24 +106,28 @@ class _Entry:
 
 @dataclass
 class MemoryStore:
-    """One process's keys, oldest dropped past ``MEMORY_ENTRIES``."""
+    """One process's keys: oldest dropped past ``MEMORY_ENTRIES`` keys, and the oldest stored
+    answers past ``MEMORY_BYTES`` of them (a retry of a dropped one runs again)."""
 
     entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    size: int = 0
+    """Bytes of the stored answers' bodies."""
 
     async def begin(self, key: str, fingerprint: str, ttl_s: float) -> Stored | None:
         now = time.monotonic()
         entry = self.entries.get(key)
         if entry is None or entry.expires_at <= now:
+            self._drop(key)
             self.entries[key] = _Entry(fingerprint, now + ttl_s)
-            self.entries.move_to_end(key)
-            while len(self.entries) > MEMORY_ENTRIES:
-                self.entries.popitem(last=False)
+            self._trim()
             return None
         return decide(fingerprint, entry.fingerprint, entry.stored)
 
     async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
         if (entry := self.entries.get(key)) is not None:
+            self.size += len(stored.body) - (len(entry.stored.body) if entry.stored else 0)
             entry.stored, entry.expires_at = stored, time.monotonic() + ttl_s
+            self._trim()
 
     async def release(self, key: str) -> None:
         entry = self.entries.get(key)
@@ -130,6 +136,20 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+    def _drop(self, key: str) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None and entry.stored is not None:
+            self.size -= len(entry.stored.body)
+
+    def _trim(self) -> None:
+        while len(self.entries) > MEMORY_ENTRIES:
+            self._drop(next(iter(self.entries)))
+        if self.size > MEMORY_BYTES:  # keys still running keep their claims
+            for key in [key for key, entry in self.entries.items() if entry.stored is not None]:
+                self._drop(key)
+                if self.size <= MEMORY_BYTES:
+                    break
 
 
 class LedgerStore:
