@@ -238,10 +238,11 @@ def _post(gw: Served, path: str, content: bytes, **headers: str) -> httpx2.Respo
 DEEP_CASES = [
     ("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 5, "messages": HELLO}),
     ("/v1/chat/completions", {"model": "gpt-4.1-mini", "messages": HELLO}),
+    ("/v1/messages/count_tokens", {"model": "claude-haiku-4-5", "messages": HELLO}),
 ]
 
 
-@pytest.mark.parametrize(("path", "body"), DEEP_CASES, ids=["anthropic", "openai"])
+@pytest.mark.parametrize(("path", "body"), DEEP_CASES, ids=["anthropic", "openai", "count"])
 @pytest.mark.parametrize("depth", [65, 5000])
 @pytest.mark.parametrize(
     "extra",
@@ -257,6 +258,28 @@ def test_json_nested_too_deep_is_a_400(
     assert error["type"] == "invalid_request_error"
     assert "nested deeper than 64 levels" in error["message"]
     assert gw.anthropic_fake.requests == [] and gw.openai_fake.requests == []
+
+
+def test_every_authenticated_path_refuses_a_missing_key_and_health_stays_open(gw: Served) -> None:
+    with gw.http() as http:
+        for method, path in [
+            ("POST", "/v1/messages/count_tokens"),
+            ("POST", "/v1/tierwise/feedback"),
+            ("GET", "/v1/models"),
+            ("GET", "/metrics"),
+            ("GET", "/v1/no-such-path"),  # unknown paths do not reveal themselves either
+        ]:
+            reply = http.request(method, path, content=b"{}")
+            assert reply.status_code == 401, path
+            assert "missing API key" in reply.json()["error"]["message"]
+        assert http.get("/healthz").status_code == 200
+        assert http.get("/readyz").status_code == 200
+        counted = http.post(
+            "/v1/messages/count_tokens",
+            json={"model": "claude-haiku-4-5", "messages": HELLO},
+            headers={"x-api-key": ADMIN_KEY},
+        )
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
 
 
 def test_a_claude_code_body_is_within_the_depth_limit(gw: Served) -> None:
