@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -460,3 +461,22 @@ def test_the_memory_store_keeps_a_bounded_number_of_answer_bytes(
     assert dropped is None  # the oldest answer made room: claimed anew
     assert [stored.body for stored in kept] == [b"x" * 100] * 2
     assert store.size == 200 and "running" in store.entries
+
+
+def test_a_served_gateway_answers_an_unauthenticated_upload_before_it_is_sent(
+    gw: Served,
+) -> None:
+    """Through uvicorn: the 401 arrives while 19 of the upload's 20 MiB are still unsent."""
+    host, port = gw.url.removeprefix("http://").split(":")
+    head = (
+        "POST /v1/messages HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n"
+        f"x-api-key: tw_0000000000000000_forged\r\nidempotency-key: up-1\r\n"
+        f"content-length: {20 * MIB}\r\n\r\n"
+    )
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(head.encode() + b"x" * MIB)
+        answer = conn.recv(4096)
+        while b"}}" not in answer:  # the envelope's end (the body may come in its own packet)
+            answer += conn.recv(4096) or b"}}"
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b"invalid API key" in answer
