@@ -14,6 +14,7 @@ import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tierwise.budgets.limits import Limits
 from tierwise.catalog import ModelSpec
@@ -41,6 +42,8 @@ class Principal:
     limits: Limits | None = None
     """The key's own budgets and rate limits (the gateway adds its defaults)."""
     inline_policies: bool = False
+    key_id: str | None = None
+    """The stored key's id (``None``: the admin key, or anyone when auth is off)."""
 
     @property
     def scope(self) -> ModelScope | None:
@@ -143,8 +146,34 @@ class Authenticator:
             tuple(found.models),
             limits=found.limits,
             inline_policies=found.inline_policies,
+            key_id=found.id,
         )
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
         self._cache[digest] = (principal, now + self._cache_s)
         return principal
+
+    async def revalidate(self, headers: Mapping[str, str], principal: Principal) -> None:
+        """UnauthorizedError unless ``principal``'s stored key is active right now, asked of
+        the key store (not the cache); a key found revoked leaves the cache too."""
+        if principal.key_id is None:  # the admin key, or auth off: nothing to revoke
+            return
+        key = presented_key(headers) or ""
+        found = None
+        if self._keys is not None and split_token(key) is not None:
+            found = await asyncio.to_thread(self._keys.verify, key)
+        if found is None or found.id != principal.key_id:
+            self._cache.pop(hashlib.sha256(key.encode()).digest(), None)
+            raise UnauthorizedError("invalid API key")
+
+
+PRINCIPAL = "tierwise.principal"
+"""The scope key of the caller :class:`~tierwise.gateway.edge.EdgeMiddleware` authenticated."""
+
+
+def principal_of(scope: Mapping[str, Any]) -> Principal:
+    """The caller authenticated for this request; UnauthorizedError if none was."""
+    principal = scope.get(PRINCIPAL)
+    if not isinstance(principal, Principal):
+        raise UnauthorizedError(_MISSING)
+    return principal

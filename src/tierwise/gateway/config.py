@@ -25,7 +25,12 @@ class GatewayConfig(BaseModel):
     auth: bool = True
     """Require an API key on every model endpoint (``/healthz`` and ``/readyz`` stay open)."""
     max_body_bytes: int = Field(default=32 * MIB, gt=0)
-    """Largest request body accepted (Anthropic's own limit is 32 MB); larger is a 413."""
+    """Largest request body accepted (Anthropic's own limit is 32 MB); larger is a 413, at
+    once for a declared ``Content-Length``, as it arrives for a chunked body."""
+    max_json_depth: int = Field(default=64, ge=1, le=256)
+    """Deepest nesting of objects and arrays a request body may have (the body is level 1;
+    a Claude Code body with its tool schemas reaches about 10); deeper is a 400. At most 256:
+    far below the depth where Python's own recursion limit would stop the parser."""
     key_cache_s: float = Field(default=10.0, ge=0)
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True

@@ -1,4 +1,6 @@
-"""The gateway's endpoints: authenticate, read, resolve, run through the engine, answer.
+"""The gateway's endpoints: read, resolve, run through the engine, answer.
+
+The caller is authenticated before a route runs (:mod:`tierwise.gateway.edge`).
 
 Every failure goes through :func:`error_response`, which renders it in the API's own error
 envelope. A stream is opened only once its first event is in hand, so any failure before
@@ -10,7 +12,6 @@ no ``[DONE]``), never a clean close that looks like success.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -23,10 +24,9 @@ from tierwise.errors import (
     InvalidRequestError,
     LedgerError,
     MalformedResponseError,
-    RequestTooLargeError,
     TierwiseError,
 )
-from tierwise.gateway.auth import ANONYMOUS, Principal
+from tierwise.gateway.auth import ANONYMOUS, Principal, principal_of
 from tierwise.gateway.counting import estimate_request_tokens
 from tierwise.gateway.dialects import (
     ANTHROPIC,
@@ -39,6 +39,7 @@ from tierwise.gateway.dialects import (
 from tierwise.gateway.disconnect import until_disconnect
 from tierwise.gateway.failures import QUOTA_CODE, failure
 from tierwise.gateway.models import ListedModel, Target
+from tierwise.gateway.reading import request_json
 from tierwise.gateway.scopes import checked_strategy
 from tierwise.gateway.service import Gateway
 from tierwise.gateway.sse import EventStream
@@ -62,25 +63,10 @@ def error_response(dialect: Dialect, exc: BaseException) -> JSONResponse:
     return JSONResponse(dialect.error_body(found), status_code=status, headers=headers)
 
 
-async def read_json(request: HttpRequest, limit: int) -> JsonObject:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"request body of {declared} bytes is over the {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("request body must be a JSON object")
-    return body
+async def read_json(request: HttpRequest, limit: int, max_depth: int) -> JsonObject:
+    """The body as a JSON object (:func:`~tierwise.gateway.reading.request_json`): 413 past
+    ``limit`` bytes, 400 when it is not JSON or nests deeper than ``max_depth``."""
+    return await request_json(request.scope, request.receive, limit, max_depth)
 
 
 def _model_field(body: JsonObject) -> str:
@@ -161,8 +147,7 @@ class Routes:
     async def list_models(self, request: HttpRequest) -> Response:
         dialect = dialect_for_path(request.url.path, request.headers)
         try:
-            running = self.gateway.running
-            principal = await running.auth.authenticate(request.headers)
+            running, principal = self.gateway.running, principal_of(request.scope)
         except Exception as exc:
             return error_response(dialect, exc)
         listed = [m for m in running.models.listing() if self._may_list(principal, m)]
@@ -194,7 +179,7 @@ class Routes:
     async def metrics(self, request: HttpRequest) -> Response:
         """Prometheus text; with auth on, for the admin key only."""
         try:
-            principal = await self.gateway.running.auth.authenticate(request.headers)
+            principal = principal_of(request.scope)
             if self.gateway.config.auth and not principal.admin:
                 raise ForbiddenError("metrics are for the admin key only")
         except Exception as exc:
@@ -205,10 +190,10 @@ class Routes:
     # --- the model endpoints ---------------------------------------------------------------
 
     async def _admit(self, request: HttpRequest, dialect: Dialect) -> Admitted:
-        """Authenticate, read the body, resolve its model and check the key may use it."""
-        running = self.gateway.running
-        principal = await running.auth.authenticate(request.headers)
-        body = await read_json(request, self.gateway.config.max_body_bytes)
+        """Read the body, resolve its model and check the (authenticated) key may use it."""
+        running, config = self.gateway.running, self.gateway.config
+        principal = principal_of(request.scope)
+        body = await read_json(request, config.max_body_bytes, config.max_json_depth)
         target = running.models.resolve(_model_field(body), dialect.api)
         headers = forward_headers(dialect, request.headers)
         canonical = dialect.parse(body).model_copy(update={"headers": headers})
