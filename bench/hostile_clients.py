@@ -1,0 +1,1724 @@
+"""Hostile clients against a live ``tierwise serve``: one count per defect class of issue 13.
+
+Every class starts its own ``tierwise serve`` (a subprocess, temp config, ledger and XDG
+dirs) against a loopback fake upstream (bench/hostile_upstream.py, in this process: it
+counts what the gateway forwards, echoes the provider key on cue, fails Haiku on cue), acts
+as a hostile client would (raw httpx2, the way the SDKs speak) and prints one line per
+count, ``name: value (tried N)``. Every count must read 0 once issue 13 is fixed (RSS
+growth: at most the body limit). It is a measurement, not a test: the exit status is 0
+whatever the counts; the summary names those that are not 0.
+
+Classes (``--only a,b``): ``commands`` (executable / filesystem policy parts named from the
+wire: marker files that appear, probe files read), ``budgets`` (overshoot in requests and
+dollars with negative and 10**30 ``max_tokens``, SQLite and Redis), ``allowlist`` (a
+``*haiku*`` key reaching other models), ``input`` (a corpus of malformed bodies, headers
+and query strings on both APIs: 5xx, invalid ones forwarded and answered 200), ``secrets``
+(provider keys echoed by the upstream, database URLs and driver errors in 503s),
+``reach`` (connections to 127.0.0.1:11434/8000/8080 nobody configured), ``dashboard``
+(X-Forwarded-For rotation, unthrottled Bearer guesses, a cookie valid after logout),
+``idempotency`` (over-long keys ignored, replays after revocation), ``slowclients``
+(slots held by streams nobody reads, idle and slow connections left open), ``uploads``
+(RSS growth under unauthenticated 30 MB uploads) and ``kill9`` (answered requests lost
+after ``kill -9`` at 50 and 200 RPS; bench/kill9.py's ``kill9_loss`` when present).
+
+Settings of the fixed code (``[gateway] header_timeout_s`` …, ``keys create
+--inline-policies``) are used only when the installed tierwise has them, so the same script
+measures before and after. Loopback only; every process it starts is stopped. Usage::
+
+    .venv/bin/python bench/hostile_clients.py [--only input,dashboard] [--quick] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gzip
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import hostile_upstream as hu
+import httpx2
+from processes import free_port
+
+from tierwise.catalog import load_catalog
+from tierwise.gateway.config import GatewayConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+ADMIN_KEY = "tw-bench-admin-" + secrets.token_hex(16)
+PROVIDER_KEYS = {
+    "openai": "sk-bench-openai-" + secrets.token_hex(16),
+    "anthropic": "sk-ant-bench-" + secrets.token_hex(16),
+}
+DB_PASSWORD = "bench-db-pw-" + secrets.token_hex(8)
+POSTGRES = ("127.0.0.1", 5432)
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CHAT, MESSAGES, COUNT = "/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"
+MINI, HAIKU, OPUS = "openai:gpt-4.1-mini", "anthropic:claude-haiku-4-5", "anthropic:claude-opus-4-7"
+HELLO = [{"role": "user", "content": "Hello"}]
+WANTED_TIMEOUTS = {
+    "header_timeout_s": 2.0,
+    "keepalive_timeout_s": 2.0,
+    "body_timeout_s": 2.0,
+    "stream_send_timeout_s": 2.0,
+}
+"""The slow-client timeouts the bench sets (issue 13 §5) where the installed tierwise has them."""
+SLOW_WAIT_S = 6.0
+"""How long slow and idle clients wait before the bench looks (past every timeout above and
+uvicorn's own 5 s keep-alive)."""
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Count:
+    klass: str
+    name: str
+    value: int | float
+    tried: int
+    bound: float = 0
+    """The value that still passes (0, or the body limit for RSS growth)."""
+    unit: str = ""
+    note: str = ""
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def bad(self) -> bool:
+        return self.value > self.bound
+
+    def line(self) -> str:
+        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
+        value = f"${value}" if self.unit == "$" else f"{value}{self.unit}"
+        text = f"{self.name}: {value} (tried {self.tried})"
+        if self.bound:
+            text += f" [bound {self.bound:g}{self.unit}]"
+        return text + (f"  -- {self.note}" if self.note else "")
+
+
+# --- the gateway under test -----------------------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def _table(name: str, values: dict[str, Any]) -> str:
+    return f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
+
+
+def _env(home: Path) -> dict[str, str]:
+    drop = ("http_proxy", "https_proxy", "all_proxy")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("TIERWISE_") and not k.endswith("_API_KEY") and k.lower() not in drop
+    }
+    for name in ("CONFIG", "DATA", "STATE", "CACHE"):
+        env[f"XDG_{name}_HOME"] = str(home / name.lower())
+    env["TIERWISE_ADMIN_KEY"] = ADMIN_KEY
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    return env
+
+
+def _proc_tree(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def rss_mb(pid: int) -> float:
+    total = 0
+    for p in _proc_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+@dataclass
+class Live:
+    """A running ``tierwise serve``."""
+
+    name: str
+    url: str
+    proc: subprocess.Popen[bytes]
+    ledger_url: str
+    config: Path
+    env: dict[str, str]
+    log: Path
+    bench: Bench
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "tierwise", "--config", str(self.config)]
+        command += ["--ledger", self.ledger_url, *args]
+        return subprocess.run(
+            command, check=False, env=self.env, capture_output=True, text=True, timeout=120
+        )
+
+    def create_key(self, name: str, models: tuple[str, ...] = (), inline: bool = False) -> str:
+        args = ["keys", "create", name]
+        for pattern in models:
+            args += ["--models", pattern]
+        if inline and self.bench.inline_flag:
+            args.append("--inline-policies")
+        done = self.cli(*args)
+        if done.returncode != 0:
+            raise RuntimeError(f"keys create {name}: {done.stderr.strip()}")
+        return done.stdout.strip().splitlines()[-1].strip()
+
+    def http(self, timeout: float = 30) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url, timeout=timeout, trust_env=False)
+
+    def in_flight(self) -> float:
+        with self.http(5) as http:
+            text = http.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
+        for line in text.splitlines():
+            if line.startswith("tierwise_gateway_in_flight"):
+                return float(line.split()[-1])
+        return 0.0
+
+    def stop(self) -> None:
+        for pid in [self.proc.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        try:
+            self.proc.wait(40)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """``kill -9`` the gateway and any process it started."""
+        for pid in _proc_tree(self.proc.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def auth(token: str, api: str = "openai") -> dict[str, str]:
+    if api == "anthropic":
+        return {"x-api-key": token, "anthropic-version": "2023-06-01"}
+    return {"authorization": f"Bearer {token}"}
+
+
+@dataclass
+class Bench:
+    tmp: Path
+    upstream: hu.Upstream
+    quick: bool
+    notes: list[str] = field(default_factory=list)
+    fields: frozenset[str] = frozenset(GatewayConfig.model_fields)
+    _inline: bool | None = None
+
+    @property
+    def inline_flag(self) -> bool:
+        """Whether ``tierwise keys create`` has ``--inline-policies`` (issue 13 §1)."""
+        if self._inline is None:
+            command = [sys.executable, "-m", "tierwise", "keys", "create", "--help"]
+            env = _env(self.tmp / "help")
+            done = subprocess.run(
+                command, check=False, env=env, capture_output=True, text=True, timeout=60
+            )
+            self._inline = "--inline-policies" in done.stdout
+        return self._inline
+
+    def supported(self, wanted: dict[str, Any]) -> dict[str, Any]:
+        """The ``[gateway]`` settings of ``wanted`` this tierwise knows; notes the others."""
+        missing = sorted(set(wanted) - self.fields)
+        if missing:
+            note = f"[gateway] {', '.join(missing)} absent in this tierwise"
+            if note not in self.notes:
+                self.notes.append(note)
+        return {k: v for k, v in wanted.items() if k in self.fields}
+
+    def config_text(self, gateway: dict[str, Any], extra: str, budgets: dict[str, Any]) -> str:
+        up = self.upstream.url
+        providers = ""
+        for name, base in (("openai", f"{up}/v1"), ("anthropic", up)):
+            row = {"kind": name, "base_url": base, "api_key": PROVIDER_KEYS[name]}
+            row |= {"max_retries": 0}
+            providers += _table(f"providers.{name}", row)
+        settings = {"max_loop_lag_ms": 0, "key_cache_s": 0.5, "drain_s": 2} | gateway
+        text = f'default_policy = "fixed:{MINI}"\n' + providers
+        text += _table("gateway", settings)
+        if budgets:
+            text += _table("gateway.budgets", budgets)
+        return text + extra
+
+    @contextmanager
+    def gateway(
+        self,
+        name: str,
+        *,
+        gateway: dict[str, Any] | None = None,
+        extra: str = "",
+        budgets: dict[str, Any] | None = None,
+        ledger_url: str | None = None,
+        home: Path | None = None,
+    ) -> Iterator[Live]:
+        """``tierwise serve`` for one class, stopped (SIGTERM, then SIGKILL) at the end."""
+        home = home or self.tmp / name
+        home.mkdir(parents=True, exist_ok=True)
+        config = home / "config.toml"
+        config.write_text(self.config_text(gateway or {}, extra, budgets or {}), "utf-8")
+        ledger_url = ledger_url or f"sqlite:///{home / 'ledger.db'}"
+        port = free_port()
+        env = _env(home)
+        command = [sys.executable, "-m", "tierwise", "--config", str(config)]
+        command += ["--ledger", ledger_url, "serve", "--port", str(port)]
+        log = home / f"serve-{port}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        live = Live(name, f"http://127.0.0.1:{port}", proc, ledger_url, config, env, log, self)
+        try:
+            _wait_ready(live)
+            yield live
+        finally:
+            if proc.poll() is None:
+                live.stop()
+
+
+def _wait_ready(live: Live) -> None:
+    deadline = time.monotonic() + 90
+    with live.http(2) as http:
+        while time.monotonic() < deadline and live.proc.poll() is None:
+            try:
+                if http.get("/readyz").status_code == 200:
+                    return
+            except httpx2.TransportError:
+                pass
+            time.sleep(0.2)
+    tail = live.log.read_text("utf-8", "replace")[-2000:]
+    raise RuntimeError(f"tierwise serve ({live.name}) did not start:\n{tail}")
+
+
+def _chat(model: str, *, stream: bool = False, prompt: str = "Hello", **extra: Any) -> dict:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+    body["max_tokens"] = 32
+    if stream:
+        body |= {"stream": True, "stream_options": {"include_usage": True}}
+    return body | extra
+
+
+def _msg(model: str, *, stream: bool = False, prompt: str = "Hello", **extra: Any) -> dict:
+    body: dict[str, Any] = {"model": model, "max_tokens": 32}
+    body["messages"] = [{"role": "user", "content": prompt}]
+    if stream:
+        body["stream"] = True
+    return body | extra
+
+
+def _api(path: str) -> str:
+    return "anthropic" if path.startswith(MESSAGES) else "openai"
+
+
+def _post(
+    http: httpx2.Client, path: str, token: str, body: Any, headers: dict[str, str] | None = None
+) -> httpx2.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    sent = {"content-type": "application/json"} | auth(token, _api(path)) | (headers or {})
+    return http.post(path, content=content, headers=sent)
+
+
+# --- commands: executable and filesystem policy parts from the wire -------------------------
+
+
+def _watched(path: Path, text: str) -> Path:
+    """A file whose next read shows in its atime (relatime: atime older than mtime)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, "utf-8")
+    st = path.stat()
+    os.utime(path, (st.st_mtime - 1000, st.st_mtime))
+    return path
+
+
+def _was_read(path: Path) -> bool:
+    st = path.stat()
+    return st.st_atime >= st.st_mtime
+
+
+@dataclass
+class Probe:
+    label: str
+    path: str
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    key: str = "plain"
+
+
+def _command_probes(b: Bench, marks: Path, keys: list[str]) -> tuple[list[Probe], list[Path]]:
+    probes: list[Probe] = []
+    markers: list[Path] = []
+
+    def marker() -> Path:
+        markers.append(marks / f"m{len(markers)}")
+        return markers[-1]
+
+    def cascade(tier: str, gates: str) -> str:
+        return f"tierwise/cascade:{tier}?gates={gates}"
+
+    for key in keys:
+        tag = f"[{key} key]"
+        probes += [
+            Probe(
+                f"model field, chat {tag}", CHAT, _chat(cascade(MINI, f"command:touch {marker()}"))
+            ),
+            Probe(
+                f"model field, messages {tag}",
+                MESSAGES,
+                _msg(cascade(HAIKU, f"command:touch {marker()}")),
+            ),
+        ]
+        if key != "plain":
+            continue
+        probes += [
+            Probe(
+                "model field, chat stream",
+                CHAT,
+                _chat(cascade(MINI, f"command:touch {marker()}"), stream=True),
+            ),
+            Probe(
+                "model field, messages stream",
+                MESSAGES,
+                _msg(cascade(HAIKU, f"command:touch {marker()}"), stream=True),
+            ),
+            Probe(
+                "model field, count_tokens",
+                COUNT,
+                _msg(cascade(HAIKU, f"command:touch {marker()}")),
+            ),
+            Probe(
+                "built-in cascade", CHAT, _chat(f"tierwise/cascade?gates=command:touch {marker()}")
+            ),
+            Probe(
+                "second gate", CHAT, _chat(cascade(MINI, f"regex:hello,command:touch {marker()}"))
+            ),
+            Probe("sh -c", CHAT, _chat(cascade(MINI, f"command:sh -c 'touch {marker()}'"))),
+        ]
+        ws = b.tmp / "commands" / "ws-cmd"
+        _watched(ws / "secret.txt", "operator data")
+        probes.append(
+            Probe(
+                "workspace=",
+                CHAT,
+                _chat(cascade(MINI, f"command:touch {marker()}") + f"&workspace={ws}"),
+            )
+        )
+        for label, vehicle in (
+            ("x-tierwise-policy header", {"x-tierwise-policy": "P"}),
+            ("x-tierwise-model header", {"x-tierwise-model": "P"}),
+            ("tierwise-policy header", {"tierwise-policy": "P"}),
+        ):
+            for path, body in ((CHAT, _chat("gpt-4.1-mini")), (MESSAGES, _msg("claude-haiku-4-5"))):
+                policy = cascade(MINI, f"command:touch {marker()}")
+                probes.append(Probe(f"{label} {path}", path, body, {k: policy for k in vehicle}))
+        policy = cascade(MINI, f"command:touch {marker()}")
+        meta = {"tierwise_policy": policy, "policy": policy, "model": policy}
+        probes.append(Probe("metadata, chat", CHAT, _chat("gpt-4.1-mini", metadata=meta)))
+        policy = cascade(HAIKU, f"command:touch {marker()}")
+        probes.append(
+            Probe(
+                "metadata, messages",
+                MESSAGES,
+                _msg("claude-haiku-4-5", metadata={"user_id": policy, "policy": policy}),
+            )
+        )
+        policy = cascade(MINI, f"command:touch {marker()}")
+        query = httpx2.QueryParams({"model": policy, "policy": policy})
+        probes.append(Probe("URL query", f"{CHAT}?{query}", _chat("gpt-4.1-mini")))
+    return probes, markers
+
+
+def _file_probes(b: Bench, keys: list[str]) -> tuple[list[Probe], list[Path]]:
+    probes: list[Probe] = []
+    files: list[Path] = []
+    base = b.tmp / "commands"
+    routers = base / "routers"
+
+    def schema() -> Path:
+        files.append(_watched(base / "schemas" / f"s{len(files)}.json", '{"type": "object"}'))
+        return files[-1]
+
+    def artifact() -> str:
+        name = f"probe{len(files)}"
+        files.append(_watched(routers / name / "v1" / "meta.json", '{"format": 1}'))
+        return name
+
+    for key in keys:
+        tag = f"[{key} key]"
+        probes += [
+            Probe(
+                f"json_schema:, chat {tag}",
+                CHAT,
+                _chat(f"tierwise/cascade:{MINI}?gates=json_schema:{schema()}"),
+            ),
+            Probe(
+                f"artifact=, chat {tag}",
+                CHAT,
+                _chat(f"tierwise/route:learned?artifact={artifact()}"),
+            ),
+        ]
+        if key != "plain":
+            continue
+        probes += [
+            Probe(
+                "json_schema:, messages",
+                MESSAGES,
+                _msg(f"tierwise/cascade:{HAIKU}?gates=json_schema:{schema()}"),
+            ),
+            Probe(
+                "json_schema:, count_tokens",
+                COUNT,
+                _msg(f"tierwise/cascade:{HAIKU}?gates=json_schema:{schema()}"),
+            ),
+            Probe(
+                "artifact=, messages",
+                MESSAGES,
+                _msg(f"tierwise/route:learned?artifact={artifact()}"),
+            ),
+            Probe(
+                "artifact=, count_tokens",
+                COUNT,
+                _msg(f"tierwise/route:learned?artifact={artifact()}"),
+            ),
+        ]
+        ws = base / f"ws{len(files)}"
+        files.append(_watched(ws / "secret.txt", "operator data"))
+        probes.append(
+            Probe(
+                "workspace= (command true)",
+                CHAT,
+                _chat(f"tierwise/cascade:{MINI}?gates=command:true&workspace={ws}"),
+            )
+        )
+    return probes, files
+
+
+def run_commands(b: Bench) -> list[Count]:
+    marks = b.tmp / "commands" / "markers"
+    marks.mkdir(parents=True)
+    routers = b.tmp / "commands" / "routers"
+    routers.mkdir(parents=True)
+    extra = _table("routing", {"artifacts_dir": str(routers)})
+    keys = ["plain", "admin"] + (["inline"] if b.inline_flag else [])
+    probes, markers = _command_probes(b, marks, keys)
+    file_probes, files = _file_probes(b, keys)
+    details: list[str] = []
+    with b.gateway("commands", extra=extra) as gw:
+        tokens = {"plain": gw.create_key("plain"), "admin": ADMIN_KEY}
+        if "inline" in keys:
+            tokens["inline"] = gw.create_key("inline", inline=True)
+        with gw.http() as http:
+            for probe in probes + file_probes:
+                key = next((k for k in tokens if f"[{k} key]" in probe.label), "plain")
+                try:
+                    reply = _post(http, probe.path, tokens[key], probe.body, probe.headers)
+                    details.append(f"{probe.label}: {reply.status_code}")
+                except httpx2.HTTPError as exc:
+                    details.append(f"{probe.label}: {type(exc).__name__}")
+        time.sleep(0.5)
+    ran = [p.label for p, m in zip(probes, markers, strict=True) if m.exists()]
+    read = [p.label for p, f in zip(file_probes, files, strict=True) if _was_read(f)]
+    return [
+        Count("commands", "commands executed", len(ran), len(markers), details=ran),
+        Count("commands", "policy files read from the wire", len(read), len(files), details=read),
+    ]
+
+
+# --- budgets ---------------------------------------------------------------------------------
+
+
+BUDGET_PROMPT = "one two three four five six seven eight nine ten eleven twelve"
+"""Twelve tokens by the gateway's estimate: the fake upstream reports 12 input tokens."""
+
+
+def _request_cost() -> Decimal:
+    prices = load_catalog().get(MINI).prices
+    assert prices.input is not None and prices.output is not None
+    return (12 * prices.input + hu.CHUNKS * prices.output) / 1_000_000
+
+
+async def _fire(url: str, token: str, bodies: list[bytes]) -> tuple[int, Decimal]:
+    """All ``bodies`` at once; (answered 200, sum of their ``x-tierwise-cost-usd``)."""
+    limits = httpx2.Limits(max_connections=len(bodies) + 10)
+    headers = auth(token) | {"content-type": "application/json"}
+    served, spent = 0, Decimal(0)
+    async with httpx2.AsyncClient(
+        base_url=url, limits=limits, timeout=120, headers=headers, trust_env=False
+    ) as client:
+        start = asyncio.Event()
+
+        async def one(body: bytes) -> None:
+            nonlocal served, spent
+            await start.wait()
+            reply = await client.post(CHAT, content=body)
+            if reply.status_code == 200:
+                served += 1
+                spent += Decimal(reply.headers.get("x-tierwise-cost-usd", "0"))
+
+        tasks = [asyncio.create_task(one(body)) for body in bodies]
+        await asyncio.sleep(0.3)
+        start.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return served, spent
+
+
+def _budget_bodies(mix: str, count: int) -> list[bytes]:
+    bodies = []
+    for i in range(count):
+        tokens: int = hu.CHUNKS
+        if mix == "negative" and i % 10 == 0:
+            tokens = -1_000_000
+        elif mix == "10**30" and i % 2 == 0:
+            tokens = 10**30
+        body = {"model": "gpt-4.1-mini", "max_tokens": tokens}
+        body["messages"] = [{"role": "user", "content": BUDGET_PROMPT}]
+        bodies.append(json.dumps(body).encode())
+    return bodies
+
+
+def _redis_available() -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 6379), 2) as sock:
+        sock.sendall(b"PING\r\n")
+        return sock.recv(16).startswith(b"+PONG")
+    return False
+
+
+def run_budgets(b: Bench) -> list[Count]:
+    requests, fits = (40, 5) if b.quick else (200, 10)
+    cost = _request_cost()
+    cap = cost * fits
+    backends = ["sqlite"]
+    if not b.quick and _redis_available():
+        backends.append("redis")
+    elif not b.quick:
+        b.notes.append("budgets: Redis not reachable, SQLite only")
+    counts = []
+    b.upstream.latency_s = 0.1
+    try:
+        for backend in backends:
+            prefix = f"tierwise-hostile:{uuid.uuid4().hex[:10]}:"
+            gateway = {"budget_store": REDIS_URL} if backend == "redis" else {}
+            budgets = {"input_margin": 1.0, "fail_open": True, "redis_prefix": prefix}
+            with b.gateway(f"budgets-{backend}", gateway=gateway, budgets=budgets) as gw:
+                for mix in ("plain (control)", "negative", "10**30"):
+                    name = f"bud-{mix.split()[0].replace('*', 'x')}"
+                    token = gw.create_key(name)
+                    done = gw.cli("keys", "limits", name, "--usd-total", str(cap))
+                    if done.returncode:
+                        raise RuntimeError(done.stderr)
+                    served, spent = asyncio.run(_fire(gw.url, token, _budget_bodies(mix, requests)))
+                    shown = {"negative": "max_tokens <0", "10**30": "max_tokens 10**30"}.get(
+                        mix, mix
+                    )
+                    label = f"[{backend}, {shown}, cap fits {fits}]"
+                    counts.append(
+                        Count(
+                            "budgets",
+                            f"budget overshoot requests {label}",
+                            max(0, served - fits),
+                            requests,
+                        )
+                    )
+                    over = max(Decimal(0), spent - cap)
+                    counts.append(
+                        Count(
+                            "budgets",
+                            f"budget overshoot usd {label}",
+                            float(over),
+                            requests,
+                            unit="$",
+                        )
+                    )
+            if backend == "redis":
+                _redis_clean(prefix)
+    finally:
+        b.upstream.latency_s = hu.LATENCY_S
+    return counts
+
+
+def _redis_clean(prefix: str) -> None:
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
+    keys = list(client.scan_iter(match=f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+# --- allow-lists -----------------------------------------------------------------------------
+
+
+def run_allowlist(b: Bench) -> list[Count]:
+    never = "regex:^NEVER"
+    extra = _table("policies", {"haiku-plus": f"fixed:{OPUS}"})
+    extra += _table("cascade", {"tiers": [HAIKU, OPUS], "gates": [never]})
+    extra += _table("failover.fallbacks", {HAIKU: [MINI]}).replace(f"{HAIKU} =", f'"{HAIKU}" =')
+    probes = [
+        (
+            "unknown parameter ?x=haiku, messages",
+            MESSAGES,
+            f"tierwise/fixed:{OPUS}?x=haiku",
+            "Hello",
+        ),
+        ("unknown parameter ?x=haiku, chat", CHAT, f"tierwise/fixed:{OPUS}?x=haiku", "Hello"),
+        (
+            "route:strongest over haiku+opus",
+            MESSAGES,
+            f"tierwise/route:strongest?candidates={HAIKU},{OPUS}",
+            "Hello",
+        ),
+        ("route:strongest?x=haiku", MESSAGES, "tierwise/route:strongest?x=haiku", "Hello"),
+        ("fallback= to opus", MESSAGES, f"tierwise/fixed:{HAIKU}?fallback={OPUS}", "FAIL_HAIKU"),
+        ("configured failover", MESSAGES, "claude-haiku-4-5", "FAIL_HAIKU"),
+        ("cascade tiers", MESSAGES, f"tierwise/cascade:{HAIKU},{OPUS}?gates={never}", "Hello"),
+        ("built-in cascade ?x=haiku", MESSAGES, "tierwise/cascade?x=haiku", "Hello"),
+        ("advisor=opus", MESSAGES, f"tierwise/advisor:{HAIKU}?advisor={OPUS}", "Hello"),
+        ("named policy haiku-plus", MESSAGES, "haiku-plus", "Hello"),
+        ("named policy tierwise/haiku-plus", CHAT, "tierwise/haiku-plus", "Hello"),
+        (
+            "route:rules over haiku+opus",
+            MESSAGES,
+            f"tierwise/route:rules?candidates={HAIKU},{OPUS}",
+            "Review the security architecture of the auth module across 8 files for token leaks",
+        ),
+        ("opus by id (control)", MESSAGES, OPUS, "Hello"),
+    ]
+    escaped = []
+    with b.gateway("allowlist", extra=extra) as gw:
+        token = gw.create_key("haiku-only", models=("*haiku*",))
+        with gw.http() as http:
+            for label, path, model, prompt in probes:
+                mark = len(b.upstream.requests)
+                body = (
+                    _msg(model, prompt=prompt) if path == MESSAGES else _chat(model, prompt=prompt)
+                )
+                reply = _post(http, path, token, body)
+                called = [m for m in b.upstream.models_since(mark) if "haiku" not in m]
+                ran = reply.headers.get("x-tierwise-model", "")
+                if called or (reply.status_code == 200 and ran and "haiku" not in ran):
+                    escaped.append(f"{label}: {reply.status_code} called {called or [ran]}")
+    return [Count("allowlist", "allow-list escapes", len(escaped), len(probes), details=escaped)]
+
+
+# --- malformed input --------------------------------------------------------------------------
+
+
+@dataclass
+class Case:
+    label: str
+    path: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    invalid: bool = True
+    """False for the lenient controls (valid JSON under an odd header): they count only
+    when they get a 5xx or no answer."""
+
+
+COUNT_IGNORES = frozenset(
+    {"max_tokens", "temperature", "top_p", "top_k", "stream", "stop_sequences", "metadata"}
+)
+"""Fields count_tokens does not take: mutating them tells nothing there."""
+
+
+def _nested(depth: int, kind: str) -> str:
+    return ("[" * depth + "]" * depth) if kind == "array" else ('{"a":' * depth + "1" + "}" * depth)
+
+
+def _mutations(api: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """(label, fields to set; a value of ``...`` deletes the field)."""
+    common: list[tuple[str, dict[str, Any] | None]] = []
+    for value in (-1, 0, -(10**9), 10**30, 2**63, "16", 1.5, True, None, [], {}):
+        common.append((f"max_tokens={value!r}", {"max_tokens": value}))
+    for value in (-1, 2.5 if api == "openai" else 1.5, "hot", [], {}):
+        common.append((f"temperature={value!r}", {"temperature": value}))
+    for value in (-0.5, 1.5, "x"):
+        common.append((f"top_p={value!r}", {"top_p": value}))
+    for value in ("yes", 1, [], {}):
+        common.append((f"stream={value!r}", {"stream": value}))
+    for value in (5, [1, 2], {"a": 1}):
+        common.append((f"stop={value!r}", {"stop" if api == "openai" else "stop_sequences": value}))
+    for value in (None, "hi", {}, [], [1], ["hi"], [None]):
+        common.append((f"messages={value!r}", {"messages": value}))
+    bad_messages: list[Any] = [
+        [{"role": "robot", "content": "x"}],
+        [{"content": "x"}],
+        [{"role": "user"}],
+        [{"role": "user", "content": 5}],
+        [{"role": "user", "content": {}}],
+        [{"role": "user", "content": [1]}],
+        [{"role": "user", "content": [{"type": "nope"}]}],
+        [{"role": "user", "content": [{"type": "text"}]}],
+        [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+        [{"role": 5, "content": "x"}],
+    ]
+    if api == "openai":
+        bad_messages += [
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}],
+                }
+            ],
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!"}}
+                    ],
+                }
+            ],
+            [{"role": "user", "content": [{"type": "image_url"}]}],
+            [{"role": "tool", "content": "x"}],
+            [{"role": "assistant", "tool_calls": "x"}],
+        ]
+    else:
+        image = {"type": "base64", "media_type": "image/png", "data": "!!!not base64!!!"}
+        bad_messages += [
+            [{"role": "user", "content": [{"type": "image", "source": image}]}],
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "image", "source": {**image, "media_type": "text/html"}}],
+                }
+            ],
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "url", "url": "file:///etc/passwd"}}
+                    ],
+                }
+            ],
+            [{"role": "user", "content": [{"type": "image"}]}],
+            [{"role": "system", "content": "x"}],
+            [{"role": "user", "content": [{"type": "tool_result"}]}],
+        ]
+    for i, value in enumerate(bad_messages):
+        common.append((f"messages#{i} {json.dumps(value)[:60]}", {"messages": value}))
+    models: list[Any] = [
+        ...,
+        5,
+        [],
+        None,
+        "",
+        "x" * 10_000,
+        "tierwise/",
+        "tierwise/???",
+        "../../etc/passwd",
+        "fixed:",
+        "tierwise/fixed:",
+        "tierwise/cascade:",
+        "tierwise/route:",
+        "tierwise/route:learned",
+        "tierwise/route:learned?artifact=../../etc",
+        "tierwise/route:learned?artifact=/etc/passwd",
+        "tierwise/route:learned?artifact=nonexistent",
+        f"tierwise/fixed:{MINI}?budget_usd=nan",
+        f"tierwise/fixed:{MINI}?budget_usd=-1",
+        f"tierwise/fixed:{MINI}?budget_usd=1e999",
+        f"tierwise/fixed:{MINI}?budget_usd=abc",
+        f"tierwise/fixed:{MINI}?budget_tokens=-5",
+        f"tierwise/fixed:{MINI}?budget_tokens=1e30",
+        f"tierwise/fixed:{MINI}?fallback=",
+        f"tierwise/fixed:{MINI}?fallback=nope:nope",
+        f"tierwise/cascade:{MINI}?max_escalations=-1",
+        f"tierwise/cascade:{MINI}?retries=abc",
+        f"tierwise/cascade:{MINI}?retry_pass_rate=2",
+        f"tierwise/cascade:{MINI}?gate_timeout=-1",
+        f"tierwise/cascade:{MINI}?gate_timeout=nan",
+        f"tierwise/cascade:{MINI}?on_gate_error=boom",
+        f"tierwise/advisor:{MINI}?max_uses=-1",
+        f"tierwise/advisor:{MINI}?max_tokens=0",
+        "tierwise/advisor?caching=forever",
+        "tierwise/route:rules?candidates=",
+        "tierwise/route:cheapest?candidates=nope",
+        f"tierwise/fixed:{MINI}?x=%00",
+        "\u0000",
+        "gpt-4.1-mini\r\nx-evil: 1",
+        f"tierwise/fixed:{MINI}?budget_usd=inf",
+    ]
+    for value in models:
+        common.append((f"model={str(value)[:60]!r}", {"model": value}))
+    common += [
+        (f"tools={v!r}", {"tools": v}) for v in ("x", [1], [{"type": "function"}], [{"name": 5}])
+    ]
+    common += [(f"tool_choice={v!r}", {"tool_choice": v}) for v in (5, "bogus", {"type": "nope"})]
+    common += [(f"metadata={v!r}", {"metadata": v}) for v in ("x", [1], 5)]
+    if api == "openai":
+        for key, values in {
+            "stream_options": ["x", [], 1, {"include_usage": "x"}],
+            "n": [0, -1, 1000, "2"],
+            "response_format": ["x", {"type": "nope"}, {"type": "json_schema"}],
+            "seed": ["x", 1.5],
+            "logit_bias": ["x", {"a": "b"}],
+            "top_logprobs": [-1, 100],
+            "presence_penalty": [5, "x"],
+            "frequency_penalty": [-5],
+            "user": [5],
+            "max_completion_tokens": [-1, "x", 10**30],
+            "reasoning_effort": ["ultra"],
+        }.items():
+            common += [(f"{key}={v!r}", {key: v}) for v in values]
+    else:
+        for key, values in {
+            "system": [5, [1], [{"type": "image"}], {}],
+            "top_k": [-1, "x"],
+            "thinking": ["x", {"type": "enabled", "budget_tokens": -1}, {"type": "enabled"}],
+        }.items():
+            common += [(f"{key}={v!r}", {key: v}) for v in values]
+    return common
+
+
+def _raw_bodies(model: str) -> list[tuple[str, bytes]]:
+    base = json.dumps(_chat(model))[:-1]
+    raws = [
+        ("empty body", b""),
+        ("truncated JSON", b"{"),
+        ("array", b"[]"),
+        ("null", b"null"),
+        ("number", b"5"),
+        ("string", b'"x"'),
+        ("empty object", b"{}"),
+        ("invalid UTF-8", b'{"model": "\xff\xfe", "messages": []}'),
+        ("UTF-8 BOM", b"\xef\xbb\xbf" + json.dumps(_chat(model)).encode()),
+        ("NaN literal", (base + ', "temperature": NaN}').encode()),
+        ("Infinity literal", (base + ', "temperature": Infinity}').encode()),
+        ("1e400", (base + ', "temperature": 1e400}').encode()),
+        ("lone surrogate", (base + ', "user": "\\ud800"}').encode()),
+        ("duplicate model key", (base + ', "model": {"x": 1}}').encode()),
+        ("form-encoded", b"model=gpt-4.1-mini&messages=hi"),
+    ]
+    for depth in (100, 1000, 5000, 100_000):
+        for kind in ("array", "object"):
+            raws.append(
+                (
+                    f"content nested {depth} ({kind})",
+                    (base + f', "metadata": {_nested(depth, kind)}}}').encode(),
+                )
+            )
+    return raws
+
+
+def _corpus(quick: bool) -> list[Case]:
+    cases: list[Case] = []
+    counted = _msg("claude-haiku-4-5")
+    del counted["max_tokens"]
+    for path, base in (
+        (CHAT, _chat("gpt-4.1-mini")),
+        (MESSAGES, _msg("claude-haiku-4-5")),
+        (COUNT, counted),
+    ):
+        api = "openai" if path == CHAT else "anthropic"
+        for label, change in _mutations(api):
+            if path == COUNT and set(change or {}) & COUNT_IGNORES:
+                continue
+            body = dict(base)
+            for key, value in (change or {}).items():
+                if value is ...:
+                    body.pop(key, None)
+                else:
+                    body[key] = value
+            cases.append(Case(f"{path} {label}", path, json.dumps(body).encode()))
+        model = base["model"]
+        for label, raw in _raw_bodies(model):
+            cases.append(Case(f"{path} {label}", path, raw, invalid=label != "UTF-8 BOM"))
+        good = json.dumps(base).encode()
+        for label, headers in (
+            ("content-type text/plain", {"content-type": "text/plain"}),
+            ("content-type form", {"content-type": "application/x-www-form-urlencoded"}),
+            ("content-encoding gzip (not gzip)", {"content-encoding": "gzip"}),
+            ("content-encoding br", {"content-encoding": "br"}),
+            ("anthropic-version garbage", {"anthropic-version": "not-a-version"}),
+            ("anthropic-beta garbage", {"anthropic-beta": ",,,;;;"}),
+        ):
+            cases.append(Case(f"{path} {label}", path, good, headers, invalid=False))
+        idem = {"idempotency-key": "hostile-" + uuid.uuid4().hex}
+        cases += [
+            Case(
+                f"{path} Idempotency-Key + plain text",
+                path,
+                b"hello there",
+                {**idem, "content-type": "text/plain"},
+            ),
+            Case(
+                f"{path} Idempotency-Key + truncated JSON",
+                path,
+                b"{",
+                {"idempotency-key": uuid.uuid4().hex},
+            ),
+            Case(
+                f"{path} Idempotency-Key + nested 100000",
+                path,
+                _nested(100_000, "array").encode(),
+                {"idempotency-key": uuid.uuid4().hex},
+            ),
+            Case(
+                f"{path} Idempotency-Key + stream_options x",
+                path,
+                json.dumps({**base, "stream": True, "stream_options": "x"}).encode(),
+                {"idempotency-key": uuid.uuid4().hex},
+            ),
+            Case(
+                f"{path} gzip body of nested JSON",
+                path,
+                gzip.compress(_nested(100_000, "array").encode()),
+                {"content-encoding": "gzip"},
+            ),
+        ]
+        for query in (
+            "?budget_usd=nan",
+            "?a=%ZZ",
+            "?" + "a=1&" * 2000,
+            "?model=tierwise/route:learned?artifact=../x",
+        ):
+            cases.append(
+                Case(
+                    f"{path}{query[:30]}",
+                    path + query,
+                    json.dumps({**base, "max_tokens": -1}).encode(),
+                )
+            )
+    if quick:
+        cases = cases[::4]
+    return cases
+
+
+def _in_envelope(path: str, reply: httpx2.Response) -> bool:
+    try:
+        body = reply.json()
+    except ValueError:
+        return False
+    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        return False
+    return body.get("type") == "error" if path.startswith(MESSAGES) else True
+
+
+def run_input(b: Bench) -> list[Count]:
+    cases = _corpus(b.quick)
+    five, forwarded, accepted, envelope, hung, paths = [], [], [], [], [], []
+    with b.gateway("input") as gw:
+        token = gw.create_key("plain")
+        with gw.http(timeout=20) as http:
+            for case in cases:
+                mark = len(b.upstream.requests)
+                try:
+                    reply = _post(http, case.path, token, case.body, case.headers)
+                except httpx2.HTTPError as exc:
+                    hung.append(f"{case.label}: {type(exc).__name__}")
+                    continue
+                status = reply.status_code
+                if str(b.tmp) in reply.text:
+                    paths.append(f"{case.label}: {status}")
+                if status >= 500:
+                    five.append(f"{case.label}: {status} {reply.text[:120]!r}")
+                elif not case.invalid:
+                    continue
+                elif status == 200 and len(b.upstream.requests) > mark:
+                    forwarded.append(case.label)
+                elif status == 200:
+                    accepted.append(case.label)
+                elif not _in_envelope(case.path, reply):
+                    envelope.append(f"{case.label}: {status} {reply.text[:80]!r}")
+    tried, invalid = len(cases), sum(c.invalid for c in cases)
+    return [
+        Count("input", "5xx from client input", len(five), tried, details=five),
+        Count(
+            "input",
+            "invalid inputs forwarded upstream and answered 200",
+            len(forwarded),
+            invalid,
+            details=forwarded,
+        ),
+        Count(
+            "input",
+            "invalid inputs answered 200 without an upstream call",
+            len(accepted),
+            invalid,
+            details=accepted,
+        ),
+        Count(
+            "input",
+            "client errors outside the API's error envelope",
+            len(envelope),
+            tried,
+            details=envelope,
+        ),
+        Count(
+            "input",
+            "inputs that got no answer (reset or 20 s timeout)",
+            len(hung),
+            tried,
+            details=hung,
+        ),
+        Count("input", "server file paths seen by a client", len(paths), tried, details=paths),
+    ]
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+def _leaks(text: str, needles: list[str]) -> bool:
+    return any(n in text for n in needles)
+
+
+def _client_view(reply: httpx2.Response) -> str:
+    return f"{reply.status_code} {dict(reply.headers)} {reply.text}"
+
+
+def run_secrets(b: Bench) -> list[Count]:
+    counts = _provider_key_leaks(b)
+    counts += _database_leaks(b)
+    return counts
+
+
+def _provider_key_leaks(b: Bench) -> list[Count]:
+    keys = list(PROVIDER_KEYS.values())
+    probes = [
+        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY")),
+        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY", stream=True)),
+        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY_500")),
+        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY")),
+        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY", stream=True)),
+        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY_500")),
+    ]
+    seen = []
+    with b.gateway("secrets") as gw:
+        token = gw.create_key("plain")
+        with gw.http() as http:
+            for path, body in probes:
+                reply = _post(http, path, token, body)
+                if _leaks(_client_view(reply), keys):
+                    seen.append(f"{path} stream={body.get('stream', False)} {reply.status_code}")
+    export = gw.config.parent / "export.jsonl"
+    done = gw.cli("export", "--out", str(export))
+    exported = export.read_text("utf-8", "replace") if done.returncode == 0 else ""
+    if done.returncode:
+        b.notes.append(f"secrets: tierwise export failed: {done.stderr.strip()[:200]}")
+    in_export = sum(exported.count(k) for k in keys)
+    in_log = sum(gw.log.read_text("utf-8", "replace").count(k) for k in keys)
+    return [
+        Count("secrets", "provider keys seen by a client", len(seen), len(probes), details=seen),
+        Count("secrets", "provider keys in the ledger export", in_export, len(probes)),
+        Count("secrets", "provider keys in the server log", in_log, len(probes)),
+    ]
+
+
+def _postgres_available() -> bool:
+    try:
+        import psycopg  # noqa: PLC0415
+
+        psycopg.connect("postgresql://postgres@127.0.0.1/test", connect_timeout=3).close()
+    except Exception:
+        return False
+    return True
+
+
+@contextmanager
+def _schema() -> Iterator[str]:
+    import psycopg  # noqa: PLC0415
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"tierwise_hostile_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1/test", autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with psycopg.connect("postgresql://postgres@127.0.0.1/test", autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(name)))
+
+
+DRIVER_WORDS = (
+    "psycopg",
+    "sqlalchemy",
+    "OperationalError",
+    "connection to server",
+    "Connection refused",
+    "Background on this error",
+)
+
+
+def _database_leaks(b: Bench) -> list[Count]:
+    if not _postgres_available():
+        b.notes.append("secrets: PostgreSQL not reachable, no store-down probes")
+        return []
+    import tcp_proxy  # noqa: PLC0415
+
+    secret_hits, driver_hits, tried = [], [], 0
+    with ExitStack() as stack:
+        schema = stack.enter_context(_schema())
+        proxy = stack.enter_context(tcp_proxy.forwarding(POSTGRES))
+        url = f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:{proxy.port}/test"
+        url += f"?options=-csearch_path%3D{schema}"
+        needles = [DB_PASSWORD, f"127.0.0.1:{proxy.port}", schema, "postgresql://"]
+        gateway = {"idempotency": "ledger", "key_cache_s": 60, "ledger_close_timeout_s": 2}
+        gw = stack.enter_context(b.gateway("secrets-db", gateway=gateway, ledger_url=url))
+        token = gw.create_key("limited")
+        gw.cli("keys", "limits", "limited", "--usd-total", "100")
+        fake = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
+        with gw.http() as http:
+            _post(http, CHAT, token, _chat("gpt-4.1-mini"))  # the key is cached now
+            proxy.cut()
+            probes: list[Callable[[], httpx2.Response]] = [
+                lambda: _post(http, CHAT, token, _chat("gpt-4.1-mini")),
+                lambda: _post(http, MESSAGES, token, _msg("claude-haiku-4-5")),
+                lambda: _post(
+                    http, CHAT, token, _chat("gpt-4.1-mini"), {"idempotency-key": "db-down-1"}
+                ),
+                lambda: _post(http, CHAT, fake, _chat("gpt-4.1-mini")),
+                lambda: http.get("/readyz"),
+                lambda: http.get("/dashboard/api/summary", headers=auth(ADMIN_KEY)),
+                lambda: http.get("/dashboard/api/decisions", headers=auth(ADMIN_KEY)),
+                lambda: http.get("/v1/models", headers=auth(fake)),
+            ]
+            for probe in probes:
+                tried += 1
+                try:
+                    reply = probe()
+                except httpx2.HTTPError:
+                    continue
+                view = _client_view(reply)
+                label = f"{reply.request.method} {reply.request.url.path} {reply.status_code}"
+                if _leaks(view, needles):
+                    secret_hits.append(label)
+                if _leaks(view, list(DRIVER_WORDS)):
+                    driver_hits.append(f"{label}: {reply.text[:100]!r}")
+    return [
+        Count(
+            "secrets",
+            "database location or password seen by a client (store down)",
+            len(secret_hits),
+            tried,
+            details=secret_hits,
+        ),
+        Count(
+            "secrets",
+            "driver errors seen by a client (store down)",
+            len(driver_hits),
+            tried,
+            details=driver_hits,
+        ),
+    ]
+
+
+# --- reach ------------------------------------------------------------------------------------
+
+
+LOCAL_PORTS = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080}
+
+
+def run_reach(b: Bench) -> list[Count]:
+    sockets = {}
+    for name, port in LOCAL_PORTS.items():
+        if (sock := hu.bind(port)) is not None:
+            sockets[name] = sock
+        else:
+            b.notes.append(f"reach: 127.0.0.1:{port} ({name}) is taken, not watched")
+    if not sockets:
+        return []
+    models = [
+        "ollama:llama3.1:8b",
+        "tierwise/fixed:ollama:llama3.1:8b",
+        "qwen2.5-coder:7b",
+        "vllm:meta-llama/Llama-3.1-8B-Instruct",
+        "tierwise/fixed:vllm:meta-llama/Llama-3.1-8B-Instruct",
+        "llamacpp:local",
+        "tierwise/fixed:llamacpp:local",
+        "tierwise/route:cheapest",
+        "tierwise/cascade",
+        "tierwise/route:cheapest?candidates=ollama:llama3.1:8b",
+        "tierwise/cascade:ollama:llama3.1:8b",
+        "tierwise/route:rules",
+    ]
+    probes = [(CHAT, _chat(m)) for m in models] + [(MESSAGES, _msg(m)) for m in models[:6]]
+    probes.append(
+        (MESSAGES, _msg(f"tierwise/fixed:{HAIKU}?fallback=ollama:llama3.1:8b", prompt="FAIL_HAIKU"))
+    )
+    with hu.serving(list(sockets.values())) as local, b.gateway("reach") as gw:
+        token = gw.create_key("plain")
+        details = []
+        with gw.http() as http:
+            for path, body in probes:
+                before = len(local.requests)
+                status: object = "no answer"
+                with contextlib.suppress(httpx2.HTTPError):
+                    status = _post(http, path, token, body).status_code
+                if len(local.requests) > before:
+                    details.append(f"{path} {body['model']}: {status}")
+        reached = len(details)
+    ports = ", ".join(f"{LOCAL_PORTS[n]}" for n in sockets)
+    name = f"requests that reached unconfigured local hosts ({ports})"
+    return [Count("reach", name, reached, len(probes), details=details)]
+
+
+# --- dashboard --------------------------------------------------------------------------------
+
+
+def run_dashboard(b: Bench) -> list[Count]:
+    auth_fields = b.supported({"auth_failures": 10})
+    limit = int(auth_fields.get("auth_failures", 5))
+    tries = 3 * limit
+    with b.gateway("dashboard") as gw, gw.http() as http:
+        still_valid = _logout_cookie(http)
+        not_throttled = 0
+        targets = ["/dashboard/api/summary", "/metrics", "/dashboard/api/decisions"]
+        for i in range(tries):
+            reply = http.get(
+                targets[i % len(targets)], headers={"authorization": f"Bearer guess-{i}"}
+            )
+            if i >= limit and reply.status_code != 429:
+                not_throttled += 1
+        bypasses = 0
+        for i in range(tries):
+            headers = {
+                "x-forwarded-for": f"10.{i // 250}.{i % 250}.7",
+                "content-type": "application/x-www-form-urlencoded",
+            }
+            reply = http.post("/dashboard/login", content=f"key=wrong-{i}", headers=headers)
+            if i >= limit and reply.status_code != 429:
+                bypasses += 1
+    return [
+        Count("dashboard", "X-Forwarded-For rotations past the login throttle", bypasses, tries),
+        Count("dashboard", "Bearer admin-key guesses not throttled", not_throttled, tries),
+        Count("dashboard", "session cookies still valid after logout", still_valid, 1),
+    ]
+
+
+def _logout_cookie(http: httpx2.Client) -> int:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    login = http.post("/dashboard/login", content=f"key={ADMIN_KEY}", headers=form)
+    cookie = login.cookies.get("tierwise_dashboard") or http.cookies.get("tierwise_dashboard")
+    if not cookie:
+        raise RuntimeError(f"dashboard login failed: {login.status_code}")
+    jar = {"cookie": f"tierwise_dashboard={cookie}"}
+    http.cookies.clear()
+    http.post("/dashboard/logout", headers=jar)
+    http.cookies.clear()
+    after = http.get("/dashboard/api/summary", headers=jar)
+    return int(after.status_code == 200)
+
+
+# --- idempotency ------------------------------------------------------------------------------
+
+
+def run_idempotency(b: Bench) -> list[Count]:
+    twice = []
+    lengths = (256, 300, 4000)
+    replayed, tried_revoked = [], 0
+    with b.gateway("idempotency") as gw:
+        token = gw.create_key("plain")
+        with gw.http() as http:
+            for length in lengths:
+                key = ("k" * length)[:length]
+                mark = len(b.upstream.requests)
+                body = _chat("gpt-4.1-mini", prompt=f"once {length}")
+                first = _post(http, CHAT, token, body, {"idempotency-key": key})
+                second = _post(http, CHAT, token, body, {"idempotency-key": key})
+                calls = len(b.upstream.requests) - mark
+                if first.status_code == second.status_code == 200 and calls >= 2:
+                    twice.append(f"{length} chars: both 200, {calls} upstream calls")
+            revocable = gw.create_key("revocable")
+            cases = [
+                (CHAT, _chat("gpt-4.1-mini", prompt="revoke me")),
+                (MESSAGES, _msg("claude-haiku-4-5", prompt="revoke me", stream=True)),
+            ]
+            firsts = []
+            for i, (path, body) in enumerate(cases):
+                firsts.append(
+                    _post(
+                        http, path, revocable, body, {"idempotency-key": f"revoked-{i}"}
+                    ).status_code
+                )
+            done = gw.cli("keys", "revoke", "revocable")
+            if done.returncode:
+                raise RuntimeError(done.stderr)
+            time.sleep(1.5)  # past key_cache_s (0.5)
+            for i, (path, body) in enumerate(cases):
+                tried_revoked += 1
+                reply = _post(http, path, revocable, body, {"idempotency-key": f"revoked-{i}"})
+                if firsts[i] == 200 and reply.status_code == 200:
+                    replayed.append(f"{path}: replayed={reply.headers.get('idempotent-replayed')}")
+    return [
+        Count(
+            "idempotency",
+            "over-long Idempotency-Keys ignored (billed twice)",
+            len(twice),
+            len(lengths),
+            details=twice,
+        ),
+        Count(
+            "idempotency",
+            "replays after the key was revoked",
+            len(replayed),
+            tried_revoked,
+            details=replayed,
+        ),
+    ]
+
+
+# --- slow and idle clients --------------------------------------------------------------------
+
+
+def _raw_request(path: str, token: str, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    head += f"authorization: Bearer {token}\r\ncontent-length: {len(data)}\r\n\r\n"
+    return head.encode() + data
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), 5)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (reading whatever it sent first)."""
+    sock.setblocking(False)
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _read_response(sock: socket.socket) -> None:
+    sock.settimeout(10)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = next(
+        (
+            int(line.split(b":")[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length")
+        ),
+        0,
+    )
+    while len(rest) < length:
+        rest += sock.recv(65536)
+
+
+def run_slowclients(b: Bench) -> list[Count]:
+    settings = b.supported(WANTED_TIMEOUTS)
+    streams, idle = (2, 2) if b.quick else (4, 5)
+    held_count, open_counts = 0, {}
+    with b.gateway("slowclients", gateway=settings) as gw, ExitStack() as stack:
+        port = int(gw.url.rsplit(":", 1)[1])
+        token = gw.create_key("plain")
+        base = gw.in_flight()
+        readers = []
+        for _ in range(streams):
+            sock = stack.enter_context(_connect(port))
+            sock.sendall(
+                _raw_request(CHAT, token, _chat("gpt-4.1-mini", prompt="BIG_STREAM", stream=True))
+            )
+            readers.append(sock)
+        deadline = time.monotonic() + 10
+        while gw.in_flight() - base < streams and time.monotonic() < deadline:
+            time.sleep(0.1)
+        kinds: dict[str, list[socket.socket]] = {
+            k: [] for k in ("connect-only", "slow-header", "idle keep-alive", "slow-body")
+        }
+        for _ in range(idle):
+            kinds["connect-only"].append(stack.enter_context(_connect(port)))
+            slow = stack.enter_context(_connect(port))
+            slow.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\n")
+            kinds["slow-header"].append(slow)
+            alive = stack.enter_context(_connect(port))
+            alive.sendall(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+            _read_response(alive)
+            kinds["idle keep-alive"].append(alive)
+            body = stack.enter_context(_connect(port))
+            head = _raw_request(CHAT, token, _chat("gpt-4.1-mini"))
+            body.sendall(head[: head.index(b"\r\n\r\n") + 14])
+            kinds["slow-body"].append(body)
+        time.sleep(SLOW_WAIT_S)
+        held_count = max(0, min(streams, round(gw.in_flight() - base)))
+        open_counts = {k: sum(not _closed(s) for s in socks) for k, socks in kinds.items()}
+    wait = f"looked after {SLOW_WAIT_S:g} s"
+    counts = [
+        Count(
+            "slowclients",
+            "slots held by non-reading stream clients after the timeout",
+            held_count,
+            streams,
+            note=wait,
+        )
+    ]
+    for kind, still in open_counts.items():
+        counts.append(
+            Count(
+                "slowclients",
+                f"{kind} connections still open after the timeout",
+                still,
+                idle,
+                note=wait,
+            )
+        )
+    return counts
+
+
+# --- unauthenticated uploads ------------------------------------------------------------------
+
+
+def run_uploads(b: Bench) -> list[Count]:
+    uploads, size = (3, 30) if b.quick else (10, 30)
+    limit_mb = GatewayConfig().max_body_bytes / 2**20
+    filler = b"a" * (size * 2**20)
+    body = b'{"model":"gpt-4.1-mini","messages":[{"role":"user","content":"' + filler + b'"}]}'
+    with b.gateway("uploads") as gw:
+        with gw.http() as http:
+            _post(http, CHAT, ADMIN_KEY, _chat("gpt-4.1-mini"))  # warm
+        time.sleep(0.5)
+        base = rss_mb(gw.proc.pid)
+        peak = base
+        stop = threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not stop.is_set():
+                peak = max(peak, rss_mb(gw.proc.pid))
+                time.sleep(0.02)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        try:
+            asyncio.run(_upload_all(gw.url, body, uploads))
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            sampler.join()
+    growth = round(peak - base)
+    note = f"{base:.0f} -> {peak:.0f} MB"
+    return [
+        Count(
+            "uploads",
+            f"RSS growth under unauthenticated {size} MB uploads",
+            growth,
+            uploads,
+            bound=limit_mb,
+            unit=" MB",
+            note=note,
+        )
+    ]
+
+
+async def _upload_all(url: str, body: bytes, count: int) -> None:
+    async with httpx2.AsyncClient(base_url=url, timeout=120, trust_env=False) as client:
+
+        async def one(i: int) -> None:
+            headers = {"authorization": "Bearer tw_not_a_key", "idempotency-key": f"upload-{i}"}
+            headers["content-type"] = "application/json"
+            with contextlib.suppress(httpx2.HTTPError):
+                await client.post(CHAT, content=body, headers=headers)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+
+
+# --- kill -9 ----------------------------------------------------------------------------------
+
+
+def run_kill9(b: Bench) -> list[Count]:
+    duration = 2.0 if b.quick else 10.0
+    try:
+        from kill9 import kill9_loss  # noqa: PLC0415  (bench/kill9.py, when present)
+
+        measure = kill9_loss
+        how = "bench/kill9.py"
+    except ImportError:
+        measure = lambda rate, seconds: _kill9_loss(b, rate, seconds)  # noqa: E731
+        how = "own version (no bench/kill9.py)"
+        b.notes.append("kill9: bench/kill9.py absent, measured with this script's own version")
+    counts = []
+    for rate in (50, 200):
+        answered, lost = measure(rate, duration)
+        note = f"{answered} answered in {duration:g} s, {how}"
+        counts.append(
+            Count(
+                "kill9",
+                f"answered requests lost after kill -9 at {rate} RPS",
+                lost,
+                answered,
+                note=note,
+            )
+        )
+    return counts
+
+
+def _kill9_loss(b: Bench, rate: int, duration: float) -> tuple[int, int]:
+    """Answered requests whose task or calls are missing from the ledger after ``kill -9``
+    (and a restart on the same ledger, which may replay a journal or a spill)."""
+    from tierwise.ledger.store import Ledger  # noqa: PLC0415
+
+    home = b.tmp / f"kill9-{rate}"
+    with b.gateway(f"kill9-{rate}", home=home) as gw:
+        token = gw.create_key("plain")
+        answered = asyncio.run(_open_loop(gw, token, rate, duration))
+        ledger_url = gw.ledger_url
+    with b.gateway(f"kill9-{rate}", home=home):
+        pass  # started on the same ledger, then stopped cleanly
+    with Ledger.open(ledger_url) as ledger:
+        tasks = {t.id for t in ledger.tasks()}
+        called = {c.task_id for c in ledger.calls()}
+    lost = sum(1 for tid in answered if tid not in tasks or tid not in called)
+    return len(answered), lost
+
+
+async def _open_loop(gw: Live, token: str, rate: int, duration: float) -> list[str]:
+    answered: list[str] = []
+    body = json.dumps(_chat("gpt-4.1-mini")).encode()
+    headers = auth(token) | {"content-type": "application/json"}
+    limits = httpx2.Limits(max_connections=1000)
+    async with httpx2.AsyncClient(
+        base_url=gw.url, timeout=30, limits=limits, headers=headers, trust_env=False
+    ) as client:
+
+        async def one() -> None:
+            with contextlib.suppress(httpx2.HTTPError):
+                reply = await client.post(CHAT, content=body)
+                if reply.status_code == 200 and (tid := reply.headers.get("x-tierwise-task-id")):
+                    answered.append(tid)
+
+        tasks = []
+        start = time.monotonic()
+        for i in range(int(rate * duration)):
+            delay = start + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.sleep(0.05)
+        gw.kill()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return answered
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+CLASSES: dict[str, Callable[[Bench], list[Count]]] = {
+    "commands": run_commands,
+    "budgets": run_budgets,
+    "allowlist": run_allowlist,
+    "input": run_input,
+    "secrets": run_secrets,
+    "reach": run_reach,
+    "dashboard": run_dashboard,
+    "idempotency": run_idempotency,
+    "slowclients": run_slowclients,
+    "uploads": run_uploads,
+    "kill9": run_kill9,
+}
+
+
+def _as_json(count: Count) -> dict[str, Any]:
+    found = asdict(count)
+    return {"class": found.pop("klass"), **found, "bad": count.bad}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help=f"comma-separated classes: {','.join(CLASSES)}")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout (lines on stderr)")
+    parser.add_argument("--details", action="store_true", help="print what each count counted")
+    args = parser.parse_args(argv)
+    chosen = list(CLASSES) if not args.only else [c.strip() for c in args.only.split(",")]
+    unknown = [c for c in chosen if c not in CLASSES]
+    if unknown:
+        parser.error(f"unknown class {', '.join(unknown)} (known: {', '.join(CLASSES)})")
+    out = sys.stderr if args.json else sys.stdout
+    counts: list[Count] = []
+    failed: dict[str, str] = {}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="tierwise-hostile-") as name:
+        sock = hu.bind(0)
+        assert sock is not None
+        with hu.serving([sock]) as upstream:
+            bench = Bench(Path(name), upstream, args.quick)
+            for klass in chosen:
+                try:
+                    found = CLASSES[klass](bench)
+                except Exception as exc:  # one class failing must not hide the others
+                    failed[klass] = f"{type(exc).__name__}: {exc}"
+                    print(f"{klass}: FAILED {failed[klass][:500]}", file=out, flush=True)
+                    continue
+                for count in found:
+                    print(count.line(), file=out, flush=True)
+                    if args.details:
+                        for detail in count.details:
+                            print(f"    {detail}", file=out)
+                counts += found
+    bad = [c for c in counts if c.bad]
+    elapsed = time.monotonic() - started
+    print(
+        f"\n{len(counts)} counts from {len(chosen) - len(failed)} classes in {elapsed:.0f} s",
+        file=out,
+    )
+    for note in bench.notes:
+        print(f"note: {note}", file=out)
+    if bad:
+        print(
+            f"NON-ZERO ({len(bad)}): " + "; ".join(f"{c.name} = {c.value:g}" for c in bad), file=out
+        )
+    else:
+        print("all counts 0 (within bounds)", file=out)
+    if failed:
+        print(f"classes that failed to run: {', '.join(failed)}", file=out)
+    if args.json:
+        payload = {
+            "counts": [_as_json(c) for c in counts],
+            "nonzero": [c.name for c in bad],
+            "failed": failed,
+            "notes": bench.notes,
+            "quick": args.quick,
+            "seconds": round(elapsed, 1),
+        }
+        print(json.dumps(payload, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
