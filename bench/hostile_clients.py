@@ -382,151 +382,88 @@ class Probe:
 
 
 def _command_probes(b: Bench, marks: Path, keys: list[str]) -> tuple[list[Probe], list[Path]]:
+    """Probes that each name a ``command:touch <marker>`` gate somewhere; their markers."""
     probes: list[Probe] = []
     markers: list[Path] = []
 
-    def marker() -> Path:
+    def touch(tier: str = MINI, before: str = "") -> str:
         markers.append(marks / f"m{len(markers)}")
-        return markers[-1]
-
-    def cascade(tier: str, gates: str) -> str:
-        return f"tierwise/cascade:{tier}?gates={gates}"
+        return f"tierwise/cascade:{tier}?gates={before}command:touch {markers[-1]}"
 
     for key in keys:
-        tag = f"[{key} key]"
-        probes += [
-            Probe(
-                f"model field, chat {tag}", CHAT, _chat(cascade(MINI, f"command:touch {marker()}"))
-            ),
-            Probe(
-                f"model field, messages {tag}",
-                MESSAGES,
-                _msg(cascade(HAIKU, f"command:touch {marker()}")),
-            ),
-        ]
-        if key != "plain":
-            continue
-        probes += [
-            Probe(
-                "model field, chat stream",
-                CHAT,
-                _chat(cascade(MINI, f"command:touch {marker()}"), stream=True),
-            ),
-            Probe(
-                "model field, messages stream",
-                MESSAGES,
-                _msg(cascade(HAIKU, f"command:touch {marker()}"), stream=True),
-            ),
-            Probe(
-                "model field, count_tokens",
-                COUNT,
-                _msg(cascade(HAIKU, f"command:touch {marker()}")),
-            ),
-            Probe(
-                "built-in cascade", CHAT, _chat(f"tierwise/cascade?gates=command:touch {marker()}")
-            ),
-            Probe(
-                "second gate", CHAT, _chat(cascade(MINI, f"regex:hello,command:touch {marker()}"))
-            ),
-            Probe("sh -c", CHAT, _chat(cascade(MINI, f"command:sh -c 'touch {marker()}'"))),
-        ]
-        ws = b.tmp / "commands" / "ws-cmd"
-        _watched(ws / "secret.txt", "operator data")
-        probes.append(
-            Probe(
-                "workspace=",
-                CHAT,
-                _chat(cascade(MINI, f"command:touch {marker()}") + f"&workspace={ws}"),
-            )
-        )
-        for label, vehicle in (
-            ("x-tierwise-policy header", {"x-tierwise-policy": "P"}),
-            ("x-tierwise-model header", {"x-tierwise-model": "P"}),
-            ("tierwise-policy header", {"tierwise-policy": "P"}),
-        ):
-            for path, body in ((CHAT, _chat("gpt-4.1-mini")), (MESSAGES, _msg("claude-haiku-4-5"))):
-                policy = cascade(MINI, f"command:touch {marker()}")
-                probes.append(Probe(f"{label} {path}", path, body, {k: policy for k in vehicle}))
-        policy = cascade(MINI, f"command:touch {marker()}")
-        meta = {"tierwise_policy": policy, "policy": policy, "model": policy}
-        probes.append(Probe("metadata, chat", CHAT, _chat("gpt-4.1-mini", metadata=meta)))
-        policy = cascade(HAIKU, f"command:touch {marker()}")
-        probes.append(
-            Probe(
-                "metadata, messages",
-                MESSAGES,
-                _msg("claude-haiku-4-5", metadata={"user_id": policy, "policy": policy}),
-            )
-        )
-        policy = cascade(MINI, f"command:touch {marker()}")
-        query = httpx2.QueryParams({"model": policy, "policy": policy})
-        probes.append(Probe("URL query", f"{CHAT}?{query}", _chat("gpt-4.1-mini")))
+        tag = " [auth = false]" if key == "no-auth" else f" [{key} key]"
+        probes.append(Probe("model field, chat" + tag, CHAT, _chat(touch()), key=key))
+        probes.append(Probe("model field, messages" + tag, MESSAGES, _msg(touch(HAIKU)), key=key))
+    add = probes.append
+    add(Probe("model field, chat stream", CHAT, _chat(touch(), stream=True)))
+    add(Probe("model field, messages stream", MESSAGES, _msg(touch(HAIKU), stream=True)))
+    add(Probe("model field, count_tokens", COUNT, _msg(touch(HAIKU))))
+    add(Probe("second gate", CHAT, _chat(touch(before="regex:hello,"))))
+    builtin = touch().replace(f"cascade:{MINI}?", "cascade?")
+    add(Probe("built-in cascade", CHAT, _chat(builtin)))
+    shell = touch().replace("command:touch ", "command:sh -c 'touch ") + "'"
+    add(Probe("sh -c", CHAT, _chat(shell)))
+    ws = b.tmp / "commands" / "ws-cmd"
+    _watched(ws / "secret.txt", "operator data")
+    add(Probe("workspace=", CHAT, _chat(touch() + f"&workspace={ws}")))
+    for header in ("x-tierwise-policy", "x-tierwise-model", "tierwise-policy"):
+        add(Probe(f"{header} header, chat", CHAT, _chat("gpt-4.1-mini"), {header: touch()}))
+        body = _msg("claude-haiku-4-5")
+        add(Probe(f"{header} header, messages", MESSAGES, body, {header: touch(HAIKU)}))
+    policy = touch()
+    meta = {"tierwise_policy": policy, "policy": policy, "model": policy}
+    add(Probe("metadata, chat", CHAT, _chat("gpt-4.1-mini", metadata=meta)))
+    policy = touch(HAIKU)
+    meta = {"user_id": policy, "policy": policy}
+    add(Probe("metadata, messages", MESSAGES, _msg("claude-haiku-4-5", metadata=meta)))
+    policy = touch()
+    query = httpx2.QueryParams({"model": policy, "policy": policy})
+    add(Probe("URL query", f"{CHAT}?{query}", _chat("gpt-4.1-mini")))
     return probes, markers
 
 
 def _file_probes(b: Bench, keys: list[str]) -> tuple[list[Probe], list[Path]]:
+    """Probes that each name a file (a JSON schema, a router artifact, a workspace)."""
     probes: list[Probe] = []
     files: list[Path] = []
     base = b.tmp / "commands"
-    routers = base / "routers"
 
-    def schema() -> Path:
+    def schema(tier: str = MINI) -> str:
         files.append(_watched(base / "schemas" / f"s{len(files)}.json", '{"type": "object"}'))
-        return files[-1]
+        return f"tierwise/cascade:{tier}?gates=json_schema:{files[-1]}"
 
     def artifact() -> str:
         name = f"probe{len(files)}"
-        files.append(_watched(routers / name / "v1" / "meta.json", '{"format": 1}'))
-        return name
+        files.append(_watched(base / "routers" / name / "v1" / "meta.json", '{"format": 1}'))
+        return f"tierwise/route:learned?artifact={name}"
 
     for key in keys:
-        tag = f"[{key} key]"
-        probes += [
-            Probe(
-                f"json_schema:, chat {tag}",
-                CHAT,
-                _chat(f"tierwise/cascade:{MINI}?gates=json_schema:{schema()}"),
-            ),
-            Probe(
-                f"artifact=, chat {tag}",
-                CHAT,
-                _chat(f"tierwise/route:learned?artifact={artifact()}"),
-            ),
-        ]
-        if key != "plain":
-            continue
-        probes += [
-            Probe(
-                "json_schema:, messages",
-                MESSAGES,
-                _msg(f"tierwise/cascade:{HAIKU}?gates=json_schema:{schema()}"),
-            ),
-            Probe(
-                "json_schema:, count_tokens",
-                COUNT,
-                _msg(f"tierwise/cascade:{HAIKU}?gates=json_schema:{schema()}"),
-            ),
-            Probe(
-                "artifact=, messages",
-                MESSAGES,
-                _msg(f"tierwise/route:learned?artifact={artifact()}"),
-            ),
-            Probe(
-                "artifact=, count_tokens",
-                COUNT,
-                _msg(f"tierwise/route:learned?artifact={artifact()}"),
-            ),
-        ]
-        ws = base / f"ws{len(files)}"
-        files.append(_watched(ws / "secret.txt", "operator data"))
-        probes.append(
-            Probe(
-                "workspace= (command true)",
-                CHAT,
-                _chat(f"tierwise/cascade:{MINI}?gates=command:true&workspace={ws}"),
-            )
-        )
+        tag = " [auth = false]" if key == "no-auth" else f" [{key} key]"
+        probes.append(Probe("json_schema:, chat" + tag, CHAT, _chat(schema()), key=key))
+        probes.append(Probe("artifact=, chat" + tag, CHAT, _chat(artifact()), key=key))
+    add = probes.append
+    add(Probe("json_schema:, messages", MESSAGES, _msg(schema(HAIKU))))
+    add(Probe("json_schema:, count_tokens", COUNT, _msg(schema(HAIKU))))
+    add(Probe("artifact=, messages", MESSAGES, _msg(artifact())))
+    add(Probe("artifact=, count_tokens", COUNT, _msg(artifact())))
+    ws = base / f"ws{len(files)}"
+    files.append(_watched(ws / "secret.txt", "operator data"))
+    gates = f"tierwise/cascade:{MINI}?gates=command:true&workspace={ws}"
+    add(Probe("workspace= (command true)", CHAT, _chat(gates)))
     return probes, files
+
+
+def _send_all(gw: Live, probes: list[Probe], tokens: dict[str, str]) -> dict[str, str]:
+    """Each probe once, with its key's token; the status (or the error) by label."""
+    statuses = {}
+    with gw.http() as http:
+        for probe in probes:
+            try:
+                reply = _post(http, probe.path, tokens[probe.key], probe.body, probe.headers)
+                statuses[probe.label] = str(reply.status_code)
+            except httpx2.HTTPError as exc:
+                statuses[probe.label] = type(exc).__name__
+    return statuses
 
 
 def run_commands(b: Bench) -> list[Count]:
@@ -535,25 +472,30 @@ def run_commands(b: Bench) -> list[Count]:
     routers = b.tmp / "commands" / "routers"
     routers.mkdir(parents=True)
     extra = _table("routing", {"artifacts_dir": str(routers)})
-    keys = ["plain", "admin"] + (["inline"] if b.inline_flag else [])
+    keys = ["plain", "admin", "no-auth"] + (["inline"] if b.inline_flag else [])
     probes, markers = _command_probes(b, marks, keys)
     file_probes, files = _file_probes(b, keys)
-    details: list[str] = []
+    everything = probes + file_probes
+    open_door = [p for p in everything if p.key == "no-auth"]
     with b.gateway("commands", extra=extra) as gw:
         tokens = {"plain": gw.create_key("plain"), "admin": ADMIN_KEY}
         if "inline" in keys:
             tokens["inline"] = gw.create_key("inline", inline=True)
-        with gw.http() as http:
-            for probe in probes + file_probes:
-                key = next((k for k in tokens if f"[{k} key]" in probe.label), "plain")
-                try:
-                    reply = _post(http, probe.path, tokens[key], probe.body, probe.headers)
-                    details.append(f"{probe.label}: {reply.status_code}")
-                except httpx2.HTTPError as exc:
-                    details.append(f"{probe.label}: {type(exc).__name__}")
-        time.sleep(0.5)
-    ran = [p.label for p, m in zip(probes, markers, strict=True) if m.exists()]
-    read = [p.label for p, f in zip(file_probes, files, strict=True) if _was_read(f)]
+        statuses = _send_all(gw, [p for p in everything if p not in open_door], tokens)
+    home = b.tmp / "commands-no-auth"
+    with b.gateway("commands-no-auth", gateway={"auth": False}, extra=extra, home=home) as gw:
+        statuses |= _send_all(gw, open_door, {"no-auth": "unused"})
+    time.sleep(0.5)
+    ran = [
+        f"{p.label}: {statuses[p.label]}"
+        for p, m in zip(probes, markers, strict=True)
+        if m.exists()
+    ]
+    read = [
+        f"{p.label}: {statuses[p.label]}"
+        for p, f in zip(file_probes, files, strict=True)
+        if _was_read(f)
+    ]
     return [
         Count("commands", "commands executed", len(ran), len(markers), details=ran),
         Count("commands", "policy files read from the wire", len(read), len(files), details=read),
@@ -722,19 +664,30 @@ def run_allowlist(b: Bench) -> list[Count]:
     ]
     escaped = []
     with b.gateway("allowlist", extra=extra) as gw:
-        token = gw.create_key("haiku-only", models=("*haiku*",))
+        tokens = {"": gw.create_key("haiku-only", models=("*haiku*",))}
+        if b.inline_flag:
+            tokens[" [inline key]"] = gw.create_key("haiku-inline", ("*haiku*",), inline=True)
         with gw.http() as http:
-            for label, path, model, prompt in probes:
-                mark = len(b.upstream.requests)
-                body = (
-                    _msg(model, prompt=prompt) if path == MESSAGES else _chat(model, prompt=prompt)
-                )
-                reply = _post(http, path, token, body)
-                called = [m for m in b.upstream.models_since(mark) if "haiku" not in m]
-                ran = reply.headers.get("x-tierwise-model", "")
-                if called or (reply.status_code == 200 and ran and "haiku" not in ran):
-                    escaped.append(f"{label}: {reply.status_code} called {called or [ran]}")
-    return [Count("allowlist", "allow-list escapes", len(escaped), len(probes), details=escaped)]
+            for tag, token in tokens.items():
+                for label, path, model, prompt in probes:
+                    if (found := _escape(b, http, token, path, model, prompt)) is not None:
+                        escaped.append(f"{label}{tag}: {found}")
+    tried = len(probes) * len(tokens)
+    return [Count("allowlist", "allow-list escapes", len(escaped), tried, details=escaped)]
+
+
+def _escape(
+    b: Bench, http: httpx2.Client, token: str, path: str, model: str, prompt: str
+) -> str | None:
+    """What ran outside ``*haiku*`` for one request, or None."""
+    mark = len(b.upstream.requests)
+    body = _msg(model, prompt=prompt) if path == MESSAGES else _chat(model, prompt=prompt)
+    reply = _post(http, path, token, body)
+    called = [m for m in b.upstream.models_since(mark) if "haiku" not in m]
+    ran = reply.headers.get("x-tierwise-model", "")
+    if called or (reply.status_code == 200 and ran and "haiku" not in ran):
+        return f"{reply.status_code} called {called or [ran]}"
+    return None
 
 
 # --- malformed input --------------------------------------------------------------------------
@@ -1131,12 +1084,13 @@ def _provider_key_leaks(b: Bench) -> list[Count]:
     exported = export.read_text("utf-8", "replace") if done.returncode == 0 else ""
     if done.returncode:
         b.notes.append(f"secrets: tierwise export failed: {done.stderr.strip()[:200]}")
-    in_export = sum(exported.count(k) for k in keys)
-    in_log = sum(gw.log.read_text("utf-8", "replace").count(k) for k in keys)
+    in_export = sum(_leaks(line, keys) for line in exported.splitlines())
+    logged = gw.log.read_text("utf-8", "replace").splitlines()
+    in_log = sum(_leaks(line, keys) for line in logged)
     return [
         Count("secrets", "provider keys seen by a client", len(seen), len(probes), details=seen),
-        Count("secrets", "provider keys in the ledger export", in_export, len(probes)),
-        Count("secrets", "provider keys in the server log", in_log, len(probes)),
+        Count("secrets", "ledger export lines with a provider key", in_export, len(probes)),
+        Count("secrets", "server log lines with a provider key", in_log, len(probes)),
     ]
 
 
@@ -1314,9 +1268,22 @@ def run_dashboard(b: Bench) -> list[Count]:
             reply = http.post("/dashboard/login", content=f"key=wrong-{i}", headers=headers)
             if i >= limit and reply.status_code != 429:
                 bypasses += 1
+    note = f"{tries} failed tries, {limit} allowed"
     return [
-        Count("dashboard", "X-Forwarded-For rotations past the login throttle", bypasses, tries),
-        Count("dashboard", "Bearer admin-key guesses not throttled", not_throttled, tries),
+        Count(
+            "dashboard",
+            "X-Forwarded-For rotations past the login throttle",
+            bypasses,
+            tries - limit,
+            note=note,
+        ),
+        Count(
+            "dashboard",
+            "Bearer admin-key guesses not throttled",
+            not_throttled,
+            tries - limit,
+            note=note,
+        ),
         Count("dashboard", "session cookies still valid after logout", still_valid, 1),
     ]
 
@@ -1324,7 +1291,14 @@ def run_dashboard(b: Bench) -> list[Count]:
 def _logout_cookie(http: httpx2.Client) -> int:
     form = {"content-type": "application/x-www-form-urlencoded"}
     login = http.post("/dashboard/login", content=f"key={ADMIN_KEY}", headers=form)
-    cookie = login.cookies.get("tierwise_dashboard") or http.cookies.get("tierwise_dashboard")
+    cookie = next(
+        (
+            c.split(";")[0].partition("=")[2]
+            for c in login.headers.get_list("set-cookie")
+            if c.startswith("tierwise_dashboard=")
+        ),
+        None,
+    )
     if not cookie:
         raise RuntimeError(f"dashboard login failed: {login.status_code}")
     jar = {"cookie": f"tierwise_dashboard={cookie}"}
