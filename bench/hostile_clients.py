@@ -45,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
@@ -718,6 +718,8 @@ def _mutations(api: str) -> list[tuple[str, dict[str, Any] | None]]:
     """(label, fields to set; a value of ``...`` deletes the field)."""
     common: list[tuple[str, dict[str, Any] | None]] = []
     for value in (-1, 0, -(10**9), 10**30, 2**63, "16", 1.5, True, None, [], {}):
+        if value is None and api == "openai":
+            continue  # null is OpenAI's "no limit"
         common.append((f"max_tokens={value!r}", {"max_tokens": value}))
     for value in (-1, 2.5 if api == "openai" else 1.5, "hot", [], {}):
         common.append((f"temperature={value!r}", {"temperature": value}))
@@ -985,7 +987,7 @@ def _in_envelope(path: str, reply: httpx2.Response) -> bool:
 
 def run_input(b: Bench) -> list[Count]:
     cases = _corpus(b.quick)
-    five, forwarded, accepted, envelope, hung, paths = [], [], [], [], [], []
+    five, forwarded, accepted, envelope, hung, paths, injected = [], [], [], [], [], [], []
     with b.gateway("input") as gw:
         token = gw.create_key("plain")
         with gw.http(timeout=20) as http:
@@ -997,6 +999,8 @@ def run_input(b: Bench) -> list[Count]:
                     hung.append(f"{case.label}: {type(exc).__name__}")
                     continue
                 status = reply.status_code
+                if "x-evil" in reply.headers:
+                    injected.append(f"{case.label}: {status}")
                 if str(b.tmp) in reply.text:
                     paths.append(f"{case.label}: {status}")
                 if status >= 500:
@@ -1041,6 +1045,7 @@ def run_input(b: Bench) -> list[Count]:
             details=hung,
         ),
         Count("input", "server file paths seen by a client", len(paths), tried, details=paths),
+        Count("input", "response headers injected from client input", len(injected), tried),
     ]
 
 
@@ -1070,15 +1075,23 @@ def _provider_key_leaks(b: Bench) -> list[Count]:
         (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY")),
         (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY", stream=True)),
         (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY_500")),
+        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY_STREAM", stream=True)),
+        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY_STREAM", stream=True)),
     ]
     seen = []
+    mark = len(b.upstream.requests)
     with b.gateway("secrets") as gw:
         token = gw.create_key("plain")
         with gw.http() as http:
             for path, body in probes:
                 reply = _post(http, path, token, body)
                 if _leaks(_client_view(reply), keys):
-                    seen.append(f"{path} stream={body.get('stream', False)} {reply.status_code}")
+                    prompt = body["messages"][0]["content"]
+                    stream = body.get("stream", False)
+                    seen.append(f"{path} {prompt} stream={stream}: {reply.status_code}")
+    forwarded = sum(
+        _leaks(f"{sent.headers} {sent.body!r}", [token]) for sent in b.upstream.requests[mark:]
+    )
     export = gw.config.parent / "export.jsonl"
     done = gw.cli("export", "--out", str(export))
     exported = export.read_text("utf-8", "replace") if done.returncode == 0 else ""
@@ -1091,6 +1104,7 @@ def _provider_key_leaks(b: Bench) -> list[Count]:
         Count("secrets", "provider keys seen by a client", len(seen), len(probes), details=seen),
         Count("secrets", "ledger export lines with a provider key", in_export, len(probes)),
         Count("secrets", "server log lines with a provider key", in_log, len(probes)),
+        Count("secrets", "upstream requests carrying the client's own key", forwarded, len(probes)),
     ]
 
 
@@ -1195,6 +1209,7 @@ def _database_leaks(b: Bench) -> list[Count]:
 # --- reach ------------------------------------------------------------------------------------
 
 
+SESSION_COOKIE = "tierwise_dashboard"
 LOCAL_PORTS = {"ollama": 11434, "vllm": 8000, "llamacpp": 8080}
 
 
@@ -1225,6 +1240,10 @@ def run_reach(b: Bench) -> list[Count]:
     probes.append(
         (MESSAGES, _msg(f"tierwise/fixed:{HAIKU}?fallback=ollama:llama3.1:8b", prompt="FAIL_HAIKU"))
     )
+    local_url = "http://127.0.0.1:11434/v1"
+    for name in ("api_base", "base_url", "url"):  # fields other proxies take from clients
+        probes.append((CHAT, _chat("gpt-4.1-mini", **{name: local_url})))
+    probes.append((CHAT, _chat("gpt-4.1-mini", extra_body={"base_url": local_url})))
     with hu.serving(list(sockets.values())) as local, b.gateway("reach") as gw:
         token = gw.create_key("plain")
         details = []
@@ -1235,7 +1254,8 @@ def run_reach(b: Bench) -> list[Count]:
                 with contextlib.suppress(httpx2.HTTPError):
                     status = _post(http, path, token, body).status_code
                 if len(local.requests) > before:
-                    details.append(f"{path} {body['model']}: {status}")
+                    fields = sorted(set(body) - {"model", "messages", "max_tokens"})
+                    details.append(f"{path} {body['model']} {fields}: {status}")
         reached = len(details)
     ports = ", ".join(f"{LOCAL_PORTS[n]}" for n in sockets)
     name = f"requests that reached unconfigured local hosts ({ports})"
@@ -1250,7 +1270,7 @@ def run_dashboard(b: Bench) -> list[Count]:
     limit = int(auth_fields.get("auth_failures", 5))
     tries = 3 * limit
     with b.gateway("dashboard") as gw, gw.http() as http:
-        still_valid = _logout_cookie(http)
+        still_valid, weak = _session_probe(http)
         not_throttled = 0
         targets = ["/dashboard/api/summary", "/metrics", "/dashboard/api/decisions"]
         for i in range(tries):
@@ -1285,28 +1305,29 @@ def run_dashboard(b: Bench) -> list[Count]:
             note=note,
         ),
         Count("dashboard", "session cookies still valid after logout", still_valid, 1),
+        Count("dashboard", "session cookies without HttpOnly or SameSite", weak, 1),
     ]
 
 
-def _logout_cookie(http: httpx2.Client) -> int:
+def _session_probe(http: httpx2.Client) -> tuple[int, int]:
+    """(1 if the session cookie still works after logout, 1 if it lacks HttpOnly or
+    SameSite)."""
     form = {"content-type": "application/x-www-form-urlencoded"}
     login = http.post("/dashboard/login", content=f"key={ADMIN_KEY}", headers=form)
-    cookie = next(
-        (
-            c.split(";")[0].partition("=")[2]
-            for c in login.headers.get_list("set-cookie")
-            if c.startswith("tierwise_dashboard=")
-        ),
-        None,
+    set_cookie = next(
+        (c for c in login.headers.get_list("set-cookie") if c.startswith(f"{SESSION_COOKIE}=")),
+        "",
     )
-    if not cookie:
+    if not set_cookie:
         raise RuntimeError(f"dashboard login failed: {login.status_code}")
-    jar = {"cookie": f"tierwise_dashboard={cookie}"}
+    flags = set_cookie.lower()
+    weak = int("httponly" not in flags or "samesite=" not in flags or "samesite=none" in flags)
+    jar = {"cookie": set_cookie.split(";")[0]}
     http.cookies.clear()
     http.post("/dashboard/logout", headers=jar)
     http.cookies.clear()
     after = http.get("/dashboard/api/summary", headers=jar)
-    return int(after.status_code == 200)
+    return int(after.status_code == 200), weak
 
 
 # --- idempotency ------------------------------------------------------------------------------
@@ -1315,7 +1336,7 @@ def _logout_cookie(http: httpx2.Client) -> int:
 def run_idempotency(b: Bench) -> list[Count]:
     twice = []
     lengths = (256, 300, 4000)
-    replayed, tried_revoked = [], 0
+    replayed, tried_revoked, crossed = [], 0, []
     with b.gateway("idempotency") as gw:
         token = gw.create_key("plain")
         with gw.http() as http:
@@ -1328,6 +1349,13 @@ def run_idempotency(b: Bench) -> list[Count]:
                 calls = len(b.upstream.requests) - mark
                 if first.status_code == second.status_code == 200 and calls >= 2:
                     twice.append(f"{length} chars: both 200, {calls} upstream calls")
+            other = gw.create_key("other")
+            body = _chat("gpt-4.1-mini", prompt="mine")
+            _post(http, CHAT, token, body, {"idempotency-key": "shared-key-1"})
+            mark = len(b.upstream.requests)
+            theirs = _post(http, CHAT, other, body, {"idempotency-key": "shared-key-1"})
+            if theirs.status_code == 200 and len(b.upstream.requests) == mark:
+                crossed.append("another key's Idempotency-Key answered from the store")
             revocable = gw.create_key("revocable")
             cases = [
                 (CHAT, _chat("gpt-4.1-mini", prompt="revoke me")),
@@ -1357,6 +1385,7 @@ def run_idempotency(b: Bench) -> list[Count]:
             len(lengths),
             details=twice,
         ),
+        Count("idempotency", "answers replayed to another key", len(crossed), 1, details=crossed),
         Count(
             "idempotency",
             "replays after the key was revoked",
@@ -1523,11 +1552,16 @@ def run_uploads(b: Bench) -> list[Count]:
 async def _upload_all(url: str, body: bytes, count: int) -> None:
     async with httpx2.AsyncClient(base_url=url, timeout=120, trust_env=False) as client:
 
+        async def chunked() -> AsyncIterator[bytes]:
+            for start in range(0, len(body), 1 << 20):
+                yield body[start : start + (1 << 20)]
+
         async def one(i: int) -> None:
             headers = {"authorization": "Bearer tw_not_a_key", "idempotency-key": f"upload-{i}"}
             headers["content-type"] = "application/json"
+            content = chunked() if i % 2 else body  # every other one without a length
             with contextlib.suppress(httpx2.HTTPError):
-                await client.post(CHAT, content=body, headers=headers)
+                await client.post(CHAT, content=content, headers=headers)
 
         await asyncio.gather(*(one(i) for i in range(count)))
 

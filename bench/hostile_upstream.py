@@ -8,6 +8,7 @@ the request body switches its behaviour:
 
 * ``ECHO_KEY`` — a 401 whose message echoes the credential the gateway sent (as OpenAI and
   Anthropic do with a wrong key); ``ECHO_KEY_500`` — the same in a 500;
+  ``ECHO_KEY_STREAM`` — a stream that starts, then ends in an error event echoing it;
 * ``FAIL_HAIKU`` — a 529 (overloaded) for any model named ``*haiku*``, so failover runs;
 * ``BIG_STREAM`` — a stream of :data:`BIG_CHUNKS` large chunks sent as fast as the reader
   takes them (a client that does not read fills every buffer on the way).
@@ -126,6 +127,21 @@ async def _big_stream(writer: asyncio.StreamWriter, model: str) -> None:
     writer.write(b"".join(b"%x\r\n%s\r\n" % (len(f), f) for f in tail) + b"0\r\n\r\n")
 
 
+async def _failing_stream(
+    writer: asyncio.StreamWriter, model: str, anthropic: bool, message: str
+) -> None:
+    """The stream's first events, then an in-band error carrying ``message``."""
+    if anthropic:
+        head, _, _ = fu.anthropic_stream(model, 1)
+        error = {"type": "error", "error": {"type": "overloaded_error", "message": message}}
+        frames = [*head, fu._sse_event(error)]
+    else:
+        head, _, _ = fu.openai_stream(model, 1, False)
+        frames = [*head, fu._data({"error": {"message": message, "type": "server_error"}})]
+    chunks = b"".join(b"%x\r\n%s\r\n" % (len(f), f) for f in frames)
+    writer.write(fu._SSE_HEAD + chunks + b"0\r\n\r\n")
+
+
 async def _answer(writer: asyncio.StreamWriter, seen: Seen, latency_s: float) -> None:
     path, body = seen.path.split("?")[0], seen.body
     if not path.endswith(("/messages", "/chat/completions")):
@@ -141,6 +157,8 @@ async def _answer(writer: asyncio.StreamWriter, seen: Seen, latency_s: float) ->
     anthropic = path.endswith("/messages")
     if b"ECHO_KEY_500" in body:
         writer.write(_error(path, 500, f"internal error while checking key {credential}"))
+    elif b"ECHO_KEY_STREAM" in body and request.get("stream") is True:
+        await _failing_stream(writer, model, anthropic, f"overloaded (key {credential})")
     elif b"ECHO_KEY" in body:
         writer.write(_error(path, 401, f"Incorrect API key provided: {credential}"))
     elif b"FAIL_HAIKU" in body and "haiku" in model:

@@ -27,7 +27,6 @@ def test_quick_run_prints_integer_counts_and_json() -> None:
     assert report["failed"] == {}
     counts = report["counts"]
     assert {c["class"] for c in counts} == {"idempotency", "dashboard"}
-    assert len(counts) == 5
     for count in counts:
         assert isinstance(count["value"], int)
         assert count["tried"] > 0
