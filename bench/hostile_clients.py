@@ -660,6 +660,21 @@ def run_allowlist(b: Bench) -> list[Count]:
             f"tierwise/route:rules?candidates={HAIKU},{OPUS}",
             "Review the security architecture of the auth module across 8 files for token leaks",
         ),
+        ("judge gate on opus", MESSAGES, f"tierwise/cascade:{HAIKU}?gates=judge:{OPUS}", "Hello"),
+        (
+            "classifier model opus",
+            MESSAGES,
+            f"tierwise/route:classifier?model={OPUS}&candidates={HAIKU}",
+            "Hello",
+        ),
+        ("plan executors opus", MESSAGES, f"tierwise/plan:{HAIKU}?executors={OPUS}", "Hello"),
+        ("decompose executors", MESSAGES, f"tierwise/decompose:{HAIKU}?executors={OPUS}", "Hi"),
+        (
+            "cascade start=route:strongest",
+            MESSAGES,
+            f"tierwise/cascade:{HAIKU},{OPUS}?start=route:strongest&gates=regex:hello",
+            "Hello",
+        ),
         ("opus by id (control)", MESSAGES, OPUS, "Hello"),
     ]
     escaped = []
