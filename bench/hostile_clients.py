@@ -33,13 +33,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gzip
 import json
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,23 +53,37 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import hostile_upstream as hu
 import httpx2
-from processes import free_port
+import psycopg
+import redis
+import tcp_proxy
+from hostile_corpus import corpus, in_envelope
+from hostile_harness import (
+    ADMIN_KEY,
+    CHAT,
+    COUNT,
+    HAIKU,
+    MESSAGES,
+    MINI,
+    OPUS,
+    PROVIDER_KEYS,
+    Bench,
+    Count,
+    Live,
+    auth,
+    chat,
+    message,
+    post,
+    rss_mb,
+    toml_table,
+)
+from psycopg import sql
 
 from tierwise.catalog import load_catalog
 from tierwise.gateway.config import GatewayConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-ADMIN_KEY = "tw-bench-admin-" + secrets.token_hex(16)
-PROVIDER_KEYS = {
-    "openai": "sk-bench-openai-" + secrets.token_hex(16),
-    "anthropic": "sk-ant-bench-" + secrets.token_hex(16),
-}
 DB_PASSWORD = "bench-db-pw-" + secrets.token_hex(8)
 POSTGRES = ("127.0.0.1", 5432)
 REDIS_URL = "redis://127.0.0.1:6379/0"
-CHAT, MESSAGES, COUNT = "/v1/chat/completions", "/v1/messages", "/v1/messages/count_tokens"
-MINI, HAIKU, OPUS = "openai:gpt-4.1-mini", "anthropic:claude-haiku-4-5", "anthropic:claude-opus-4-7"
-HELLO = [{"role": "user", "content": "Hello"}]
 WANTED_TIMEOUTS = {
     "header_timeout_s": 2.0,
     "keepalive_timeout_s": 2.0,
@@ -83,276 +94,6 @@ WANTED_TIMEOUTS = {
 SLOW_WAIT_S = 6.0
 """How long slow and idle clients wait before the bench looks (past every timeout above and
 uvicorn's own 5 s keep-alive)."""
-
-
-# --- results -------------------------------------------------------------------------------
-
-
-@dataclass
-class Count:
-    klass: str
-    name: str
-    value: int | float
-    tried: int
-    bound: float = 0
-    """The value that still passes (0, or the body limit for RSS growth)."""
-    unit: str = ""
-    note: str = ""
-    details: list[str] = field(default_factory=list)
-
-    @property
-    def bad(self) -> bool:
-        return self.value > self.bound
-
-    def line(self) -> str:
-        value = f"{self.value:g}" if isinstance(self.value, float) else str(self.value)
-        value = f"${value}" if self.unit == "$" else f"{value}{self.unit}"
-        text = f"{self.name}: {value} (tried {self.tried})"
-        if self.bound:
-            text += f" [bound {self.bound:g}{self.unit}]"
-        return text + (f"  -- {self.note}" if self.note else "")
-
-
-# --- the gateway under test -----------------------------------------------------------------
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
-def _table(name: str, values: dict[str, Any]) -> str:
-    return f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items())
-
-
-def _env(home: Path) -> dict[str, str]:
-    drop = ("http_proxy", "https_proxy", "all_proxy")
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("TIERWISE_") and not k.endswith("_API_KEY") and k.lower() not in drop
-    }
-    for name in ("CONFIG", "DATA", "STATE", "CACHE"):
-        env[f"XDG_{name}_HOME"] = str(home / name.lower())
-    env["TIERWISE_ADMIN_KEY"] = ADMIN_KEY
-    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
-    return env
-
-
-def _proc_tree(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        todo += children.get(current, [])
-    return found
-
-
-def rss_mb(pid: int) -> float:
-    total = 0
-    for p in _proc_tree(pid):
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
-
-
-@dataclass
-class Live:
-    """A running ``tierwise serve``."""
-
-    name: str
-    url: str
-    proc: subprocess.Popen[bytes]
-    ledger_url: str
-    config: Path
-    env: dict[str, str]
-    log: Path
-    bench: Bench
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "tierwise", "--config", str(self.config)]
-        command += ["--ledger", self.ledger_url, *args]
-        return subprocess.run(
-            command, check=False, env=self.env, capture_output=True, text=True, timeout=120
-        )
-
-    def create_key(self, name: str, models: tuple[str, ...] = (), inline: bool = False) -> str:
-        args = ["keys", "create", name]
-        for pattern in models:
-            args += ["--models", pattern]
-        if inline and self.bench.inline_flag:
-            args.append("--inline-policies")
-        done = self.cli(*args)
-        if done.returncode != 0:
-            raise RuntimeError(f"keys create {name}: {done.stderr.strip()}")
-        return done.stdout.strip().splitlines()[-1].strip()
-
-    def http(self, timeout: float = 30) -> httpx2.Client:
-        return httpx2.Client(base_url=self.url, timeout=timeout, trust_env=False)
-
-    def in_flight(self) -> float:
-        with self.http(5) as http:
-            text = http.get("/metrics", headers={"authorization": f"Bearer {ADMIN_KEY}"}).text
-        for line in text.splitlines():
-            if line.startswith("tierwise_gateway_in_flight"):
-                return float(line.split()[-1])
-        return 0.0
-
-    def stop(self) -> None:
-        for pid in [self.proc.pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        try:
-            self.proc.wait(40)
-        except subprocess.TimeoutExpired:
-            self.kill()
-
-    def kill(self) -> None:
-        """``kill -9`` the gateway and any process it started."""
-        for pid in _proc_tree(self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-
-def auth(token: str, api: str = "openai") -> dict[str, str]:
-    if api == "anthropic":
-        return {"x-api-key": token, "anthropic-version": "2023-06-01"}
-    return {"authorization": f"Bearer {token}"}
-
-
-@dataclass
-class Bench:
-    tmp: Path
-    upstream: hu.Upstream
-    quick: bool
-    notes: list[str] = field(default_factory=list)
-    fields: frozenset[str] = frozenset(GatewayConfig.model_fields)
-    _inline: bool | None = None
-
-    @property
-    def inline_flag(self) -> bool:
-        """Whether ``tierwise keys create`` has ``--inline-policies`` (issue 13 §1)."""
-        if self._inline is None:
-            command = [sys.executable, "-m", "tierwise", "keys", "create", "--help"]
-            env = _env(self.tmp / "help")
-            done = subprocess.run(
-                command, check=False, env=env, capture_output=True, text=True, timeout=60
-            )
-            self._inline = "--inline-policies" in done.stdout
-        return self._inline
-
-    def supported(self, wanted: dict[str, Any]) -> dict[str, Any]:
-        """The ``[gateway]`` settings of ``wanted`` this tierwise knows; notes the others."""
-        missing = sorted(set(wanted) - self.fields)
-        if missing:
-            note = f"[gateway] {', '.join(missing)} absent in this tierwise"
-            if note not in self.notes:
-                self.notes.append(note)
-        return {k: v for k, v in wanted.items() if k in self.fields}
-
-    def config_text(self, gateway: dict[str, Any], extra: str, budgets: dict[str, Any]) -> str:
-        up = self.upstream.url
-        providers = ""
-        for name, base in (("openai", f"{up}/v1"), ("anthropic", up)):
-            row = {"kind": name, "base_url": base, "api_key": PROVIDER_KEYS[name]}
-            row |= {"max_retries": 0}
-            providers += _table(f"providers.{name}", row)
-        settings = {"max_loop_lag_ms": 0, "key_cache_s": 0.5, "drain_s": 2} | gateway
-        text = f'default_policy = "fixed:{MINI}"\n' + providers
-        text += _table("gateway", settings)
-        if budgets:
-            text += _table("gateway.budgets", budgets)
-        return text + extra
-
-    @contextmanager
-    def gateway(
-        self,
-        name: str,
-        *,
-        gateway: dict[str, Any] | None = None,
-        extra: str = "",
-        budgets: dict[str, Any] | None = None,
-        ledger_url: str | None = None,
-        home: Path | None = None,
-    ) -> Iterator[Live]:
-        """``tierwise serve`` for one class, stopped (SIGTERM, then SIGKILL) at the end."""
-        home = home or self.tmp / name
-        home.mkdir(parents=True, exist_ok=True)
-        config = home / "config.toml"
-        config.write_text(self.config_text(gateway or {}, extra, budgets or {}), "utf-8")
-        ledger_url = ledger_url or f"sqlite:///{home / 'ledger.db'}"
-        port = free_port()
-        env = _env(home)
-        command = [sys.executable, "-m", "tierwise", "--config", str(config)]
-        command += ["--ledger", ledger_url, "serve", "--port", str(port)]
-        log = home / f"serve-{port}.log"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        live = Live(name, f"http://127.0.0.1:{port}", proc, ledger_url, config, env, log, self)
-        try:
-            _wait_ready(live)
-            yield live
-        finally:
-            if proc.poll() is None:
-                live.stop()
-
-
-def _wait_ready(live: Live) -> None:
-    deadline = time.monotonic() + 90
-    with live.http(2) as http:
-        while time.monotonic() < deadline and live.proc.poll() is None:
-            try:
-                if http.get("/readyz").status_code == 200:
-                    return
-            except httpx2.TransportError:
-                pass
-            time.sleep(0.2)
-    tail = live.log.read_text("utf-8", "replace")[-2000:]
-    raise RuntimeError(f"tierwise serve ({live.name}) did not start:\n{tail}")
-
-
-def _chat(model: str, *, stream: bool = False, prompt: str = "Hello", **extra: Any) -> dict:
-    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": prompt}]}
-    body["max_tokens"] = 32
-    if stream:
-        body |= {"stream": True, "stream_options": {"include_usage": True}}
-    return body | extra
-
-
-def _msg(model: str, *, stream: bool = False, prompt: str = "Hello", **extra: Any) -> dict:
-    body: dict[str, Any] = {"model": model, "max_tokens": 32}
-    body["messages"] = [{"role": "user", "content": prompt}]
-    if stream:
-        body["stream"] = True
-    return body | extra
-
-
-def _api(path: str) -> str:
-    return "anthropic" if path.startswith(MESSAGES) else "openai"
-
-
-def _post(
-    http: httpx2.Client, path: str, token: str, body: Any, headers: dict[str, str] | None = None
-) -> httpx2.Response:
-    content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    sent = {"content-type": "application/json"} | auth(token, _api(path)) | (headers or {})
-    return http.post(path, content=content, headers=sent)
 
 
 # --- commands: executable and filesystem policy parts from the wire -------------------------
@@ -392,33 +133,35 @@ def _command_probes(b: Bench, marks: Path, keys: list[str]) -> tuple[list[Probe]
 
     for key in keys:
         tag = " [auth = false]" if key == "no-auth" else f" [{key} key]"
-        probes.append(Probe("model field, chat" + tag, CHAT, _chat(touch()), key=key))
-        probes.append(Probe("model field, messages" + tag, MESSAGES, _msg(touch(HAIKU)), key=key))
+        probes.append(Probe("model field, chat" + tag, CHAT, chat(touch()), key=key))
+        probes.append(
+            Probe("model field, messages" + tag, MESSAGES, message(touch(HAIKU)), key=key)
+        )
     add = probes.append
-    add(Probe("model field, chat stream", CHAT, _chat(touch(), stream=True)))
-    add(Probe("model field, messages stream", MESSAGES, _msg(touch(HAIKU), stream=True)))
-    add(Probe("model field, count_tokens", COUNT, _msg(touch(HAIKU))))
-    add(Probe("second gate", CHAT, _chat(touch(before="regex:hello,"))))
+    add(Probe("model field, chat stream", CHAT, chat(touch(), stream=True)))
+    add(Probe("model field, messages stream", MESSAGES, message(touch(HAIKU), stream=True)))
+    add(Probe("model field, count_tokens", COUNT, message(touch(HAIKU))))
+    add(Probe("second gate", CHAT, chat(touch(before="regex:hello,"))))
     builtin = touch().replace(f"cascade:{MINI}?", "cascade?")
-    add(Probe("built-in cascade", CHAT, _chat(builtin)))
+    add(Probe("built-in cascade", CHAT, chat(builtin)))
     shell = touch().replace("command:touch ", "command:sh -c 'touch ") + "'"
-    add(Probe("sh -c", CHAT, _chat(shell)))
+    add(Probe("sh -c", CHAT, chat(shell)))
     ws = b.tmp / "commands" / "ws-cmd"
     _watched(ws / "secret.txt", "operator data")
-    add(Probe("workspace=", CHAT, _chat(touch() + f"&workspace={ws}")))
+    add(Probe("workspace=", CHAT, chat(touch() + f"&workspace={ws}")))
     for header in ("x-tierwise-policy", "x-tierwise-model", "tierwise-policy"):
-        add(Probe(f"{header} header, chat", CHAT, _chat("gpt-4.1-mini"), {header: touch()}))
-        body = _msg("claude-haiku-4-5")
+        add(Probe(f"{header} header, chat", CHAT, chat("gpt-4.1-mini"), {header: touch()}))
+        body = message("claude-haiku-4-5")
         add(Probe(f"{header} header, messages", MESSAGES, body, {header: touch(HAIKU)}))
     policy = touch()
     meta = {"tierwise_policy": policy, "policy": policy, "model": policy}
-    add(Probe("metadata, chat", CHAT, _chat("gpt-4.1-mini", metadata=meta)))
+    add(Probe("metadata, chat", CHAT, chat("gpt-4.1-mini", metadata=meta)))
     policy = touch(HAIKU)
     meta = {"user_id": policy, "policy": policy}
-    add(Probe("metadata, messages", MESSAGES, _msg("claude-haiku-4-5", metadata=meta)))
+    add(Probe("metadata, messages", MESSAGES, message("claude-haiku-4-5", metadata=meta)))
     policy = touch()
     query = httpx2.QueryParams({"model": policy, "policy": policy})
-    add(Probe("URL query", f"{CHAT}?{query}", _chat("gpt-4.1-mini")))
+    add(Probe("URL query", f"{CHAT}?{query}", chat("gpt-4.1-mini")))
     return probes, markers
 
 
@@ -439,17 +182,17 @@ def _file_probes(b: Bench, keys: list[str]) -> tuple[list[Probe], list[Path]]:
 
     for key in keys:
         tag = " [auth = false]" if key == "no-auth" else f" [{key} key]"
-        probes.append(Probe("json_schema:, chat" + tag, CHAT, _chat(schema()), key=key))
-        probes.append(Probe("artifact=, chat" + tag, CHAT, _chat(artifact()), key=key))
+        probes.append(Probe("json_schema:, chat" + tag, CHAT, chat(schema()), key=key))
+        probes.append(Probe("artifact=, chat" + tag, CHAT, chat(artifact()), key=key))
     add = probes.append
-    add(Probe("json_schema:, messages", MESSAGES, _msg(schema(HAIKU))))
-    add(Probe("json_schema:, count_tokens", COUNT, _msg(schema(HAIKU))))
-    add(Probe("artifact=, messages", MESSAGES, _msg(artifact())))
-    add(Probe("artifact=, count_tokens", COUNT, _msg(artifact())))
+    add(Probe("json_schema:, messages", MESSAGES, message(schema(HAIKU))))
+    add(Probe("json_schema:, count_tokens", COUNT, message(schema(HAIKU))))
+    add(Probe("artifact=, messages", MESSAGES, message(artifact())))
+    add(Probe("artifact=, count_tokens", COUNT, message(artifact())))
     ws = base / f"ws{len(files)}"
     files.append(_watched(ws / "secret.txt", "operator data"))
     gates = f"tierwise/cascade:{MINI}?gates=command:true&workspace={ws}"
-    add(Probe("workspace= (command true)", CHAT, _chat(gates)))
+    add(Probe("workspace= (command true)", CHAT, chat(gates)))
     return probes, files
 
 
@@ -459,7 +202,7 @@ def _send_all(gw: Live, probes: list[Probe], tokens: dict[str, str]) -> dict[str
     with gw.http() as http:
         for probe in probes:
             try:
-                reply = _post(http, probe.path, tokens[probe.key], probe.body, probe.headers)
+                reply = post(http, probe.path, tokens[probe.key], probe.body, probe.headers)
                 statuses[probe.label] = str(reply.status_code)
             except httpx2.HTTPError as exc:
                 statuses[probe.label] = type(exc).__name__
@@ -471,7 +214,7 @@ def run_commands(b: Bench) -> list[Count]:
     marks.mkdir(parents=True)
     routers = b.tmp / "commands" / "routers"
     routers.mkdir(parents=True)
-    extra = _table("routing", {"artifacts_dir": str(routers)})
+    extra = toml_table("routing", {"artifacts_dir": str(routers)})
     keys = ["plain", "admin", "no-auth"] + (["inline"] if b.inline_flag else [])
     probes, markers = _command_probes(b, marks, keys)
     file_probes, files = _file_probes(b, keys)
@@ -615,7 +358,6 @@ def run_budgets(b: Bench) -> list[Count]:
 
 
 def _redis_clean(prefix: str) -> None:
-    import redis  # noqa: PLC0415
 
     client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3)
     keys = list(client.scan_iter(match=f"{prefix}*"))
@@ -629,9 +371,9 @@ def _redis_clean(prefix: str) -> None:
 
 def run_allowlist(b: Bench) -> list[Count]:
     never = "regex:^NEVER"
-    extra = _table("policies", {"haiku-plus": f"fixed:{OPUS}"})
-    extra += _table("cascade", {"tiers": [HAIKU, OPUS], "gates": [never]})
-    extra += _table("failover.fallbacks", {HAIKU: [MINI]}).replace(f"{HAIKU} =", f'"{HAIKU}" =')
+    extra = toml_table("policies", {"haiku-plus": f"fixed:{OPUS}"})
+    extra += toml_table("cascade", {"tiers": [HAIKU, OPUS], "gates": [never]})
+    extra += toml_table("failover.fallbacks", {HAIKU: [MINI]}).replace(f"{HAIKU} =", f'"{HAIKU}" =')
     probes = [
         (
             "unknown parameter ?x=haiku, messages",
@@ -696,8 +438,8 @@ def _escape(
 ) -> str | None:
     """What ran outside ``*haiku*`` for one request, or None."""
     mark = len(b.upstream.requests)
-    body = _msg(model, prompt=prompt) if path == MESSAGES else _chat(model, prompt=prompt)
-    reply = _post(http, path, token, body)
+    body = message(model, prompt=prompt) if path == MESSAGES else chat(model, prompt=prompt)
+    reply = post(http, path, token, body)
     called = [m for m in b.upstream.models_since(mark) if "haiku" not in m]
     ran = reply.headers.get("x-tierwise-model", "")
     if called or (reply.status_code == 200 and ran and "haiku" not in ran):
@@ -705,303 +447,8 @@ def _escape(
     return None
 
 
-# --- malformed input --------------------------------------------------------------------------
-
-
-@dataclass
-class Case:
-    label: str
-    path: str
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-    invalid: bool = True
-    """False for the lenient controls (valid JSON under an odd header): they count only
-    when they get a 5xx or no answer."""
-
-
-COUNT_IGNORES = frozenset(
-    {"max_tokens", "temperature", "top_p", "top_k", "stream", "stop_sequences", "metadata"}
-)
-"""Fields count_tokens does not take: mutating them tells nothing there."""
-
-
-def _nested(depth: int, kind: str) -> str:
-    return ("[" * depth + "]" * depth) if kind == "array" else ('{"a":' * depth + "1" + "}" * depth)
-
-
-def _mutations(api: str) -> list[tuple[str, dict[str, Any] | None]]:
-    """(label, fields to set; a value of ``...`` deletes the field)."""
-    common: list[tuple[str, dict[str, Any] | None]] = []
-    for value in (-1, 0, -(10**9), 10**30, 2**63, "16", 1.5, True, None, [], {}):
-        if value is None and api == "openai":
-            continue  # null is OpenAI's "no limit"
-        common.append((f"max_tokens={value!r}", {"max_tokens": value}))
-    for value in (-1, 2.5 if api == "openai" else 1.5, "hot", [], {}):
-        common.append((f"temperature={value!r}", {"temperature": value}))
-    for value in (-0.5, 1.5, "x"):
-        common.append((f"top_p={value!r}", {"top_p": value}))
-    for value in ("yes", 1, [], {}):
-        common.append((f"stream={value!r}", {"stream": value}))
-    for value in (5, [1, 2], {"a": 1}):
-        common.append((f"stop={value!r}", {"stop" if api == "openai" else "stop_sequences": value}))
-    for value in (None, "hi", {}, [], [1], ["hi"], [None]):
-        common.append((f"messages={value!r}", {"messages": value}))
-    bad_messages: list[Any] = [
-        [{"role": "robot", "content": "x"}],
-        [{"content": "x"}],
-        [{"role": "user"}],
-        [{"role": "user", "content": 5}],
-        [{"role": "user", "content": {}}],
-        [{"role": "user", "content": [1]}],
-        [{"role": "user", "content": [{"type": "nope"}]}],
-        [{"role": "user", "content": [{"type": "text"}]}],
-        [{"role": "user", "content": [{"type": "text", "text": 5}]}],
-        [{"role": 5, "content": "x"}],
-    ]
-    if api == "openai":
-        bad_messages += [
-            [
-                {
-                    "role": "user",
-                    "content": [{"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}],
-                }
-            ],
-            [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image_url", "image_url": {"url": "data:image/png;base64,!!!"}}
-                    ],
-                }
-            ],
-            [{"role": "user", "content": [{"type": "image_url"}]}],
-            [{"role": "tool", "content": "x"}],
-            [{"role": "assistant", "tool_calls": "x"}],
-        ]
-    else:
-        image = {"type": "base64", "media_type": "image/png", "data": "!!!not base64!!!"}
-        bad_messages += [
-            [{"role": "user", "content": [{"type": "image", "source": image}]}],
-            [
-                {
-                    "role": "user",
-                    "content": [{"type": "image", "source": {**image, "media_type": "text/html"}}],
-                }
-            ],
-            [
-                {
-                    "role": "user",
-                    "content": [
-                        {"type": "image", "source": {"type": "url", "url": "file:///etc/passwd"}}
-                    ],
-                }
-            ],
-            [{"role": "user", "content": [{"type": "image"}]}],
-            [{"role": "system", "content": "x"}],
-            [{"role": "user", "content": [{"type": "tool_result"}]}],
-        ]
-    for i, value in enumerate(bad_messages):
-        common.append((f"messages#{i} {json.dumps(value)[:60]}", {"messages": value}))
-    models: list[Any] = [
-        ...,
-        5,
-        [],
-        None,
-        "",
-        "x" * 10_000,
-        "tierwise/",
-        "tierwise/???",
-        "../../etc/passwd",
-        "fixed:",
-        "tierwise/fixed:",
-        "tierwise/cascade:",
-        "tierwise/route:",
-        "tierwise/route:learned",
-        "tierwise/route:learned?artifact=../../etc",
-        "tierwise/route:learned?artifact=/etc/passwd",
-        "tierwise/route:learned?artifact=nonexistent",
-        f"tierwise/fixed:{MINI}?budget_usd=nan",
-        f"tierwise/fixed:{MINI}?budget_usd=-1",
-        f"tierwise/fixed:{MINI}?budget_usd=1e999",
-        f"tierwise/fixed:{MINI}?budget_usd=abc",
-        f"tierwise/fixed:{MINI}?budget_tokens=-5",
-        f"tierwise/fixed:{MINI}?budget_tokens=1e30",
-        f"tierwise/fixed:{MINI}?fallback=",
-        f"tierwise/fixed:{MINI}?fallback=nope:nope",
-        f"tierwise/cascade:{MINI}?max_escalations=-1",
-        f"tierwise/cascade:{MINI}?retries=abc",
-        f"tierwise/cascade:{MINI}?retry_pass_rate=2",
-        f"tierwise/cascade:{MINI}?gate_timeout=-1",
-        f"tierwise/cascade:{MINI}?gate_timeout=nan",
-        f"tierwise/cascade:{MINI}?on_gate_error=boom",
-        f"tierwise/advisor:{MINI}?max_uses=-1",
-        f"tierwise/advisor:{MINI}?max_tokens=0",
-        "tierwise/advisor?caching=forever",
-        "tierwise/route:rules?candidates=",
-        "tierwise/route:cheapest?candidates=nope",
-        f"tierwise/fixed:{MINI}?x=%00",
-        "\u0000",
-        "gpt-4.1-mini\r\nx-evil: 1",
-        f"tierwise/fixed:{MINI}?budget_usd=inf",
-    ]
-    for value in models:
-        common.append((f"model={str(value)[:60]!r}", {"model": value}))
-    common += [
-        (f"tools={v!r}", {"tools": v}) for v in ("x", [1], [{"type": "function"}], [{"name": 5}])
-    ]
-    common += [(f"tool_choice={v!r}", {"tool_choice": v}) for v in (5, "bogus", {"type": "nope"})]
-    common += [(f"metadata={v!r}", {"metadata": v}) for v in ("x", [1], 5)]
-    if api == "openai":
-        for key, values in {
-            "stream_options": ["x", [], 1, {"include_usage": "x"}],
-            "n": [0, -1, 1000, "2"],
-            "response_format": ["x", {"type": "nope"}, {"type": "json_schema"}],
-            "seed": ["x", 1.5],
-            "logit_bias": ["x", {"a": "b"}],
-            "top_logprobs": [-1, 100],
-            "presence_penalty": [5, "x"],
-            "frequency_penalty": [-5],
-            "user": [5],
-            "max_completion_tokens": [-1, "x", 10**30],
-            "reasoning_effort": ["ultra"],
-        }.items():
-            common += [(f"{key}={v!r}", {key: v}) for v in values]
-    else:
-        for key, values in {
-            "system": [5, [1], [{"type": "image"}], {}],
-            "top_k": [-1, "x"],
-            "thinking": ["x", {"type": "enabled", "budget_tokens": -1}, {"type": "enabled"}],
-        }.items():
-            common += [(f"{key}={v!r}", {key: v}) for v in values]
-    return common
-
-
-def _raw_bodies(model: str) -> list[tuple[str, bytes]]:
-    base = json.dumps(_chat(model))[:-1]
-    raws = [
-        ("empty body", b""),
-        ("truncated JSON", b"{"),
-        ("array", b"[]"),
-        ("null", b"null"),
-        ("number", b"5"),
-        ("string", b'"x"'),
-        ("empty object", b"{}"),
-        ("invalid UTF-8", b'{"model": "\xff\xfe", "messages": []}'),
-        ("UTF-8 BOM", b"\xef\xbb\xbf" + json.dumps(_chat(model)).encode()),
-        ("NaN literal", (base + ', "temperature": NaN}').encode()),
-        ("Infinity literal", (base + ', "temperature": Infinity}').encode()),
-        ("1e400", (base + ', "temperature": 1e400}').encode()),
-        ("lone surrogate", (base + ', "user": "\\ud800"}').encode()),
-        ("duplicate model key", (base + ', "model": {"x": 1}}').encode()),
-        ("form-encoded", b"model=gpt-4.1-mini&messages=hi"),
-    ]
-    for depth in (100, 1000, 5000, 100_000):
-        for kind in ("array", "object"):
-            raws.append(
-                (
-                    f"content nested {depth} ({kind})",
-                    (base + f', "metadata": {_nested(depth, kind)}}}').encode(),
-                )
-            )
-    return raws
-
-
-def _corpus(quick: bool) -> list[Case]:
-    cases: list[Case] = []
-    counted = _msg("claude-haiku-4-5")
-    del counted["max_tokens"]
-    for path, base in (
-        (CHAT, _chat("gpt-4.1-mini")),
-        (MESSAGES, _msg("claude-haiku-4-5")),
-        (COUNT, counted),
-    ):
-        api = "openai" if path == CHAT else "anthropic"
-        for label, change in _mutations(api):
-            if path == COUNT and set(change or {}) & COUNT_IGNORES:
-                continue
-            body = dict(base)
-            for key, value in (change or {}).items():
-                if value is ...:
-                    body.pop(key, None)
-                else:
-                    body[key] = value
-            cases.append(Case(f"{path} {label}", path, json.dumps(body).encode()))
-        model = base["model"]
-        for label, raw in _raw_bodies(model):
-            cases.append(Case(f"{path} {label}", path, raw, invalid=label != "UTF-8 BOM"))
-        good = json.dumps(base).encode()
-        for label, headers in (
-            ("content-type text/plain", {"content-type": "text/plain"}),
-            ("content-type form", {"content-type": "application/x-www-form-urlencoded"}),
-            ("content-encoding gzip (not gzip)", {"content-encoding": "gzip"}),
-            ("content-encoding br", {"content-encoding": "br"}),
-            ("anthropic-version garbage", {"anthropic-version": "not-a-version"}),
-            ("anthropic-beta garbage", {"anthropic-beta": ",,,;;;"}),
-        ):
-            cases.append(Case(f"{path} {label}", path, good, headers, invalid=False))
-        idem = {"idempotency-key": "hostile-" + uuid.uuid4().hex}
-        cases += [
-            Case(
-                f"{path} Idempotency-Key + plain text",
-                path,
-                b"hello there",
-                {**idem, "content-type": "text/plain"},
-            ),
-            Case(
-                f"{path} Idempotency-Key + truncated JSON",
-                path,
-                b"{",
-                {"idempotency-key": uuid.uuid4().hex},
-            ),
-            Case(
-                f"{path} Idempotency-Key + nested 100000",
-                path,
-                _nested(100_000, "array").encode(),
-                {"idempotency-key": uuid.uuid4().hex},
-            ),
-            Case(
-                f"{path} Idempotency-Key + stream_options x",
-                path,
-                json.dumps({**base, "stream": True, "stream_options": "x"}).encode(),
-                {"idempotency-key": uuid.uuid4().hex},
-            ),
-            Case(
-                f"{path} gzip body of nested JSON",
-                path,
-                gzip.compress(_nested(100_000, "array").encode()),
-                {"content-encoding": "gzip"},
-            ),
-        ]
-        for query in (
-            "?budget_usd=nan",
-            "?a=%ZZ",
-            "?" + "a=1&" * 2000,
-            "?model=tierwise/route:learned?artifact=../x",
-        ):
-            cases.append(
-                Case(
-                    f"{path}{query[:30]}",
-                    path + query,
-                    json.dumps({**base, "max_tokens": -1}).encode(),
-                )
-            )
-    if quick:
-        cases = cases[::4]
-    return cases
-
-
-def _in_envelope(path: str, reply: httpx2.Response) -> bool:
-    try:
-        body = reply.json()
-    except ValueError:
-        return False
-    if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
-        return False
-    return body.get("type") == "error" if path.startswith(MESSAGES) else True
-
-
 def run_input(b: Bench) -> list[Count]:
-    cases = _corpus(b.quick)
+    cases = corpus(b.quick)
     five, forwarded, accepted, envelope, hung, paths, injected = [], [], [], [], [], [], []
     with b.gateway("input") as gw:
         token = gw.create_key("plain")
@@ -1009,7 +456,7 @@ def run_input(b: Bench) -> list[Count]:
             for case in cases:
                 mark = len(b.upstream.requests)
                 try:
-                    reply = _post(http, case.path, token, case.body, case.headers)
+                    reply = post(http, case.path, token, case.body, case.headers)
                 except httpx2.HTTPError as exc:
                     hung.append(f"{case.label}: {type(exc).__name__}")
                     continue
@@ -1026,7 +473,7 @@ def run_input(b: Bench) -> list[Count]:
                     forwarded.append(case.label)
                 elif status == 200:
                     accepted.append(case.label)
-                elif not _in_envelope(case.path, reply):
+                elif not in_envelope(case.path, reply):
                     envelope.append(f"{case.label}: {status} {reply.text[:80]!r}")
     tried, invalid = len(cases), sum(c.invalid for c in cases)
     return [
@@ -1084,14 +531,14 @@ def run_secrets(b: Bench) -> list[Count]:
 def _provider_key_leaks(b: Bench) -> list[Count]:
     keys = list(PROVIDER_KEYS.values())
     probes = [
-        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY")),
-        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY", stream=True)),
-        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY_500")),
-        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY")),
-        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY", stream=True)),
-        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY_500")),
-        (CHAT, _chat("gpt-4.1-mini", prompt="ECHO_KEY_STREAM", stream=True)),
-        (MESSAGES, _msg("claude-haiku-4-5", prompt="ECHO_KEY_STREAM", stream=True)),
+        (CHAT, chat("gpt-4.1-mini", prompt="ECHO_KEY")),
+        (CHAT, chat("gpt-4.1-mini", prompt="ECHO_KEY", stream=True)),
+        (CHAT, chat("gpt-4.1-mini", prompt="ECHO_KEY_500")),
+        (MESSAGES, message("claude-haiku-4-5", prompt="ECHO_KEY")),
+        (MESSAGES, message("claude-haiku-4-5", prompt="ECHO_KEY", stream=True)),
+        (MESSAGES, message("claude-haiku-4-5", prompt="ECHO_KEY_500")),
+        (CHAT, chat("gpt-4.1-mini", prompt="ECHO_KEY_STREAM", stream=True)),
+        (MESSAGES, message("claude-haiku-4-5", prompt="ECHO_KEY_STREAM", stream=True)),
     ]
     seen = []
     mark = len(b.upstream.requests)
@@ -1099,7 +546,7 @@ def _provider_key_leaks(b: Bench) -> list[Count]:
         token = gw.create_key("plain")
         with gw.http() as http:
             for path, body in probes:
-                reply = _post(http, path, token, body)
+                reply = post(http, path, token, body)
                 if _leaks(_client_view(reply), keys):
                     prompt = body["messages"][0]["content"]
                     stream = body.get("stream", False)
@@ -1125,18 +572,14 @@ def _provider_key_leaks(b: Bench) -> list[Count]:
 
 def _postgres_available() -> bool:
     try:
-        import psycopg  # noqa: PLC0415
-
         psycopg.connect("postgresql://postgres@127.0.0.1/test", connect_timeout=3).close()
-    except Exception:
+    except psycopg.Error:
         return False
     return True
 
 
 @contextmanager
 def _schema() -> Iterator[str]:
-    import psycopg  # noqa: PLC0415
-    from psycopg import sql  # noqa: PLC0415
 
     name = f"tierwise_hostile_{uuid.uuid4().hex[:10]}"
     with psycopg.connect("postgresql://postgres@127.0.0.1/test", autocommit=True) as conn:
@@ -1162,7 +605,6 @@ def _database_leaks(b: Bench) -> list[Count]:
     if not _postgres_available():
         b.notes.append("secrets: PostgreSQL not reachable, no store-down probes")
         return []
-    import tcp_proxy  # noqa: PLC0415
 
     secret_hits, driver_hits, tried = [], [], 0
     with ExitStack() as stack:
@@ -1177,15 +619,15 @@ def _database_leaks(b: Bench) -> list[Count]:
         gw.cli("keys", "limits", "limited", "--usd-total", "100")
         fake = token[:-4] + ("aaaa" if not token.endswith("aaaa") else "bbbb")
         with gw.http() as http:
-            _post(http, CHAT, token, _chat("gpt-4.1-mini"))  # the key is cached now
+            post(http, CHAT, token, chat("gpt-4.1-mini"))  # the key is cached now
             proxy.cut()
             probes: list[Callable[[], httpx2.Response]] = [
-                lambda: _post(http, CHAT, token, _chat("gpt-4.1-mini")),
-                lambda: _post(http, MESSAGES, token, _msg("claude-haiku-4-5")),
-                lambda: _post(
-                    http, CHAT, token, _chat("gpt-4.1-mini"), {"idempotency-key": "db-down-1"}
+                lambda: post(http, CHAT, token, chat("gpt-4.1-mini")),
+                lambda: post(http, MESSAGES, token, message("claude-haiku-4-5")),
+                lambda: post(
+                    http, CHAT, token, chat("gpt-4.1-mini"), {"idempotency-key": "db-down-1"}
                 ),
-                lambda: _post(http, CHAT, fake, _chat("gpt-4.1-mini")),
+                lambda: post(http, CHAT, fake, chat("gpt-4.1-mini")),
                 lambda: http.get("/readyz"),
                 lambda: http.get("/dashboard/api/summary", headers=auth(ADMIN_KEY)),
                 lambda: http.get("/dashboard/api/decisions", headers=auth(ADMIN_KEY)),
@@ -1251,14 +693,17 @@ def run_reach(b: Bench) -> list[Count]:
         "tierwise/cascade:ollama:llama3.1:8b",
         "tierwise/route:rules",
     ]
-    probes = [(CHAT, _chat(m)) for m in models] + [(MESSAGES, _msg(m)) for m in models[:6]]
+    probes = [(CHAT, chat(m)) for m in models] + [(MESSAGES, message(m)) for m in models[:6]]
     probes.append(
-        (MESSAGES, _msg(f"tierwise/fixed:{HAIKU}?fallback=ollama:llama3.1:8b", prompt="FAIL_HAIKU"))
+        (
+            MESSAGES,
+            message(f"tierwise/fixed:{HAIKU}?fallback=ollama:llama3.1:8b", prompt="FAIL_HAIKU"),
+        )
     )
     local_url = "http://127.0.0.1:11434/v1"
     for name in ("api_base", "base_url", "url"):  # fields other proxies take from clients
-        probes.append((CHAT, _chat("gpt-4.1-mini", **{name: local_url})))
-    probes.append((CHAT, _chat("gpt-4.1-mini", extra_body={"base_url": local_url})))
+        probes.append((CHAT, chat("gpt-4.1-mini", **{name: local_url})))
+    probes.append((CHAT, chat("gpt-4.1-mini", extra_body={"base_url": local_url})))
     with hu.serving(list(sockets.values())) as local, b.gateway("reach") as gw:
         token = gw.create_key("plain")
         details = []
@@ -1267,7 +712,7 @@ def run_reach(b: Bench) -> list[Count]:
                 before = len(local.requests)
                 status: object = "no answer"
                 with contextlib.suppress(httpx2.HTTPError):
-                    status = _post(http, path, token, body).status_code
+                    status = post(http, path, token, body).status_code
                 if len(local.requests) > before:
                     fields = sorted(set(body) - {"model", "messages", "max_tokens"})
                     details.append(f"{path} {body['model']} {fields}: {status}")
@@ -1358,28 +803,28 @@ def run_idempotency(b: Bench) -> list[Count]:
             for length in lengths:
                 key = ("k" * length)[:length]
                 mark = len(b.upstream.requests)
-                body = _chat("gpt-4.1-mini", prompt=f"once {length}")
-                first = _post(http, CHAT, token, body, {"idempotency-key": key})
-                second = _post(http, CHAT, token, body, {"idempotency-key": key})
+                body = chat("gpt-4.1-mini", prompt=f"once {length}")
+                first = post(http, CHAT, token, body, {"idempotency-key": key})
+                second = post(http, CHAT, token, body, {"idempotency-key": key})
                 calls = len(b.upstream.requests) - mark
                 if first.status_code == second.status_code == 200 and calls >= 2:
                     twice.append(f"{length} chars: both 200, {calls} upstream calls")
             other = gw.create_key("other")
-            body = _chat("gpt-4.1-mini", prompt="mine")
-            _post(http, CHAT, token, body, {"idempotency-key": "shared-key-1"})
+            body = chat("gpt-4.1-mini", prompt="mine")
+            post(http, CHAT, token, body, {"idempotency-key": "shared-key-1"})
             mark = len(b.upstream.requests)
-            theirs = _post(http, CHAT, other, body, {"idempotency-key": "shared-key-1"})
+            theirs = post(http, CHAT, other, body, {"idempotency-key": "shared-key-1"})
             if theirs.status_code == 200 and len(b.upstream.requests) == mark:
                 crossed.append("another key's Idempotency-Key answered from the store")
             revocable = gw.create_key("revocable")
             cases = [
-                (CHAT, _chat("gpt-4.1-mini", prompt="revoke me")),
-                (MESSAGES, _msg("claude-haiku-4-5", prompt="revoke me", stream=True)),
+                (CHAT, chat("gpt-4.1-mini", prompt="revoke me")),
+                (MESSAGES, message("claude-haiku-4-5", prompt="revoke me", stream=True)),
             ]
             firsts = []
             for i, (path, body) in enumerate(cases):
                 firsts.append(
-                    _post(
+                    post(
                         http, path, revocable, body, {"idempotency-key": f"revoked-{i}"}
                     ).status_code
                 )
@@ -1389,7 +834,7 @@ def run_idempotency(b: Bench) -> list[Count]:
             time.sleep(1.5)  # past key_cache_s (0.5)
             for i, (path, body) in enumerate(cases):
                 tried_revoked += 1
-                reply = _post(http, path, revocable, body, {"idempotency-key": f"revoked-{i}"})
+                reply = post(http, path, revocable, body, {"idempotency-key": f"revoked-{i}"})
                 if firsts[i] == 200 and reply.status_code == 200:
                     replayed.append(f"{path}: replayed={reply.headers.get('idempotent-replayed')}")
     return [
@@ -1471,7 +916,7 @@ def run_slowclients(b: Bench) -> list[Count]:
         for _ in range(streams):
             sock = stack.enter_context(_connect(port))
             sock.sendall(
-                _raw_request(CHAT, token, _chat("gpt-4.1-mini", prompt="BIG_STREAM", stream=True))
+                _raw_request(CHAT, token, chat("gpt-4.1-mini", prompt="BIG_STREAM", stream=True))
             )
             readers.append(sock)
         deadline = time.monotonic() + 10
@@ -1490,7 +935,7 @@ def run_slowclients(b: Bench) -> list[Count]:
             _read_response(alive)
             kinds["idle keep-alive"].append(alive)
             body = stack.enter_context(_connect(port))
-            head = _raw_request(CHAT, token, _chat("gpt-4.1-mini"))
+            head = _raw_request(CHAT, token, chat("gpt-4.1-mini"))
             body.sendall(head[: head.index(b"\r\n\r\n") + 14])
             kinds["slow-body"].append(body)
         time.sleep(SLOW_WAIT_S)
@@ -1529,7 +974,7 @@ def run_uploads(b: Bench) -> list[Count]:
     body = b'{"model":"gpt-4.1-mini","messages":[{"role":"user","content":"' + filler + b'"}]}'
     with b.gateway("uploads") as gw:
         with gw.http() as http:
-            _post(http, CHAT, ADMIN_KEY, _chat("gpt-4.1-mini"))  # warm
+            post(http, CHAT, ADMIN_KEY, chat("gpt-4.1-mini"))  # warm
         time.sleep(0.5)
         base = rss_mb(gw.proc.pid)
         peak = base
@@ -1632,7 +1077,7 @@ def _kill9_loss(b: Bench, rate: int, duration: float) -> tuple[int, int]:
 
 async def _open_loop(gw: Live, token: str, rate: int, duration: float) -> list[str]:
     answered: list[str] = []
-    body = json.dumps(_chat("gpt-4.1-mini")).encode()
+    body = json.dumps(chat("gpt-4.1-mini")).encode()
     headers = auth(token) | {"content-type": "application/json"}
     limits = httpx2.Limits(max_connections=1000)
     async with httpx2.AsyncClient(
