@@ -23,8 +23,8 @@ from tierwise.catalog import load_catalog
 from tierwise.config import Settings
 from tierwise.cost import price_tokens
 from tierwise.gateway.dashboard import queries
-from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth
-from tierwise.gateway.dashboard.throttle import LoginThrottle
+from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth, new_session_id
+from tierwise.gateway.throttle import FailureThrottle
 from tierwise.ledger.records import (
     CallRecord,
     ConsultRecord,
@@ -439,9 +439,10 @@ def test_login_sets_a_strict_httponly_session_cookie(filled: Filled) -> None:
 
 def test_a_session_signed_for_another_admin_key_is_refused() -> None:
     ours, theirs = DashboardAuth("key-one"), DashboardAuth("key-two")
-    assert ours.valid_session(ours.issue())
-    assert not ours.valid_session(theirs.issue())
-    assert not DashboardAuth(None).valid_session(ours.issue())
+    session = new_session_id()
+    assert ours.session_id(ours.issue(session)) == session
+    assert ours.session_id(theirs.issue(session)) is None
+    assert DashboardAuth(None).session_id(ours.issue(session)) is None
 
 
 def test_without_an_admin_key_the_dashboard_is_off(settings: Settings) -> None:
@@ -457,8 +458,8 @@ def test_without_an_admin_key_the_dashboard_is_off(settings: Settings) -> None:
 
 @pytest.fixture
 def strict_gw(tmp_path: Path) -> Iterator[Served]:
-    """A gateway whose dashboard allows three failed sign-ins a minute per address."""
-    gateway = {"dashboard_login_failures": 3, "dashboard_login_window_s": 60}
+    """A gateway that allows three failed key checks a minute per address."""
+    gateway = {"auth_failures": 3, "auth_failure_window_s": 60}
     settings = gateway_settings(f"sqlite:///{tmp_path / 'gw.db'}", gateway=gateway)
     with running_gateway(settings) as served:
         yield served
@@ -478,7 +479,9 @@ def test_failed_sign_ins_past_the_limit_get_a_429_even_with_the_right_key(strict
         )
         assert COOKIE not in http.cookies
         assert http.get("/dashboard/api/summary").status_code == 401
-        assert http.get("/dashboard/api/summary", headers=BEARER).status_code == 200  # API key
+        api = http.get("/dashboard/api/summary", headers=BEARER)  # one throttle for every check
+        assert api.status_code == 429 and 1 <= int(api.headers["retry-after"]) <= 60
+        assert "too many failed key checks" in api.json()["error"]["message"]
 
 
 def test_a_successful_sign_in_clears_the_failures(strict_gw) -> None:
@@ -501,7 +504,7 @@ class _Clock:
 
 def test_the_throttle_window_slides_per_address() -> None:
     clock = _Clock()
-    throttle = LoginThrottle(2, 60, clock=clock)
+    throttle = FailureThrottle(2, 60, clock=clock)
     throttle.failed("10.0.0.1")
     clock.now += 20
     throttle.failed("10.0.0.1")
@@ -515,7 +518,7 @@ def test_the_throttle_window_slides_per_address() -> None:
 
 def test_the_throttle_forgets_old_and_excess_addresses() -> None:
     clock = _Clock()
-    throttle = LoginThrottle(5, 60, max_clients=3, clock=clock)
+    throttle = FailureThrottle(5, 60, max_clients=3, clock=clock)
     for address in ("a", "b", "c", "d"):
         throttle.failed(address)
     assert len(throttle) == 3  # "a", the least recently failed, is forgotten

@@ -4,6 +4,11 @@ Clients send their key as ``Authorization: Bearer <key>`` (OpenAI SDK, Claude Co
 ``ANTHROPIC_AUTH_TOKEN``) or ``x-api-key`` (Anthropic SDK). The key never travels further:
 upstream requests carry only the allow-listed headers of
 :func:`tierwise.gateway.dialects.forward_headers` and the gateway's own provider keys.
+
+Every wrong key counts toward its client address's :class:`~tierwise.gateway.throttle.
+FailureThrottle` (shared with the dashboard's sign-in form): past the limit the address gets
+a 429 with ``retry-after``, even with the right key, until the window frees. A missing key is
+no guess and is not counted. A successful check costs one dictionary lookup more.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from tierwise.budgets.limits import Limits
-from tierwise.errors import ForbiddenError, UnauthorizedError
+from tierwise.errors import AuthThrottledError, ForbiddenError, UnauthorizedError
+from tierwise.gateway.clients import UNKNOWN
 from tierwise.gateway.keys import KeyStore, split_token
 from tierwise.gateway.models import Target
+from tierwise.gateway.throttle import FailureThrottle
 
 _CACHE_LIMIT = 10_000
 _MISSING = (
@@ -76,39 +83,79 @@ class Authenticator:
         admin_key: str | None,
         keys: KeyStore | None,
         cache_s: float = 10.0,
+        throttle: FailureThrottle | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = enabled
+        self.throttle = throttle if throttle is not None else FailureThrottle()
+        """Failed key checks per address (the dashboard's sign-in form counts here too)."""
         self._admin = admin_key.encode() if admin_key else None
         self._keys = keys
         self._cache_s = cache_s
         self._clock = clock
         self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._checking: dict[bytes, asyncio.Future[Principal | None]] = {}
+        """Stored keys being checked in the database (by digest), awaited by all who sent one."""
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """The caller; UnauthorizedError for a missing or unknown key."""
+    async def authenticate(self, headers: Mapping[str, str], *, client: str | None) -> Principal:
+        """The caller; UnauthorizedError for a missing or unknown key, AuthThrottledError while
+        ``client`` (its address, :mod:`tierwise.gateway.clients`; None: unknown) has failed
+        too often."""
         if not self.enabled:
             return ANONYMOUS
+        address = client or UNKNOWN
+        refuse_if_throttled(self.throttle, address)
         key = presented_key(headers)
         if key is None:
             raise UnauthorizedError(_MISSING)
         if self._admin is not None and hmac.compare_digest(key.encode(), self._admin):
+            self.throttle.succeeded(address)
             return ADMIN
-        return await self._stored(key)
+        return await self._stored(key, address)
 
-    async def _stored(self, key: str) -> Principal:
+    async def _stored(self, key: str, client: str) -> Principal:
         digest = hashlib.sha256(key.encode()).digest()
         cached = self._cache.get(digest)
-        now = self._clock()
-        if cached is not None and cached[1] > now:
+        if cached is not None and cached[1] > self._clock():
             return cached[0]
-        found = None
-        if self._keys is not None and split_token(key) is not None:
-            found = await asyncio.to_thread(self._keys.verify, key)
+        if self._keys is None or split_token(key) is None:
+            self.throttle.failed(client)
+            raise UnauthorizedError("invalid API key")
+        checking = self._checking.get(digest)
+        if checking is None:  # counted before the wait, forgiven if the key is good: guesses
+            self.throttle.failed(client)  # sent at once cannot all pass before they count
+            checking = self._checking[digest] = asyncio.ensure_future(self._verify(key, digest))
+            checking.add_done_callback(lambda done: self._checked(digest, client, done))
+            found = await asyncio.shield(checking)
+        elif (found := await asyncio.shield(checking)) is None:
+            self.throttle.failed(client)  # the same wrong key sent again while it was checked
         if found is None:
             raise UnauthorizedError("invalid API key")
+        return found
+
+    async def _verify(self, key: str, digest: bytes) -> Principal | None:
+        """The stored key's principal (then cached), or None; one check per key at a time."""
+        assert self._keys is not None
+        found = await asyncio.to_thread(self._keys.verify, key)
+        if found is None:
+            return None
         principal = Principal(found.name, tuple(found.models), limits=found.limits)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
-        self._cache[digest] = (principal, now + self._cache_s)
+        self._cache[digest] = (principal, self._clock() + self._cache_s)
         return principal
+
+    def _checked(self, digest: bytes, client: str, done: asyncio.Future[Principal | None]) -> None:
+        """A check ended: unless it found the key wrong, the failure counted for it is undone."""
+        del self._checking[digest]
+        if done.cancelled() or done.exception() is not None or done.result() is not None:
+            self.throttle.forgive(client)
+
+
+def refuse_if_throttled(throttle: FailureThrottle, client: str) -> None:
+    """AuthThrottledError (429) while ``client`` is over its failed key checks."""
+    if (wait := throttle.retry_after(client)) is not None:
+        unit = "second" if wait == 1 else "seconds"
+        raise AuthThrottledError(
+            f"too many failed key checks from your address: try again in {wait} {unit}", wait
+        )

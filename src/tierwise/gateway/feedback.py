@@ -66,7 +66,8 @@ def feedback_endpoint(gateway: Gateway) -> Endpoint:
     async def feedback(request: HttpRequest) -> Response:
         try:
             running = gateway.running
-            principal = await running.auth.authenticate(request.headers)
+            client = gateway.client_address(request.scope)
+            principal = await running.auth.authenticate(request.headers, client=client)
             given = _parse(await read_json(request, MAX_FEEDBACK_BYTES))
             await _own_task(running, principal, given.task_id)
             note = f"via gateway key {principal.name}" + (f": {given.note}" if given.note else "")

@@ -157,7 +157,8 @@ class Routes:
         dialect = dialect_for_path(request.url.path, request.headers)
         try:
             running = self.gateway.running
-            principal = await running.auth.authenticate(request.headers)
+            client = self.gateway.client_address(request.scope)
+            principal = await running.auth.authenticate(request.headers, client=client)
         except Exception as exc:
             return error_response(dialect, exc)
         listed = [m for m in running.models.listing() if principal.may_use(m.names)]
@@ -178,7 +179,8 @@ class Routes:
     async def metrics(self, request: HttpRequest) -> Response:
         """Prometheus text; with auth on, for the admin key only."""
         try:
-            principal = await self.gateway.running.auth.authenticate(request.headers)
+            client = self.gateway.client_address(request.scope)
+            principal = await self.gateway.running.auth.authenticate(request.headers, client=client)
             if self.gateway.config.auth and not principal.admin:
                 raise ForbiddenError("metrics are for the admin key only")
         except Exception as exc:
@@ -191,7 +193,8 @@ class Routes:
     async def _admit(self, request: HttpRequest, dialect: Dialect) -> Admitted:
         """Authenticate, read the body, resolve its model and check the key may use it."""
         running = self.gateway.running
-        principal = await running.auth.authenticate(request.headers)
+        client = self.gateway.client_address(request.scope)
+        principal = await running.auth.authenticate(request.headers, client=client)
         body = await read_json(request, self.gateway.config.max_body_bytes)
         target = running.models.resolve(_model_field(body), dialect.api)
         principal.authorize(target)

@@ -1,9 +1,12 @@
-"""Failed dashboard sign-ins per client address, so the admin key cannot be guessed at speed.
+"""Failed key checks per client address, so no key can be guessed at speed.
 
-An address may fail :attr:`LoginThrottle.max_failures` times within ``window_s`` (a sliding
-window); past that, every attempt from it — even with the right key — gets a 429 with
-``retry-after`` until its oldest failure leaves the window. A successful sign-in clears the
-address's failures.
+Every failed check counts — the dashboard's sign-in form, and a wrong ``Authorization: Bearer``
+or ``x-api-key`` on the dashboard's API and on every model endpoint (counted in
+:meth:`tierwise.gateway.auth.Authenticator.authenticate`). An address may fail
+:attr:`FailureThrottle.max_failures` times within ``window_s`` (a sliding window); past that,
+every attempt from it — even with the right key — gets a 429 with ``retry-after`` until its
+oldest failure leaves the window. Only the admin key clears an address's failures (a stored
+key's success does not: its holder could otherwise reset the count between guesses).
 
 Memory is per process (with ``workers = N`` each worker counts on its own, so an address may
 fail up to N times the limit) and bounded: at most ``max_clients`` addresses are tracked, each
@@ -21,12 +24,12 @@ from collections.abc import Callable
 MAX_CLIENTS = 10_000
 
 
-class LoginThrottle:
-    """Counts failed sign-ins per address; see the module docstring."""
+class FailureThrottle:
+    """Counts failed key checks per address; see the module docstring."""
 
     def __init__(
         self,
-        max_failures: int = 5,
+        max_failures: int = 10,
         window_s: float = 60.0,
         *,
         max_clients: int = MAX_CLIENTS,
@@ -51,7 +54,7 @@ class LoginThrottle:
         return max(1, math.ceil(times[0] + self.window_s - self._clock()))
 
     def failed(self, client: str) -> None:
-        """Count a failed sign-in from ``client``."""
+        """Count a failed key check from ``client``."""
         times = self._recent(client)
         if times is None:
             times = self._failures[client] = deque(maxlen=self.max_failures)
@@ -67,6 +70,14 @@ class LoginThrottle:
             if oldest[-1] > now - self.window_s and len(self._failures) <= self._max_clients:
                 return
             self._failures.popitem(last=False)
+
+    def forgive(self, client: str) -> None:
+        """Take back ``client``'s latest failure (counted before the check that cleared it)."""
+        times = self._failures.get(client)
+        if times:
+            times.pop()
+            if not times:
+                del self._failures[client]
 
     def succeeded(self, client: str) -> None:
         """Forget ``client``'s failures."""
