@@ -89,6 +89,7 @@ class Authenticator:
         self.enabled = enabled
         self.throttle = throttle if throttle is not None else FailureThrottle()
         """Failed key checks per address (the dashboard's sign-in form counts here too)."""
+        self._failing = self.throttle.failing
         self._admin = admin_key.encode() if admin_key else None
         self._keys = keys
         self._cache_s = cache_s
@@ -104,12 +105,15 @@ class Authenticator:
         if not self.enabled:
             return ANONYMOUS
         address = client or UNKNOWN
-        refuse_if_throttled(self.throttle, address)
+        failed_before = address in self._failing
+        if failed_before:
+            refuse_if_throttled(self.throttle, address)
         key = presented_key(headers)
         if key is None:
             raise UnauthorizedError(_MISSING)
         if self._admin is not None and hmac.compare_digest(key.encode(), self._admin):
-            self.throttle.succeeded(address)
+            if failed_before:
+                self.throttle.succeeded(address)
             return ADMIN
         return await self._stored(key, address)
 

@@ -14,7 +14,8 @@ ASGI ``client`` is the real peer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
@@ -22,19 +23,30 @@ from starlette.types import Scope
 UNKNOWN = "unknown"
 """The address of a request without a network peer (one shared throttle bucket)."""
 
-Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
+_CACHED = 4096
+"""Addresses whose parse and trust are remembered (parsing one costs microseconds)."""
 
 
-def _parse(text: str) -> Address | None:
-    """``text`` as an IP address (IPv4-mapped IPv6 as IPv4), or None if it is not one."""
+_LONGEST = 47
+"""No IP address is written longer (a bracketed IPv4-mapped IPv6 one): longer text is no
+address and is not parsed, nor cached."""
+
+
+def _address(text: str) -> str | None:
+    """``text`` as a normalised IP address (IPv4-mapped IPv6 as IPv4), or None if not one."""
+    return _parsed(text) if len(text) <= _LONGEST else None
+
+
+@lru_cache(maxsize=_CACHED)
+def _parsed(text: str) -> str | None:
     try:
         found = ip_address(text.strip().removeprefix("[").removesuffix("]"))
     except ValueError:
         return None
     if isinstance(found, IPv6Address) and found.ipv4_mapped is not None:
-        return found.ipv4_mapped
-    return found
+        return str(found.ipv4_mapped)
+    return str(found)
 
 
 class TrustedProxies:
@@ -42,45 +54,63 @@ class TrustedProxies:
 
     def __init__(self, networks: Iterable[Network] = ()) -> None:
         self._networks = tuple(networks)
+        self._trusted = lru_cache(maxsize=_CACHED)(self._in_networks)
 
-    def trusts(self, address: Address | None) -> bool:
-        return address is not None and any(address in net for net in self._networks)
+    def trusts(self, text: str) -> bool:
+        """Whether ``text`` is the address of a trusted proxy."""
+        return len(text) <= _LONGEST and self._trusted(text)
+
+    def _in_networks(self, text: str) -> bool:
+        address = _address(text)
+        return address is not None and any(ip_address(address) in n for n in self._networks)
 
     def client(self, peer: str | None, headers: Mapping[str, str]) -> str:
         """The client's address for a request from ``peer`` carrying ``headers``."""
         if peer is None:
             return UNKNOWN
-        hop = _parse(peer)
-        if not self._networks or not self.trusts(hop):
-            return str(hop) if hop is not None else peer
-        chain = _forwarded_for(headers)
+        if not self._networks or not self.trusts(peer):
+            return peer
+        return self._walk(peer, _split(_values(headers)))
+
+    def _walk(self, peer: str, chain: list[str]) -> str:
+        """The right-most hop of ``chain`` (after ``peer``) that is not a trusted proxy."""
+        hop = peer
         while chain and self.trusts(hop):
-            entry = _parse(chain.pop())
-            if entry is None:  # not an address: the proxy that passed it is what we know
+            entry = chain.pop().strip()
+            if _address(entry) is None:  # not an address: the proxy that passed it is known
                 break
             hop = entry
-        return str(hop)
+        return _address(hop) or hop
 
     def https(self, scheme: str, peer: str | None, headers: Mapping[str, str]) -> bool:
         """Whether the client's request is https: ``scheme`` as the gateway saw it, or a
         trusted peer's ``X-Forwarded-Proto`` (its right-most value, the one it set)."""
         if scheme in ("https", "wss"):
             return True
-        if peer is None or not self.trusts(_parse(peer)):
+        if peer is None or not self._networks or not self.trusts(peer):
             return False
         proto = headers.get("x-forwarded-proto", "").rpartition(",")[2]
         return proto.strip().lower() == "https"
 
     def of_scope(self, scope: Scope) -> str:
-        """:meth:`client` for an ASGI request."""
+        """:meth:`client` for an ASGI request (its raw headers read only from a trusted peer)."""
         peer = scope.get("client")
-        return self.client(peer[0] if peer else None, Headers(scope=scope))
+        if not peer:
+            return UNKNOWN
+        host = str(peer[0])
+        if not self._networks or not self.trusts(host):
+            return host
+        raw = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        return self._walk(host, _split(raw))
 
 
-def _forwarded_for(headers: Mapping[str, str]) -> list[str]:
-    """Every ``X-Forwarded-For`` entry, left to right (repeated headers joined in order)."""
+def _values(headers: Mapping[str, str]) -> list[str]:
+    """Every ``X-Forwarded-For`` header's value, in order."""
     if isinstance(headers, Headers):
-        values = headers.getlist("x-forwarded-for")
-    else:
-        values = [headers.get("x-forwarded-for", "")]
+        return headers.getlist("x-forwarded-for")
+    return [headers.get("x-forwarded-for", "")]
+
+
+def _split(values: list[str]) -> list[str]:
+    """The entries of ``X-Forwarded-For`` values, left to right (repeated headers in order)."""
     return [entry for value in values for entry in value.split(",") if entry.strip()]

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 MAX_CLIENTS = 10_000
 
@@ -45,6 +45,13 @@ class FailureThrottle:
     def __len__(self) -> int:
         """Addresses tracked."""
         return len(self._failures)
+
+    @property
+    def failing(self) -> Mapping[str, object]:
+        """The addresses with failures on record (some may have left the window), live: a
+        caller checks ``client in failing`` first, one dictionary lookup, the whole cost of a
+        request from an address that never failed."""
+        return self._failures
 
     def retry_after(self, client: str) -> int | None:
         """Seconds ``client`` must wait before it may try again, or ``None`` if it may now."""
