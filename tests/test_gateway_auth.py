@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import ip_network
@@ -11,6 +13,7 @@ from pathlib import Path
 import anthropic
 import openai
 import pytest
+import redis
 import typer
 from sqlalchemy import create_engine, text
 from starlette.datastructures import Headers
@@ -358,3 +361,54 @@ def test_trusted_proxies_must_be_addresses_or_networks(tmp_path: Path) -> None:
         config.write_text(f'[gateway]\ntrusted_proxies = ["{bad}"]\n')
         with pytest.raises(ConfigError, match="trusted_proxies"):
             load_settings(config)
+
+
+# --- counted together through Redis -----------------------------------------------------------
+
+REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A unique key prefix; every key under it is deleted afterwards."""
+    prefix = f"tierwise-test:{uuid.uuid4().hex[:12]}:"
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        client.close()
+        pytest.skip(f"Redis unreachable at {REDIS_URL}: {exc}")
+    try:
+        yield prefix
+    finally:
+        if keys := list(client.scan_iter(match=f"{prefix}*")):
+            client.delete(*keys)
+        client.close()
+
+
+def test_instances_sharing_redis_count_guesses_together(tmp_path: Path, redis_prefix: str) -> None:
+    gateway = {
+        "auth_failures": GUESS_LIMIT,
+        "rate_limit_store": REDIS_URL,
+        "budgets": {"redis_prefix": redis_prefix},
+    }
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'shared.db'}", gateway=gateway)
+
+    def ask(gw: Served, key: str) -> int:
+        with gw.http() as http:
+            return http.get("/v1/models", headers={"x-api-key": key}).status_code
+
+    with running_gateway(settings) as a, running_gateway(settings) as b:
+        # two guesses on each: neither instance alone is past the limit of three
+        assert [ask(gw, "guess") for gw in (a, b, a, b)] == [401] * 4
+        assert ask(b, ADMIN_KEY) == 429  # b saw the shared count pass the limit
+        assert ask(a, ADMIN_KEY) == 200  # a has not heard yet: its next guess tells it
+        assert ask(a, "guess") == 401
+        assert ask(a, ADMIN_KEY) == 429
+
+
+def test_with_redis_down_failures_are_counted_per_process(ledger_url: str) -> None:
+    gateway = {"auth_failures": GUESS_LIMIT, "rate_limit_store": "redis://127.0.0.1:1/0"}
+    with running_gateway(gateway_settings(ledger_url, gateway=gateway)) as gw, gw.http() as http:
+        statuses = [http.get("/v1/models", headers={"x-api-key": "g"}).status_code for _ in "abcd"]
+    assert statuses == [401, 401, 401, 429]

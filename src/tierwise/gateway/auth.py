@@ -5,10 +5,11 @@ Clients send their key as ``Authorization: Bearer <key>`` (OpenAI SDK, Claude Co
 upstream requests carry only the allow-listed headers of
 :func:`tierwise.gateway.dialects.forward_headers` and the gateway's own provider keys.
 
-Every wrong key counts toward its client address's :class:`~tierwise.gateway.throttle.
-FailureThrottle` (shared with the dashboard's sign-in form): past the limit the address gets
-a 429 with ``retry-after``, even with the right key, until the window frees. A missing key is
-no guess and is not counted. A successful check costs one dictionary lookup more.
+Every wrong key counts toward its client address's
+:class:`~tierwise.gateway.throttle.FailureThrottle` (shared with the dashboard's sign-in form;
+in Redis too when the rate limits are there): past the limit the address gets a 429 with
+``retry-after``, even with the right key, until the window frees. A missing key is no guess
+and is not counted. A successful check costs one dictionary lookup more.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tierwise.gateway.clients import UNKNOWN
 from tierwise.gateway.keys import KeyStore, split_token
 from tierwise.gateway.models import Target
 from tierwise.gateway.throttle import FailureThrottle
+from tierwise.gateway.throttle_redis import SharedFailures
 
 _CACHE_LIMIT = 10_000
 _MISSING = (
@@ -84,12 +86,14 @@ class Authenticator:
         keys: KeyStore | None,
         cache_s: float = 10.0,
         throttle: FailureThrottle | None = None,
+        shared: SharedFailures | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.enabled = enabled
         self.throttle = throttle if throttle is not None else FailureThrottle()
         """Failed key checks per address (the dashboard's sign-in form counts here too)."""
         self._failing = self.throttle.failing
+        self._shared = shared
         self._admin = admin_key.encode() if admin_key else None
         self._keys = keys
         self._cache_s = cache_s
@@ -123,19 +127,33 @@ class Authenticator:
         if cached is not None and cached[1] > self._clock():
             return cached[0]
         if self._keys is None or split_token(key) is None:
-            self.throttle.failed(client)
+            await self.count_failure(client)
             raise UnauthorizedError("invalid API key")
         checking = self._checking.get(digest)
         if checking is None:  # counted before the wait, forgiven if the key is good: guesses
             self.throttle.failed(client)  # sent at once cannot all pass before they count
             checking = self._checking[digest] = asyncio.ensure_future(self._verify(key, digest))
             checking.add_done_callback(lambda done: self._checked(digest, client, done))
-            found = await asyncio.shield(checking)
+            if (found := await asyncio.shield(checking)) is None:
+                await self._count_shared(client)
         elif (found := await asyncio.shield(checking)) is None:
-            self.throttle.failed(client)  # the same wrong key sent again while it was checked
+            await self.count_failure(client)  # the same wrong key sent again while checked
         if found is None:
             raise UnauthorizedError("invalid API key")
         return found
+
+    async def count_failure(self, client: str) -> None:
+        """Count a failed key check from ``client`` (at once here; then in Redis if shared)."""
+        self.throttle.failed(client)
+        await self._count_shared(client)
+
+    async def _count_shared(self, client: str) -> None:
+        if self._shared is not None and (wait := await self._shared.failed(client)) is not None:
+            self.throttle.block(client, wait)
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            await self._shared.aclose()
 
     async def _verify(self, key: str, digest: bytes) -> Principal | None:
         """The stored key's principal (then cached), or None; one check per key at a time."""

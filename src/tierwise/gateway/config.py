@@ -39,8 +39,9 @@ class GatewayConfig(BaseModel):
     auth_failures: int = Field(default=10, ge=1)
     """Failed key checks (dashboard sign-ins, wrong bearer or ``x-api-key`` keys on any
     endpoint) an address may make per ``auth_failure_window_s``; then a 429 with
-    ``retry-after``, even with the right key, until the oldest leaves the window (counted per
-    process: with ``workers = N``, up to N times as many)."""
+    ``retry-after``, even with the right key, until the oldest leaves the window. Counted per
+    process, and also together in Redis when ``rate_limit_store`` is there (else with
+    ``workers = N``, up to N times as many)."""
     auth_failure_window_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
     cookie_secure: bool | Literal["auto"] = "auto"
     """The dashboard session cookie's ``Secure`` flag: ``auto`` when the request is https (as

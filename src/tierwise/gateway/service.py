@@ -26,6 +26,7 @@ from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
 from tierwise.gateway.throttle import FailureThrottle
+from tierwise.gateway.throttle_redis import shared_failures
 from tierwise.ledger.store import Ledger
 from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
@@ -95,6 +96,7 @@ class Gateway:
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)
+        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         admin = self.settings.admin_key
         auth = Authenticator(
             enabled=self.config.auth,
@@ -102,8 +104,8 @@ class Gateway:
             keys=keys,
             cache_s=self.config.key_cache_s,
             throttle=FailureThrottle(self.config.auth_failures, self.config.auth_failure_window_s),
+            shared=shared_failures(self.config),
         )
-        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         self._sweeper = asyncio.create_task(budgets.run_sweeper())
         self._running = Running(engine, ledger, keys, auth, _resolver(engine), budgets)
         if self.config.gc_freeze:  # everything long-lived is loaded now
@@ -131,6 +133,7 @@ class Gateway:
             self._sweeper = None
         if running is not None:
             await running.budgets.aclose()  # settle what is in flight, write buffered spend
+            await running.auth.aclose()
         closers, self._on_stop = self._on_stop, []
         for close in closers:
             await close()

@@ -8,10 +8,12 @@ every attempt from it — even with the right key — gets a 429 with ``retry-af
 oldest failure leaves the window. Only the admin key clears an address's failures (a stored
 key's success does not: its holder could otherwise reset the count between guesses).
 
-Memory is per process (with ``workers = N`` each worker counts on its own, so an address may
-fail up to N times the limit) and bounded: at most ``max_clients`` addresses are tracked, each
-holding at most ``max_failures`` timestamps; addresses whose failures all left the window are
-forgotten, and past the bound those whose last failure is oldest go first.
+Memory is per process and bounded: at most ``max_clients`` addresses are tracked, each holding
+at most ``max_failures`` timestamps; addresses whose failures all left the window are
+forgotten, and past the bound those whose last failure is oldest go first. Alone, each of
+``workers = N`` processes counts on its own (an address may fail up to N times the limit);
+with the rate limits in Redis, failures are also counted together
+(:mod:`tierwise.gateway.throttle_redis`).
 """
 
 from __future__ import annotations
@@ -77,6 +79,13 @@ class FailureThrottle:
             if oldest[-1] > now - self.window_s and len(self._failures) <= self._max_clients:
                 return
             self._failures.popitem(last=False)
+
+    def block(self, client: str, wait_s: float) -> None:
+        """Refuse ``client`` for ``wait_s`` seconds (other processes counted its failures)."""
+        start = self._clock() - self.window_s + wait_s
+        self._failures[client] = deque([start] * self.max_failures, maxlen=self.max_failures)
+        self._failures.move_to_end(client)
+        self._evict(self._clock())
 
     def forgive(self, client: str) -> None:
         """Take back ``client``'s latest failure (counted before the check that cleared it)."""

@@ -168,7 +168,7 @@ class Dashboard:
             if self.auth.is_admin_key(key):
                 self.throttle.succeeded(client)
                 return True
-            self.throttle.failed(client)
+            await self.gateway.running.auth.count_failure(client)
         session = self.auth.session_id(request.cookies.get(COOKIE))
         return session is not None and await asyncio.to_thread(self.sessions.active, session)
 
@@ -212,7 +212,7 @@ class Dashboard:
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         key = (form.get("key") or [""])[0].strip()
         if not self.auth.is_admin_key(key):
-            self.throttle.failed(client)
+            await self.gateway.running.auth.count_failure(client)
             return _login_page("That is not the admin key.", status=401)
         self.throttle.succeeded(client)
         session = new_session_id()
