@@ -26,7 +26,7 @@ from tierwise.cli import main as cli_main
 from tierwise.cli.serve_cmd import register
 from tierwise.config import load_settings
 from tierwise.errors import ConfigError, InvalidRequestError
-from tierwise.gateway.clients import UNKNOWN, TrustedProxies
+from tierwise.gateway.clients import UNKNOWN, TrustedProxies, throttle_key
 from tierwise.gateway.keys import KeyStore
 from tierwise.ledger.store import Ledger
 
@@ -314,6 +314,22 @@ def test_a_trusted_proxy_s_client_address_is_throttled_not_the_proxy(ledger_url:
         assert spoofed == [401] * GUESS_LIMIT
         assert ask("203.0.113.7", ADMIN_KEY) == 429
         assert ask("203.0.113.8", ADMIN_KEY) == 200  # another client behind the same proxy
+        # IPv6 clients are counted by /64, a subscriber's usual share: rotating in it is no use
+        rotated = [ask(f"2001:db8:0:7::{i + 1:x}", "guess") for i in range(GUESS_LIMIT)]
+        assert rotated == [401] * GUESS_LIMIT
+        assert ask("2001:db8:0:7:ffff::1", ADMIN_KEY) == 429
+        assert ask("2001:db8:0:8::1", ADMIN_KEY) == 200
+
+
+def test_ipv6_clients_are_throttled_by_their_64() -> None:
+    assert throttle_key("203.0.113.9") == "203.0.113.9"
+    assert (
+        throttle_key("2001:db8:1:2:3:4:5:6")
+        == throttle_key("2001:db8:1:2::9")
+        == ("2001:db8:1:2::/64")
+    )
+    assert throttle_key("::ffff:203.0.113.9") == "203.0.113.9"
+    assert throttle_key("not:an:address") == "not:an:address"
 
 
 # --- the client address ----------------------------------------------------------------------

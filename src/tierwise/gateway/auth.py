@@ -24,7 +24,7 @@ from fnmatch import fnmatchcase
 
 from tierwise.budgets.limits import Limits
 from tierwise.errors import AuthThrottledError, ForbiddenError, UnauthorizedError
-from tierwise.gateway.clients import UNKNOWN
+from tierwise.gateway.clients import UNKNOWN, throttle_key
 from tierwise.gateway.keys import KeyStore, split_token
 from tierwise.gateway.models import Target
 from tierwise.gateway.throttle import FailureThrottle
@@ -108,7 +108,7 @@ class Authenticator:
         too often."""
         if not self.enabled:
             return ANONYMOUS
-        address = client or UNKNOWN
+        address = throttle_key(client) if client else UNKNOWN
         failed_before = address in self._failing
         if failed_before:
             refuse_if_throttled(self.throttle, address)
@@ -127,7 +127,7 @@ class Authenticator:
         if cached is not None and cached[1] > self._clock():
             return cached[0]
         if self._keys is None or split_token(key) is None:
-            await self.count_failure(client)
+            await self._count_failure(client)
             raise UnauthorizedError("invalid API key")
         checking = self._checking.get(digest)
         if checking is None:  # counted before the wait, forgiven if the key is good: guesses
@@ -137,13 +137,26 @@ class Authenticator:
             if (found := await asyncio.shield(checking)) is None:
                 await self._count_shared(client)
         elif (found := await asyncio.shield(checking)) is None:
-            await self.count_failure(client)  # the same wrong key sent again while checked
+            await self._count_failure(client)  # the same wrong key sent again while checked
         if found is None:
             raise UnauthorizedError("invalid API key")
         return found
 
-    async def count_failure(self, client: str) -> None:
-        """Count a failed key check from ``client`` (at once here; then in Redis if shared)."""
+    def check_throttle(self, client: str) -> None:
+        """AuthThrottledError while ``client`` (an address) is over its failed key checks."""
+        refuse_if_throttled(self.throttle, throttle_key(client))
+
+    def admin_signed_in(self, client: str) -> None:
+        """The admin key came from ``client``: its failures are forgotten."""
+        self.throttle.succeeded(throttle_key(client))
+
+    async def failed_check(self, client: str) -> None:
+        """Count a failed key check from ``client`` (an address) seen outside
+        :meth:`authenticate` (the dashboard's form): at once here, then in Redis if shared."""
+        await self._count_failure(throttle_key(client))
+
+    async def _count_failure(self, client: str) -> None:
+        """Count a failed key check under throttle key ``client``."""
         self.throttle.failed(client)
         await self._count_shared(client)
 

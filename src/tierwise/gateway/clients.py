@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 
 from starlette.datastructures import Headers
 from starlette.types import Scope
@@ -102,6 +102,20 @@ class TrustedProxies:
             return host
         raw = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
         return self._walk(host, _split(raw))
+
+
+def throttle_key(client: str) -> str:
+    """What failed key checks are counted under: the address, or for IPv6 its /64 network
+    (one subscriber's usual share, which a client could otherwise rotate through)."""
+    return _network64(client) if ":" in client else client
+
+
+@lru_cache(maxsize=_CACHED)
+def _network64(client: str) -> str:
+    address = _address(client)
+    if address is None or ":" not in address:  # not an address, or an IPv4-mapped one
+        return address or client
+    return str(ip_network(f"{address}/64", strict=False))
 
 
 def _values(headers: Mapping[str, str]) -> list[str]:

@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tierwise.errors import AuthThrottledError, LedgerError
-from tierwise.gateway.auth import presented_key, refuse_if_throttled
+from tierwise.gateway.auth import Authenticator, presented_key
 from tierwise.gateway.dashboard import queries
 from tierwise.gateway.dashboard.session import (
     COOKIE,
@@ -43,7 +43,6 @@ from tierwise.gateway.dashboard.session import (
     new_session_id,
 )
 from tierwise.gateway.service import Gateway
-from tierwise.gateway.throttle import FailureThrottle
 
 PACKAGE = "tierwise.gateway.dashboard"
 LOGIN_FORM_LIMIT = 4096
@@ -137,9 +136,10 @@ class Dashboard:
         self.auth = DashboardAuth(admin.get_secret_value() if admin else None)
 
     @property
-    def throttle(self) -> FailureThrottle:
-        """The gateway's failed key checks per address (the model endpoints count there too)."""
-        return self.gateway.running.auth.throttle
+    def keys(self) -> Authenticator:
+        """The gateway's key checks: failures here count with the model endpoints' (one
+        throttle per address)."""
+        return self.gateway.running.auth
 
     @property
     def sessions(self) -> SessionStore:
@@ -164,11 +164,11 @@ class Dashboard:
         LedgerError if the sessions cannot be read."""
         if (key := presented_key(request.headers)) is not None:
             client = self.gateway.client_address(request.scope)
-            refuse_if_throttled(self.throttle, client)
+            self.keys.check_throttle(client)
             if self.auth.is_admin_key(key):
-                self.throttle.succeeded(client)
+                self.keys.admin_signed_in(client)
                 return True
-            await self.gateway.running.auth.count_failure(client)
+            await self.keys.failed_check(client)
         session = self.auth.session_id(request.cookies.get(COOKIE))
         return session is not None and await asyncio.to_thread(self.sessions.active, session)
 
@@ -207,14 +207,16 @@ class Dashboard:
                 return _login_page("That form is too large.", status=413)
         # from here to the verdict nothing awaits: concurrent guesses cannot pass the count
         client = self.gateway.client_address(request.scope)
-        if (wait := self.throttle.retry_after(client)) is not None:
-            return _throttled(wait)
+        try:
+            self.keys.check_throttle(client)
+        except AuthThrottledError as exc:
+            return _throttled(exc.retry_after_s)
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         key = (form.get("key") or [""])[0].strip()
         if not self.auth.is_admin_key(key):
-            await self.gateway.running.auth.count_failure(client)
+            await self.keys.failed_check(client)
             return _login_page("That is not the admin key.", status=401)
-        self.throttle.succeeded(client)
+        self.keys.admin_signed_in(client)
         session = new_session_id()
         try:
             await asyncio.to_thread(self.sessions.open, session)
