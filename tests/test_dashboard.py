@@ -590,21 +590,20 @@ def test_a_cookie_the_server_holds_no_session_for_is_refused(filled: Filled) -> 
         assert _get(filled, "/dashboard/api/summary", cookies={COOKIE: cookie}).status_code == 401
 
 
-def test_expired_sessions_are_swept_when_one_opens(tmp_path: Path) -> None:
+def test_expired_sessions_are_swept_when_one_opens(any_ledger: Ledger) -> None:
     clock = _Clock()
-    with Ledger.open(f"sqlite:///{tmp_path / 'sessions.db'}") as ledger:
-        store = SessionStore(ledger, clock=clock)
-        first, second = new_session_id(), new_session_id()
-        store.open(first, max_age_s=10)
-        assert store.active(first) and not store.active(second)
-        clock.now += 11
-        assert not store.active(first)  # expired, even before it is swept
-        store.open(second)
-        with ledger.transaction("count") as conn:
-            ids = conn.execute(select(dashboard_sessions.c.id)).scalars().all()
-        assert ids == [hashlib.sha256(second.encode()).hexdigest()]  # no id in the clear
-        store.close(second)
-        assert not store.active(second)
+    store = SessionStore(any_ledger, clock=clock)
+    first, second = new_session_id(), new_session_id()
+    store.open(first, max_age_s=10)
+    assert store.active(first) and not store.active(second)
+    clock.now += 11
+    assert not store.active(first)  # expired, even before it is swept
+    store.open(second)
+    with any_ledger.transaction("count") as conn:
+        ids = conn.execute(select(dashboard_sessions.c.id)).scalars().all()
+    assert ids == [hashlib.sha256(second.encode()).hexdigest()]  # no id in the clear
+    store.close(second)
+    assert not store.active(second)
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,9 @@ class Authenticator:
         too often."""
         if not self.enabled:
             return ANONYMOUS
-        address = throttle_key(client) if client else UNKNOWN
+        address = client or UNKNOWN
+        if ":" in address:  # IPv6: its /64 (IPv4 as it is, without a call: the hot path)
+            address = throttle_key(address)
         failed_before = address in self._failing
         if failed_before:
             refuse_if_throttled(self.throttle, address)
@@ -120,6 +122,23 @@ class Authenticator:
                 self.throttle.succeeded(address)
             return ADMIN
         return await self._stored(key, address)
+
+    def check_throttle(self, client: str) -> None:
+        """AuthThrottledError while ``client`` (an address) is over its failed key checks."""
+        refuse_if_throttled(self.throttle, throttle_key(client))
+
+    def admin_signed_in(self, client: str) -> None:
+        """The admin key came from ``client``: its failures are forgotten."""
+        self.throttle.succeeded(throttle_key(client))
+
+    async def failed_check(self, client: str) -> None:
+        """Count a failed key check from ``client`` (an address) seen outside
+        :meth:`authenticate` (the dashboard's form): at once here, then in Redis if shared."""
+        await self._count_failure(throttle_key(client))
+
+    async def aclose(self) -> None:
+        if self._shared is not None:
+            await self._shared.aclose()
 
     async def _stored(self, key: str, client: str) -> Principal:
         digest = hashlib.sha256(key.encode()).digest()
@@ -142,19 +161,6 @@ class Authenticator:
             raise UnauthorizedError("invalid API key")
         return found
 
-    def check_throttle(self, client: str) -> None:
-        """AuthThrottledError while ``client`` (an address) is over its failed key checks."""
-        refuse_if_throttled(self.throttle, throttle_key(client))
-
-    def admin_signed_in(self, client: str) -> None:
-        """The admin key came from ``client``: its failures are forgotten."""
-        self.throttle.succeeded(throttle_key(client))
-
-    async def failed_check(self, client: str) -> None:
-        """Count a failed key check from ``client`` (an address) seen outside
-        :meth:`authenticate` (the dashboard's form): at once here, then in Redis if shared."""
-        await self._count_failure(throttle_key(client))
-
     async def _count_failure(self, client: str) -> None:
         """Count a failed key check under throttle key ``client``."""
         self.throttle.failed(client)
@@ -163,10 +169,6 @@ class Authenticator:
     async def _count_shared(self, client: str) -> None:
         if self._shared is not None and (wait := await self._shared.failed(client)) is not None:
             self.throttle.block(client, wait)
-
-    async def aclose(self) -> None:
-        if self._shared is not None:
-            await self._shared.aclose()
 
     async def _verify(self, key: str, digest: bytes) -> Principal | None:
         """The stored key's principal (then cached), or None; one check per key at a time."""
