@@ -705,6 +705,24 @@ def test_the_throttle_forgets_old_and_excess_addresses() -> None:
     assert len(throttle) == 1  # every other address's failures left the window
 
 
+def test_the_throttle_blocks_for_a_while_and_forgives_one_failure() -> None:
+    clock = _Clock()
+    throttle = FailureThrottle(3, 60, clock=clock)
+    throttle.block("a", 25)  # other processes counted "a" past the limit
+    assert throttle.retry_after("a") == 25
+    clock.now += 25
+    assert throttle.retry_after("a") is None and "a" not in throttle.failing
+    throttle.failed("b")
+    throttle.failed("b")
+    throttle.forgive("b")  # the check counted in advance found the key good
+    throttle.failed("b")
+    assert throttle.retry_after("b") is None  # two failures, not three
+    throttle.forgive("b")
+    throttle.forgive("b")
+    throttle.forgive("b")  # nothing left to forgive: no error, nothing tracked
+    assert len(throttle) == 0
+
+
 # --- the page in a real browser ---------------------------------------------------------------
 
 

@@ -25,9 +25,11 @@ from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_g
 from tierwise.cli import main as cli_main
 from tierwise.cli.serve_cmd import register
 from tierwise.config import load_settings
-from tierwise.errors import ConfigError, InvalidRequestError
+from tierwise.errors import AuthThrottledError, ConfigError, InvalidRequestError, UnauthorizedError
+from tierwise.gateway.auth import ADMIN, ANONYMOUS, Authenticator
 from tierwise.gateway.clients import UNKNOWN, TrustedProxies, throttle_key
 from tierwise.gateway.keys import KeyStore
+from tierwise.gateway.throttle import FailureThrottle
 from tierwise.ledger.store import Ledger
 
 HELLO = [{"role": "user", "content": "Hello"}]
@@ -330,6 +332,21 @@ def test_ipv6_clients_are_throttled_by_their_64() -> None:
     )
     assert throttle_key("::ffff:203.0.113.9") == "203.0.113.9"
     assert throttle_key("not:an:address") == "not:an:address"
+
+
+async def test_requests_without_an_address_share_one_count() -> None:
+    auth = Authenticator(
+        enabled=True, admin_key=ADMIN_KEY, keys=None, throttle=FailureThrottle(GUESS_LIMIT, 60)
+    )
+    for _ in range(GUESS_LIMIT):
+        with pytest.raises(UnauthorizedError):
+            await auth.authenticate({"x-api-key": "guess"}, client=None)
+    with pytest.raises(AuthThrottledError) as caught:
+        await auth.authenticate({"x-api-key": ADMIN_KEY}, client=None)
+    assert caught.value.status == 429 and 1 <= caught.value.retry_after_s <= 60
+    assert await auth.authenticate({"x-api-key": ADMIN_KEY}, client="192.0.2.1") is ADMIN
+    off = Authenticator(enabled=False, admin_key=None, keys=None)
+    assert await off.authenticate({"x-api-key": "guess"}, client=None) is ANONYMOUS
 
 
 # --- the client address ----------------------------------------------------------------------
