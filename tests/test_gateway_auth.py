@@ -369,6 +369,9 @@ def test_forwarded_for_is_believed_only_from_a_trusted_peer() -> None:
     # an entry that is no address ends the walk at the proxy that passed it on
     assert trusted.client("10.0.0.1", {"x-forwarded-for": "rotate-me-1, 10.0.0.2"}) == "10.0.0.2"
     assert TrustedProxies().client(None, xff) == UNKNOWN
+    ports = {"x-forwarded-for": "198.51.100.3:4711, [2001:db8::5]:443"}
+    assert trusted.client("10.0.0.1", ports) == "2001:db8::5"  # ports some proxies add
+    assert _proxies("10.0.0.0/8", "2001:db8::5").client("10.0.0.1", ports) == "198.51.100.3"
     repeated = Headers(
         raw=[(b"x-forwarded-for", b"198.51.100.4"), (b"x-forwarded-for", b"10.0.0.5")]
     )

@@ -28,9 +28,9 @@ _CACHED = 4096
 """Addresses whose parse and trust are remembered (parsing one costs microseconds)."""
 
 
-_LONGEST = 47
-"""No IP address is written longer (a bracketed IPv4-mapped IPv6 one): longer text is no
-address and is not parsed, nor cached."""
+_LONGEST = 53
+"""No IP address is written longer (a bracketed IPv4-mapped IPv6 one with a port): longer
+text is no address and is neither parsed nor cached."""
 
 
 def _address(text: str) -> str | None:
@@ -40,8 +40,13 @@ def _address(text: str) -> str | None:
 
 @lru_cache(maxsize=_CACHED)
 def _parsed(text: str) -> str | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # [IPv6] or [IPv6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # IPv4:port (some proxies add the port)
+        text = text.partition(":")[0]
     try:
-        found = ip_address(text.strip().removeprefix("[").removesuffix("]"))
+        found = ip_address(text)
     except ValueError:
         return None
     if isinstance(found, IPv6Address) and found.ipv4_mapped is not None:
@@ -107,7 +112,7 @@ class TrustedProxies:
 def throttle_key(client: str) -> str:
     """What failed key checks are counted under: the address, or for IPv6 its /64 network
     (one subscriber's usual share, which a client could otherwise rotate through)."""
-    return _network64(client) if ":" in client else client
+    return _network64(client) if ":" in client and len(client) <= _LONGEST else client
 
 
 @lru_cache(maxsize=_CACHED)
