@@ -29,6 +29,7 @@ from tests.test_gateway_drain import _free_port, _wait_ready
 from tierwise.catalog import load_catalog
 from tierwise.config import Settings
 from tierwise.cost import price_tokens
+from tierwise.errors import LedgerError
 from tierwise.gateway.dashboard import queries
 from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth, SessionStore, new_session_id
 from tierwise.gateway.throttle import FailureThrottle
@@ -667,6 +668,27 @@ def test_tierwise_serve_believes_no_forwarded_for_by_default(tmp_path: Path) -> 
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_a_ledger_failure_is_a_503_without_its_detail(
+    filled: Filled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detail = "could not read: postgresql://tierwise:hunter2@db.internal/ledger refused"
+
+    def down(*_: object, **__: object) -> None:
+        raise LedgerError(detail)
+
+    monkeypatch.setattr(queries, "summary", down)
+    monkeypatch.setattr(SessionStore, "active", down)
+    refused = _get(filled, "/dashboard/api/summary", headers=BEARER)
+    assert refused.status_code == 503 and "hunter2" not in refused.text
+    assert (
+        refused.json()["error"]["message"]
+        == "The gateway's ledger is unavailable: try again shortly."
+    )
+    cookie = {COOKIE: DashboardAuth(ADMIN_KEY).issue(new_session_id())}
+    page = _get(filled, "/dashboard", cookies=cookie)
+    assert page.status_code == 503 and "db.internal" not in page.text
 
 
 class _Clock:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
@@ -44,6 +45,7 @@ from tierwise.gateway.dashboard.session import (
 )
 from tierwise.gateway.service import Gateway
 
+log = logging.getLogger("tierwise.gateway")
 PACKAGE = "tierwise.gateway.dashboard"
 LOGIN_FORM_LIMIT = 4096
 DEFAULT_DAYS = 7
@@ -99,6 +101,12 @@ def _throttled(wait_s: int) -> HTMLResponse:
     response = _login_page(message, status=429)
     response.headers["retry-after"] = str(wait_s)
     return response
+
+
+def _down(exc: LedgerError) -> str:
+    """What a client is told when the ledger fails: the detail goes to the server log only."""
+    log.warning("dashboard: %s", exc)
+    return _LEDGER_DOWN
 
 
 def _api_error(status: int, message: str) -> JSONResponse:
@@ -177,8 +185,8 @@ class Dashboard:
             allowed = await self._allowed(request)
         except AuthThrottledError as exc:
             return _throttled(exc.retry_after_s)
-        except LedgerError:
-            return _login_page(_LEDGER_DOWN, status=503)
+        except LedgerError as exc:
+            return _login_page(_down(exc), status=503)
         if not allowed:
             return RedirectResponse("/dashboard/login", status_code=303)
         return HTMLResponse(_page(), headers=_HTML_HEADERS)
@@ -190,8 +198,8 @@ class Dashboard:
             allowed = await self._allowed(request)
         except AuthThrottledError as exc:
             return _throttled(exc.retry_after_s)
-        except LedgerError:
-            return _login_page(_LEDGER_DOWN, status=503)
+        except LedgerError as exc:
+            return _login_page(_down(exc), status=503)
         if allowed:
             return RedirectResponse("/dashboard", status_code=303)
         return _login_page()
@@ -220,8 +228,8 @@ class Dashboard:
         session = new_session_id()
         try:
             await asyncio.to_thread(self.sessions.open, session)
-        except LedgerError:
-            return _login_page(_LEDGER_DOWN, status=503)
+        except LedgerError as exc:
+            return _login_page(_down(exc), status=503)
         response = RedirectResponse("/dashboard", status_code=303)
         response.set_cookie(
             COOKIE,
@@ -239,8 +247,8 @@ class Dashboard:
         if (session := self.auth.session_id(request.cookies.get(COOKIE))) is not None:
             try:
                 await asyncio.to_thread(self.sessions.close, session)
-            except LedgerError:
-                return _login_page(_LEDGER_DOWN, status=503)
+            except LedgerError as exc:
+                return _login_page(_down(exc), status=503)
         response = RedirectResponse("/dashboard/login", status_code=303)
         response.delete_cookie(
             COOKIE,
@@ -266,8 +274,8 @@ class Dashboard:
                 return None
         except AuthThrottledError as exc:
             return _api_throttled(exc)
-        except LedgerError:
-            return _api_error(503, _LEDGER_DOWN)
+        except LedgerError as exc:
+            return _api_error(503, _down(exc))
         return _unauthorized()
 
     async def summary(self, request: Request) -> Response:
@@ -284,7 +292,7 @@ class Dashboard:
                 queries.summary, running.ledger, running.engine.catalog, days, now
             )
         except LedgerError as exc:
-            return _api_error(503, str(exc))
+            return _api_error(503, _down(exc))
         return _json(found.model_dump(mode="json"))
 
     async def decisions(self, request: Request) -> Response:
@@ -299,7 +307,7 @@ class Dashboard:
         try:
             found = await asyncio.to_thread(queries.decision_page, ledger, q, page)
         except LedgerError as exc:
-            return _api_error(503, str(exc))
+            return _api_error(503, _down(exc))
         return _json(found.model_dump(mode="json"))
 
 
