@@ -33,6 +33,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
     │   ├── KeyRateLimitError    429            over a key's requests or tokens per minute
+    │   ├── AuthThrottledError   429            too many failed key checks from this address
     │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
     │   ├── BudgetUnavailableError 503          the budget store is down and budgets fail closed
     │   └── ClientDisconnectedError 499         the client hung up before its answer (no reply)
@@ -243,6 +244,18 @@ class KeyRateLimitError(GatewayError):
     status = 429
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AuthThrottledError(GatewayError):
+    """429: too many failed key checks from this address; retry after ``retry_after_s``
+    (refused even with the right key until then)."""
+
+    status = 429
+    retry_after_s: int
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 

@@ -44,8 +44,8 @@ class EdgeMiddleware:
         try:
             check_declared(scope, self.gateway.config.max_body_bytes)
             if authenticated(scope["path"]):
-                auth = self.gateway.running.auth
-                scope[PRINCIPAL] = await auth.authenticate(Headers(scope=scope))
+                auth, client = self.gateway.running.auth, self.gateway.client_address(scope)
+                scope[PRINCIPAL] = await auth.authenticate(Headers(scope=scope), client=client)
         except Exception as exc:  # 413, 401; 503 when the key store is down
             await self._refuse(exc, scope, receive, send)
             return

@@ -11,17 +11,22 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from starlette.types import Scope
+
 from tierwise.budgets.factory import open_budget_gate
 from tierwise.budgets.gate import BudgetGate
 from tierwise.budgets.metrics import BudgetCollector
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.gateway.auth import Authenticator
+from tierwise.gateway.clients import TrustedProxies
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.gc_tuning import tune_gc
 from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
+from tierwise.gateway.throttle import FailureThrottle
+from tierwise.gateway.throttle_redis import shared_failures
 from tierwise.ledger.store import Ledger
 from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
@@ -56,6 +61,7 @@ class Gateway:
         self.settings = settings
         self.config: GatewayConfig = settings.gateway
         self.metrics = GatewayMetrics()
+        self.proxies = TrustedProxies(self.config.trusted_proxies)
         self._given_engine = engine
         self._running: Running | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -69,6 +75,10 @@ class Gateway:
         if self._running is None:
             raise RuntimeError("the gateway is not started (serve it through its lifespan)")
         return self._running
+
+    def client_address(self, scope: Scope) -> str:
+        """The address a request comes from (a trusted proxy's ``X-Forwarded-For`` believed)."""
+        return self.proxies.of_scope(scope)
 
     def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Have ``close`` awaited at shutdown (a store a middleware opened on first use)."""
@@ -85,14 +95,16 @@ class Gateway:
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)
+        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         admin = self.settings.admin_key
         auth = Authenticator(
             enabled=self.config.auth,
             admin_key=admin.get_secret_value() if admin else None,
             keys=keys,
             cache_s=self.config.key_cache_s,
+            throttle=FailureThrottle(self.config.auth_failures, self.config.auth_failure_window_s),
+            shared=shared_failures(self.config),
         )
-        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         self._sweeper = asyncio.create_task(budgets.run_sweeper())
         self._running = Running(engine, ledger, keys, auth, _resolver(engine), budgets)
         if self.config.gc_freeze:  # everything long-lived is loaded now
@@ -120,6 +132,7 @@ class Gateway:
             self._sweeper = None
         if running is not None:
             await running.budgets.aclose()  # settle what is in flight, write buffered spend
+            await running.auth.aclose()
         closers, self._on_stop = self._on_stop, []
         for close in closers:
             await close()
