@@ -60,6 +60,7 @@ from tierwise.failover import FailoverSettings
 from tierwise.gateway.config import GatewayConfig
 from tierwise.ledger.store import default_ledger_url
 from tierwise.providers.base import ProviderConfig
+from tierwise.redaction import Redactor, header_secrets, url_secrets
 from tierwise.strategies.cascade_settings import CascadeSettings
 
 APP_NAME = "tierwise"
@@ -74,10 +75,26 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
     "openai": _row("openai", None, "OPENAI_API_KEY"),
     "openrouter": _row("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
     "together": _row("openai", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+}
+"""Hosted vendors: always present, usable once their key is set."""
+LOCAL_PROVIDERS: dict[str, dict[str, Any]] = {
     "ollama": _row("openai", "http://127.0.0.1:11434/v1", None, requires_key=False),
     "vllm": _row("openai", "http://127.0.0.1:8000/v1", "VLLM_API_KEY", requires_key=False),
     "llamacpp": _row("openai", "http://127.0.0.1:8080/v1", None, requires_key=False),
 }
+"""Local hosts that need no key: inactive until the config names them (``[providers.ollama]``,
+even empty, or ``TIERWISE_PROVIDERS__OLLAMA__BASE_URL``); their catalog models are not
+served until then, so no request can make tierwise call a port the operator did not choose."""
+
+
+def enable_hint(provider: str) -> str:
+    """How to enable shipped local host ``provider``."""
+    url = LOCAL_PROVIDERS[provider]["base_url"]
+    return (
+        f"provider {provider!r} (a local host, {url}) is not enabled: add a "
+        f"[providers.{provider}] table to the config (base_url to change the address) "
+        f"or set TIERWISE_PROVIDERS__{provider.upper()}__BASE_URL"
+    )
 
 
 def user_data_dir() -> Path:
@@ -147,7 +164,9 @@ class Settings(BaseSettings):
     @classmethod
     def _over_defaults(cls, value: Any) -> dict[str, Any]:
         rows: dict[str, Any] = {name: dict(row) for name, row in DEFAULT_PROVIDERS.items()}
-        for name, row in (value or {}).items():
+        named = value or {}
+        rows |= {name: dict(row) for name, row in LOCAL_PROVIDERS.items() if name in named}
+        for name, row in named.items():
             given = row.model_dump(exclude_unset=True) if isinstance(row, ProviderConfig) else row
             rows[name] = {**rows.get(name, {}), **given} if isinstance(given, dict) else given
         return rows
@@ -165,11 +184,31 @@ class Settings(BaseSettings):
     def resolved_ledger_spill_dir(self) -> Path:
         return self.ledger_spill_dir or user_state_dir() / "ledger-spill"
 
+    def redactor(self) -> Redactor:
+        """A redactor of every secret these settings hold: each provider's key (from the
+        config or its environment variable), credential headers and URL passwords, the admin
+        key, and the passwords of the ledger, budget, rate-limit and idempotency store URLs."""
+        found: list[str | None] = []
+        for row in self.providers.values():
+            found.append(row.api_key.get_secret_value() if row.api_key else None)
+            found.append(os.environ.get(row.api_key_env) if row.api_key_env else None)
+            found += header_secrets(row.headers) + url_secrets(row.base_url)
+        found.append(self.admin_key.get_secret_value() if self.admin_key else None)
+        gateway = self.gateway
+        for url in (self.ledger_url, gateway.budget_store, gateway.rate_limit_store):
+            found += url_secrets(url)
+        return Redactor([*found, *url_secrets(gateway.idempotency)])
+
     def provider(self, name: str) -> ProviderConfig:
         if name not in self.providers:
             known = ", ".join(sorted(self.providers))
-            raise ConfigError(f"no provider named {name!r} in the config (known: {known})")
+            hint = f"; {enable_hint(name)}" if name in LOCAL_PROVIDERS else ""
+            raise ConfigError(f"no provider named {name!r} in the config (known: {known}){hint}")
         return self.providers[name]
+
+    def inactive_providers(self) -> dict[str, str]:
+        """Shipped local hosts the config does not name, each with how to enable it."""
+        return {name: enable_hint(name) for name in LOCAL_PROVIDERS if name not in self.providers}
 
     def api_key(self, name: str) -> str | None:
         """The provider's key from the config or its environment variable."""

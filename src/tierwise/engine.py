@@ -37,6 +37,7 @@ from tierwise.messages import Request, Response, StreamEvent
 from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
+from tierwise.redaction import Redactor
 from tierwise.routing.registry import RouterEnv
 from tierwise.strategies.base import Recorder, Strategy, TaskContext, closing_stream
 from tierwise.strategies.budgeted import budget_of
@@ -79,6 +80,12 @@ class Result(BaseModel):
         return "\n".join(lines)
 
 
+def _served(catalog: Catalog, settings: Settings, given: Mapping[str, Provider]) -> Catalog:
+    """``catalog`` without the models of inactive local hosts (unless a provider is given)."""
+    inactive = {p: hint for p, hint in settings.inactive_providers().items() if p not in given}
+    return catalog.without_providers(inactive) if inactive else catalog
+
+
 def _as_request(request: Request | Mapping[str, Any] | str) -> Request:
     if isinstance(request, Request):
         return request
@@ -104,9 +111,14 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.catalog = catalog or load_catalog(extra_models=self.settings.models)
         self._ledger = ledger
         self._providers: dict[str, Provider] = dict(providers or {})
+        self.catalog = _served(
+            catalog or load_catalog(extra_models=self.settings.models),
+            self.settings,
+            self._providers,
+        )
+        """Models of shipped local hosts the config does not name are not in it."""
         self._strategies: dict[str, Strategy] = {}
         self.failover = Failover(self.settings.failover)
         """Fallback chains and per-upstream circuit breakers, shared by every task."""
@@ -148,8 +160,16 @@ class Engine:
             self._strategies[name] = resolve_policy(name, env)
         return self._strategies[name]
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Every configured secret (:meth:`Settings.redactor`)."""
+        return self.settings.redactor()
+
     async def record(self, record: LedgerRecord) -> None:
-        """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
+        """Append ``record`` to the ledger (off the event loop), e.g. user feedback. A failed
+        call's error message is stored without secrets, whichever provider made it."""
+        if isinstance(record, CallRecord) and record.error_message:
+            record.error_message = self.redactor(record.error_message)
         ledger = self.ledger
         if ledger.write_behind is not None:
             ledger.append(record)  # only queued: the ledger's writer thread stores it

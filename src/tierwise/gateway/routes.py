@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -43,6 +44,7 @@ from tierwise.gateway.sse import EventStream
 from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
 
+log = logging.getLogger("tierwise.gateway")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 TASK_KEY = "gateway_key"
 """The task metadata field naming the gateway key that made the task (feedback checks it)."""
@@ -54,6 +56,8 @@ def error_response(dialect: Dialect, exc: BaseException) -> JSONResponse:
     headers = {} if found.retry_after_s is None else {"retry-after": str(found.retry_after_s)}
     if found.code == QUOTA_CODE:
         headers["x-should-retry"] = "false"  # the SDKs would retry a 429 in vain
+    if found.request_id is not None:
+        headers["x-request-id"] = found.request_id
     status = dialect.error_status(found)
     return JSONResponse(dialect.error_body(found), status_code=status, headers=headers)
 
@@ -170,8 +174,9 @@ class Routes:
         """Ready when the ledger answers; ``circuits``: each upstream's breaker state."""
         try:
             await asyncio.to_thread(self.gateway.running.ledger.revision)
-        except (LedgerError, RuntimeError) as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        except (LedgerError, RuntimeError) as exc:  # the detail only in the server log
+            log.warning("/readyz: unavailable: %s", exc)
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         circuits = self.gateway.running.engine.failover.states()
         return JSONResponse({"status": "ready", "circuits": circuits})
 

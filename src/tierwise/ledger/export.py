@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -71,13 +71,21 @@ _PARTS: tuple[tuple[str, type[BaseModel]], ...] = (
 )
 
 
-def export_traces(ledger: Ledger, out: TextIO, since: datetime | None = None) -> int:
-    """Write one JSON line per task created at or after ``since``; return the line count."""
+def export_traces(
+    ledger: Ledger,
+    out: TextIO,
+    since: datetime | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> int:
+    """Write one JSON line per task created at or after ``since``; return the line count.
+    ``redact`` (:meth:`tierwise.config.Settings.redactor`) takes configured secrets out of
+    each line, whatever field holds them."""
     count = 0
     tasks = ledger.tasks(since=since)
     for start in range(0, len(tasks), CHUNK_SIZE):
         for trace in _traces(ledger, tasks[start : start + CHUNK_SIZE]):
-            out.write(json.dumps(trace) + "\n")
+            line = json.dumps(trace)
+            out.write((redact(line) if redact else line) + "\n")
             count += 1
     return count
 
