@@ -166,15 +166,24 @@ class Engine:
         return self.settings.redactor()
 
     async def record(self, record: LedgerRecord) -> None:
-        """Append ``record`` to the ledger (off the event loop), e.g. user feedback. A failed
-        call's error message is stored without secrets, whichever provider made it."""
-        if isinstance(record, CallRecord) and record.error_message:
-            record.error_message = self.redactor(record.error_message)
+        """Append ``record`` to the ledger (off the event loop), e.g. user feedback. What an
+        error wrote in it is stored without secrets, whichever provider raised the error."""
+        self._redact(record)
         ledger = self.ledger
         if ledger.write_behind is not None:
             ledger.append(record)  # only queued: the ledger's writer thread stores it
         else:
             await asyncio.to_thread(ledger.append, record)
+
+    def _redact(self, record: LedgerRecord) -> None:
+        """Redact, in place, the texts of ``record`` that carry an error's message (only
+        failures have one: nothing to do for an answered call)."""
+        if isinstance(record, CallRecord) and record.error_message:
+            record.error_message = self.redactor(record.error_message)
+        elif isinstance(record, EscalationRecord) and record.trigger.startswith("failover"):
+            record.trigger = self.redactor(record.trigger)
+        elif isinstance(record, OutcomeRecord) and record.outcome == "error" and record.detail:
+            record.detail = self.redactor(record.detail)
 
     async def feedback(self, task_id: str, correct: bool, note: str = "") -> OutcomeRecord:
         """Record a user's verdict on task ``task_id``'s answer (``tierwise learn`` reads it);

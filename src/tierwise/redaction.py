@@ -57,7 +57,8 @@ def header_secrets(headers: Mapping[str, str]) -> list[str]:
 
 
 def _variants(secret: str) -> set[str]:
-    """How an echoed ``secret`` may read: as it is, URL-encoded, inside a JSON string."""
+    """How an echoed ``secret`` may read: as it is, URL-encoded, inside a JSON string, or
+    inside a Python string's ``repr`` (an error body printed as a dict)."""
     escaped = json.dumps(secret)[1:-1]
     encoded = {quote(secret, safe=""), quote_plus(secret, safe=""), quote(secret)}
     lower_hex = {re.sub(r"%[0-9A-F]{2}", lambda m: m.group().lower(), e) for e in encoded}
@@ -66,6 +67,7 @@ def _variants(secret: str) -> set[str]:
         escaped,
         json.dumps(secret, ensure_ascii=False)[1:-1],
         escaped.replace("/", "\\/"),
+        repr(secret)[1:-1],
         *encoded,
         *lower_hex,
     }
