@@ -14,6 +14,9 @@ Example file::
     base_url = "https://openrouter.ai/api/v1"
     api_key_env = "OPENROUTER_API_KEY"
 
+    [providers.ollama]              # a shipped local host (ollama, vllm, llamacpp): off
+                                    # until named here, even by an empty table
+
     [policies]                      # named policies
     cheap = "fixed:openai:gpt-5-nano"
 

@@ -178,11 +178,13 @@ class Engine:
     def _redact(self, record: LedgerRecord) -> None:
         """Redact, in place, the texts of ``record`` that carry an error's message (only
         failures have one: nothing to do for an answered call)."""
-        if isinstance(record, CallRecord) and record.error_message:
-            record.error_message = self.redactor(record.error_message)
-        elif isinstance(record, EscalationRecord) and record.trigger.startswith("failover"):
+        # type() is, not isinstance: a pydantic model's isinstance costs ~150 ns
+        if type(record) is CallRecord:
+            if record.error_message:
+                record.error_message = self.redactor(record.error_message)
+        elif type(record) is EscalationRecord and record.trigger.startswith("failover"):
             record.trigger = self.redactor(record.trigger)
-        elif isinstance(record, OutcomeRecord) and record.outcome == "error" and record.detail:
+        elif type(record) is OutcomeRecord and record.outcome == "error" and record.detail:
             record.detail = self.redactor(record.detail)
 
     async def feedback(self, task_id: str, correct: bool, note: str = "") -> OutcomeRecord:

@@ -26,6 +26,9 @@ password in a URL is still hidden by the ``user:password@`` rule."""
 SECRET_NAME_PARTS = ("auth", "key", "token", "secret", "password", "passwd", "cookie", "signature")
 """A header or URL query parameter whose name holds one of these carries a secret."""
 
+TEXT_ATTRIBUTES = ("message", "request_id")
+"""Attributes of an error that hold upstream text (an upstream names its request id)."""
+
 _USERINFO_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://[^:/@\s]*):[^@/\s]+@")
 
 
@@ -100,7 +103,7 @@ class Redactor:
 
     def scrub(self, exc: BaseException) -> BaseException:
         """Redact ``exc`` in place, and every exception it was raised from or during (their
-        text is in any traceback logged): its ``args`` and any ``message`` attribute."""
+        text is in any traceback logged): its ``args`` and its :data:`TEXT_ATTRIBUTES`."""
         seen: set[int] = set()
         current: BaseException | None = exc
         while current is not None and id(current) not in seen:
@@ -112,9 +115,9 @@ class Redactor:
     def _scrub_one(self, exc: BaseException) -> None:
         try:
             exc.args = tuple(self(a) if isinstance(a, str) else a for a in exc.args)
-            message = getattr(exc, "message", None)
-            if isinstance(message, str):
-                exc.message = self(message)  # type: ignore[attr-defined]
+            for name in TEXT_ATTRIBUTES:
+                if isinstance(value := getattr(exc, name, None), str):
+                    setattr(exc, name, self(value))
         except (AttributeError, TypeError):  # an exception type that refuses new values
             pass
 

@@ -3,7 +3,8 @@
 :class:`EchoingUpstream` reads the key from ``authorization: Bearer`` or ``x-api-key`` and
 puts it back in an error of the status and style it is set to (:data:`STYLES`): plain, inside
 a JSON envelope, URL-encoded, JSON-escaped in a body that is not JSON, inside a JSON body
-with no ``error.message`` (so the reader falls back to the whole body), or in an in-band
+with no ``error.message`` (so the reader falls back to the whole body), as the request id
+header of both APIs (``request-id``, ``x-request-id``), or in an in-band
 error event of a 200 stream (Anthropic ``event: error``, OpenAI ``data: {"error": ...}``).
 It serves both the Anthropic (``/v1/messages``) and the OpenAI (``/chat/completions``) paths,
 in process or through ``tests.fakes.loopback.serve``. It does not import tierwise.
@@ -17,7 +18,15 @@ from urllib.parse import quote
 
 import httpx2
 
-STYLES = ("envelope", "plain", "urlencoded", "escaped", "whole_body", "stream_event")
+STYLES = (
+    "envelope",
+    "plain",
+    "urlencoded",
+    "escaped",
+    "whole_body",
+    "request_id",
+    "stream_event",
+)
 """How the key comes back; ``stream_event`` only answers a streamed request."""
 
 
@@ -61,6 +70,10 @@ class EchoingUpstream:
         if self.style == "whole_body":  # no error.message: the reader shows the whole body
             body = {"detail": "unauthorized", "request_headers": {"authorization": f"Bearer {key}"}}
             return httpx2.Response(self.status, json=body)
+        if self.style == "request_id":
+            body = _envelope(path, "unauthorized")
+            ids = {"request-id": key, "x-request-id": key}
+            return httpx2.Response(self.status, json=body, headers=ids)
         if self.style == "urlencoded":
             message = f"denied: GET /v1/check?api_key={quote(key, safe='')}&v=1"
             return httpx2.Response(self.status, json=_envelope(path, message))
