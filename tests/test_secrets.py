@@ -32,8 +32,9 @@ from tests.test_ledger import postgres_url
 from tierwise import config
 from tierwise.config import Settings, load_settings
 from tierwise.engine import Engine
-from tierwise.errors import AuthenticationError
+from tierwise.errors import AuthenticationError, BudgetUnavailableError, LedgerError
 from tierwise.gateway.app import create_app
+from tierwise.gateway.failures import failure
 from tierwise.gateway.keys import KeyStore
 from tierwise.ledger import CallRecord, Ledger, TaskRecord
 from tierwise.messages import Request, Response
@@ -451,3 +452,36 @@ def test_the_cli_says_how_to_enable_a_local_host(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "[providers.ollama]" in result.stderr and "TIERWISE_PROVIDERS__OLLAMA__" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("exc", "store"),
+    [
+        (
+            LedgerError("ledger database unreachable at postgresql://u:***@db:5432/x: refused"),
+            "ledger",
+        ),
+        (
+            BudgetUnavailableError("the budget store (Redis) is unavailable: Error 111"),
+            "budget store",
+        ),
+    ],
+)
+def test_a_store_down_is_named_not_described(
+    exc: Exception, store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    found = failure(exc)
+    assert found.status == 503 and found.request_id is not None
+    assert found.message == f"{store} unavailable; retry later (request id {found.request_id})"
+    (logged,) = caplog.records
+    assert found.request_id in logged.getMessage() and str(exc) in logged.getMessage()
+
+
+def test_an_unexpected_error_is_a_500_whose_traceback_is_logged_under_its_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    found = failure(KeyError("internal detail"))
+    assert found.status == 500 and found.request_id is not None
+    assert "internal detail" not in found.message and found.request_id in found.message
+    (logged,) = caplog.records
+    assert found.request_id in logged.getMessage() and logged.exc_info is not None
