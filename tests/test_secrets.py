@@ -233,6 +233,7 @@ def test_tierwise_loggers_are_filtered_while_the_gateway_runs(
 
 def test_the_redactor_knows_every_configured_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-key-from-the-environment")
+    monkeypatch.setenv("https_proxy", "http://me:proxy-pass-5@proxy.corp:3128")
     settings = load_settings(
         None,
         ledger_url="postgresql://tw:ledger-pass-1@db/tw",
@@ -262,6 +263,7 @@ def test_the_redactor_knows_every_configured_secret(monkeypatch: pytest.MonkeyPa
         "budget-pass-2",
         "rate-pass-3",
         "idem-pass-4",
+        "proxy-pass-5",
     ]
     redact = settings.redactor()
     text = " · ".join(secrets) + " · my app"

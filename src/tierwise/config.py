@@ -67,6 +67,8 @@ from tierwise.redaction import Redactor, header_secrets, url_secrets
 from tierwise.strategies.cascade_settings import CascadeSettings
 
 APP_NAME = "tierwise"
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+"""Proxies the upstream clients take from the environment (their passwords are secrets)."""
 
 
 def _row(kind: str, base_url: str | None, key_env: str | None, **extra: Any) -> dict[str, Any]:
@@ -190,7 +192,8 @@ class Settings(BaseSettings):
     def redactor(self) -> Redactor:
         """A redactor of every secret these settings hold: each provider's key (from the
         config or its environment variable), credential headers and URL passwords, the admin
-        key, and the passwords of the ledger, budget, rate-limit and idempotency store URLs."""
+        key, the passwords of the ledger, budget, rate-limit and idempotency store URLs, and
+        those of the proxies the environment names (``HTTPS_PROXY``...)."""
         found: list[str | None] = []
         for row in self.providers.values():
             found.append(row.api_key.get_secret_value() if row.api_key else None)
@@ -200,7 +203,10 @@ class Settings(BaseSettings):
         gateway = self.gateway
         for url in (self.ledger_url, gateway.budget_store, gateway.rate_limit_store):
             found += url_secrets(url)
-        return Redactor([*found, *url_secrets(gateway.idempotency)])
+        found += url_secrets(gateway.idempotency)
+        for name in PROXY_VARIABLES:
+            found += url_secrets(os.environ.get(name) or os.environ.get(name.lower()))
+        return Redactor(found)
 
     def provider(self, name: str) -> ProviderConfig:
         if name not in self.providers:
