@@ -330,7 +330,9 @@ def test_a_ledger_down_is_a_503_with_a_request_id_and_no_detail(
     assert message == f"ledger unavailable; retry later (request id {request_id})"
     for detail in ("postgres", "psycopg", "127.0.0.1", str(relay.port), password, "refused"):
         assert detail not in response.text and detail not in probe.text
-    assert probe.status_code == 503 and probe.json() == {"status": "unavailable"}
+    assert probe.status_code == 503 and probe.json()["status"] == "unavailable"
+    assert set(probe.json()) == {"status", "request_id"}  # the id of the probe's log line
+    assert probe.json()["request_id"] in caplog.text
     (logged,) = [r for r in caplog.records if request_id in r.getMessage()]
     assert logged.levelno == logging.ERROR and "unreachable" in logged.getMessage()
     assert password not in caplog.text

@@ -54,11 +54,11 @@ class Failure:
 
     status: int
     message: str
+    request_id: str | None = None
+    """Names a failure whose detail is only in the server log (sent as ``x-request-id``)."""
     retry_after_s: int | None = None
     code: str | None = None
     """A gateway refusal's machine-readable reason (:attr:`GatewayError.code`)."""
-    request_id: str | None = None
-    """Names a failure whose detail is only in the server log (sent as ``x-request-id``)."""
 
 
 def _retry_later(exc: RateLimitError | CircuitOpenError) -> Failure:

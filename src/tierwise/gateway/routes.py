@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -44,7 +43,6 @@ from tierwise.gateway.sse import EventStream
 from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
 
-log = logging.getLogger("tierwise.gateway")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 TASK_KEY = "gateway_key"
 """The task metadata field naming the gateway key that made the task (feedback checks it)."""
@@ -174,8 +172,10 @@ class Routes:
         """Ready when the ledger answers; ``circuits``: each upstream's breaker state."""
         try:
             await asyncio.to_thread(self.gateway.running.ledger.revision)
-        except (LedgerError, RuntimeError) as exc:  # the detail only in the server log
-            log.warning("/readyz: unavailable: %s", exc)
+        except LedgerError as exc:  # the detail only in the server log, under the request id
+            unready = {"status": "unavailable", "request_id": failure(exc).request_id}
+            return JSONResponse(unready, status_code=503)
+        except RuntimeError:  # not started
             return JSONResponse({"status": "unavailable"}, status_code=503)
         circuits = self.gateway.running.engine.failover.states()
         return JSONResponse({"status": "ready", "circuits": circuits})
