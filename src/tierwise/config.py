@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     """A local copy of the recorded-outcome datasets (e.g. ``../shared/data``)."""
     cache_dir: Path = Field(default_factory=user_cache_dir)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    """Upstream hosts by name, over the shipped rows: :data:`DEFAULT_PROVIDERS` always,
+    :data:`LOCAL_PROVIDERS` only those named here."""
     policies: dict[str, str] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
