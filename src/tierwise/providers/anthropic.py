@@ -69,7 +69,7 @@ class AnthropicProvider:
     ) -> None:
         """``redactor`` takes secrets out of upstream errors; default: this row's own."""
         self.name = name
-        self._redact = redactor or own_secrets(config, api_key)
+        self._redact = own_secrets(config, api_key) if redactor is None else redactor
         self._transport = _transport(name, config, api_key, http_client)
 
     async def complete(self, request: Request, model: ModelSpec) -> Response:

@@ -82,7 +82,7 @@ class OpenAICompatProvider:
     ) -> None:
         """``redactor`` takes secrets out of upstream errors; default: this row's own."""
         self.name = name
-        self._redact = redactor or own_secrets(config, api_key)
+        self._redact = own_secrets(config, api_key) if redactor is None else redactor
         self.config = config
         self._transport = _transport(name, config, api_key or NO_KEY, http_client)
 
