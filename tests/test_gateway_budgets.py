@@ -324,14 +324,21 @@ def test_a_stream_the_client_leaves_before_its_first_event_is_charged_as_a_cut_c
 # --- the store is down --------------------------------------------------------------------
 
 
-def test_budgets_fail_closed_when_the_store_is_down(ledger_url: str) -> None:
+def test_budgets_fail_closed_when_the_store_is_down(
+    ledger_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
     down = settings_for(ledger_url, budget_store="redis://127.0.0.1:1/0")
     with gateway(down) as (gw, _), pytest.raises(openai.InternalServerError) as caught:
         gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
     assert caught.value.status_code == 503
-    assert "budget store (Redis) is unavailable" in caught.value.message
-    assert "fail_open" in caught.value.message
+    request_id = caught.value.response.headers["x-request-id"]
+    assert caught.value.message.endswith(
+        f"budget store unavailable; retry later (request id {request_id})"
+    )
+    assert "Redis" not in caught.value.message and "127.0.0.1" not in caught.value.message
+    (logged,) = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+    assert "budget store (Redis) is unavailable" in logged and "fail_open" in logged
     assert gw.openai_fake.requests == []
 
 

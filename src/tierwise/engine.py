@@ -37,6 +37,7 @@ from tierwise.messages import Request, Response, StreamEvent
 from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
+from tierwise.redaction import Redactor
 from tierwise.routing.registry import RouterEnv
 from tierwise.scope import ModelScope
 from tierwise.strategies.base import Recorder, Strategy, TaskContext, closing_stream
@@ -84,6 +85,12 @@ class Result(BaseModel):
         return "\n".join(lines)
 
 
+def _served(catalog: Catalog, settings: Settings, given: Mapping[str, Provider]) -> Catalog:
+    """``catalog`` without the models of inactive local hosts (unless a provider is given)."""
+    inactive = {p: hint for p, hint in settings.inactive_providers().items() if p not in given}
+    return catalog.without_providers(inactive) if inactive else catalog
+
+
 def _as_request(request: Request | Mapping[str, Any] | str) -> Request:
     if isinstance(request, Request):
         return request
@@ -109,9 +116,14 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.catalog = catalog or load_catalog(extra_models=self.settings.models)
         self._ledger = ledger
         self._providers: dict[str, Provider] = dict(providers or {})
+        self.catalog = _served(
+            catalog or load_catalog(extra_models=self.settings.models),
+            self.settings,
+            self._providers,
+        )
+        """Models of shipped local hosts the config does not name are not in it."""
         self._strategies: dict[str, Strategy] = {}
         self.failover = Failover(self.settings.failover)
         """Fallback chains and per-upstream circuit breakers, shared by every task."""
@@ -156,13 +168,32 @@ class Engine:
                 del self._strategies[next(iter(self._strategies))]
         return found
 
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Every configured secret (:meth:`Settings.redactor`)."""
+        return self.settings.redactor()
+
     async def record(self, record: LedgerRecord) -> None:
-        """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
+        """Append ``record`` to the ledger (off the event loop), e.g. user feedback. What an
+        error wrote in it is stored without secrets, whichever provider raised the error."""
+        self._redact(record)
         ledger = self.ledger
         if ledger.write_behind is not None:
             ledger.append(record)  # only queued: the ledger's writer thread stores it
         else:
             await asyncio.to_thread(ledger.append, record)
+
+    def _redact(self, record: LedgerRecord) -> None:
+        """Redact, in place, the texts of ``record`` that carry an error's message (only
+        failures have one: nothing to do for an answered call)."""
+        # type() is, not isinstance: a pydantic model's isinstance costs ~150 ns
+        if type(record) is CallRecord:
+            if record.error_message:
+                record.error_message = self.redactor(record.error_message)
+        elif type(record) is EscalationRecord and record.trigger.startswith("failover"):
+            record.trigger = self.redactor(record.trigger)
+        elif type(record) is OutcomeRecord and record.outcome == "error" and record.detail:
+            record.detail = self.redactor(record.detail)
 
     async def feedback(self, task_id: str, correct: bool, note: str = "") -> OutcomeRecord:
         """Record a user's verdict on task ``task_id``'s answer (``tierwise learn`` reads it);

@@ -36,6 +36,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── AuthThrottledError   429            too many failed key checks from this address
     │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
     │   ├── BudgetUnavailableError 503          the budget store is down and budgets fail closed
+    │   ├── IdempotencyUnavailableError 503     the Idempotency-Key store is down
     │   └── ClientDisconnectedError 499         the client hung up before its answer (no reply)
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── CircuitOpenError                    the upstream's circuit breaker is open (no call)
@@ -94,11 +95,15 @@ class UnknownModelError(TierwiseError):
 
     exit_code = 2
 
-    def __init__(self, model: str, suggestions: Sequence[str] = ()) -> None:
-        hint = f" (did you mean {', '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
-        super().__init__(f"unknown model {model!r}{hint}; `tierwise models` lists the catalog")
+    def __init__(self, model: str, suggestions: Sequence[str] = (), *, hint: str = "") -> None:
+        """``hint``: why a model tierwise knows is not served (how to enable its provider);
+        the CLI says it, the gateway does not."""
+        close = f" (did you mean {', '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
+        where = hint or "`tierwise models` lists the catalog"
+        super().__init__(f"unknown model {model!r}{close}; {where}")
         self.model = model
         self.suggestions = list(suggestions)
+        self.hint = hint
 
 
 class PolicyError(TierwiseError):
@@ -273,6 +278,12 @@ class BudgetExhaustedError(GatewayError):
 
 class BudgetUnavailableError(GatewayError):
     """503: the budget store cannot be reached and budgets fail closed."""
+
+    status = 503
+
+
+class IdempotencyUnavailableError(GatewayError):
+    """503: the ``Idempotency-Key`` store cannot be reached."""
 
     status = 503
 

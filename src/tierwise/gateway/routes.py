@@ -59,6 +59,8 @@ def error_response(dialect: Dialect, exc: BaseException) -> JSONResponse:
     headers = {} if found.retry_after_s is None else {"retry-after": str(found.retry_after_s)}
     if found.code == QUOTA_CODE:
         headers["x-should-retry"] = "false"  # the SDKs would retry a 429 in vain
+    if found.request_id is not None:
+        headers["x-request-id"] = found.request_id
     status = dialect.error_status(found)
     return JSONResponse(dialect.error_body(found), status_code=status, headers=headers)
 
@@ -171,8 +173,11 @@ class Routes:
         """Ready when the ledger answers; ``circuits``: each upstream's breaker state."""
         try:
             await asyncio.to_thread(self.gateway.running.ledger.revision)
-        except (LedgerError, RuntimeError) as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        except LedgerError as exc:  # the detail only in the server log, under the request id
+            unready = {"status": "unavailable", "request_id": failure(exc).request_id}
+            return JSONResponse(unready, status_code=503)
+        except RuntimeError:  # not started
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         circuits = self.gateway.running.engine.failover.states()
         return JSONResponse({"status": "ready", "circuits": circuits})
 

@@ -30,6 +30,7 @@ from tierwise.gateway.throttle_redis import shared_failures
 from tierwise.ledger.store import Ledger
 from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
+from tierwise.redaction import install_log_filter
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._undo_gc: Callable[[], None] | None = None
+        self._undo_log_filter: Callable[[], None] | None = None
         gate = lambda: self._running.budgets if self._running else None  # noqa: E731
         self.metrics.registry.register(BudgetCollector(gate))
 
@@ -87,6 +89,7 @@ class Gateway:
     async def start(self) -> None:
         """Build the engine (unless given), open and migrate the ledger, load the keys."""
         engine = self._given_engine or Engine(direct_by_default(self.settings))
+        self._undo_log_filter = install_log_filter(engine.redactor.merged(self.settings.redactor()))
         ledger = await asyncio.to_thread(lambda: engine.ledger)
         if self.config.write_behind:  # spilled records of a last shutdown imported first
             spill_dir = self.settings.resolved_ledger_spill_dir()
@@ -140,3 +143,6 @@ class Gateway:
             await asyncio.to_thread(running.ledger.stop_write_behind)  # write what is queued
         if running is not None and self._given_engine is None:
             await running.engine.aclose()
+        if self._undo_log_filter is not None:  # the last records of the shutdown filtered too
+            self._undo_log_filter()
+            self._undo_log_filter = None
