@@ -88,7 +88,9 @@ def serve_app(app: Any, engine: Engine | None = None) -> Iterator[str]:
     the server's own loop when it stops."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    # no proxy_headers, as ``tierwise serve`` runs it: [gateway] trusted_proxies decides
+    config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False)
+    server = uvicorn.Server(config)
 
     async def serve() -> None:
         try:

@@ -17,7 +17,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_defaults_without_a_file() -> None:
     settings = load_settings()
     assert settings.default_policy == "fixed:anthropic:claude-haiku-4-5"
-    assert settings.providers["ollama"].requires_key is False
+    assert "ollama" not in settings.providers  # a local host: inactive until named
     assert settings.resolved_ledger_url().startswith("sqlite:///")
 
 
@@ -74,4 +74,4 @@ def test_api_key_from_env_or_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
         settings.api_key("anthropic")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
     assert settings.api_key("anthropic") == "sk-test"
-    assert settings.api_key("ollama") is None
+    assert load_settings(None, providers={"ollama": {}}).api_key("ollama") is None

@@ -3,7 +3,11 @@ and the page itself in headless Chromium (Debian's ``chromium``, driven by Playw
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,17 +18,21 @@ from typing import Any
 
 import httpx2
 import pytest
+from itsdangerous import TimestampSigner
 from playwright.sync_api import Browser, expect, sync_playwright
+from sqlalchemy import select
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
 from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_gateway
+from tests.test_gateway_drain import _free_port, _wait_ready
 from tierwise.catalog import load_catalog
 from tierwise.config import Settings
 from tierwise.cost import price_tokens
+from tierwise.errors import LedgerError
 from tierwise.gateway.dashboard import queries
-from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth
-from tierwise.gateway.dashboard.throttle import LoginThrottle
+from tierwise.gateway.dashboard.session import COOKIE, DashboardAuth, SessionStore, new_session_id
+from tierwise.gateway.throttle import FailureThrottle
 from tierwise.ledger.records import (
     CallRecord,
     ConsultRecord,
@@ -33,6 +41,7 @@ from tierwise.ledger.records import (
     TaskRecord,
 )
 from tierwise.ledger.report import spend_report
+from tierwise.ledger.schema import dashboard_sessions
 from tierwise.ledger.store import Ledger
 from tierwise.messages import TokenCounts
 
@@ -439,9 +448,10 @@ def test_login_sets_a_strict_httponly_session_cookie(filled: Filled) -> None:
 
 def test_a_session_signed_for_another_admin_key_is_refused() -> None:
     ours, theirs = DashboardAuth("key-one"), DashboardAuth("key-two")
-    assert ours.valid_session(ours.issue())
-    assert not ours.valid_session(theirs.issue())
-    assert not DashboardAuth(None).valid_session(ours.issue())
+    session = new_session_id()
+    assert ours.session_id(ours.issue(session)) == session
+    assert ours.session_id(theirs.issue(session)) is None
+    assert DashboardAuth(None).session_id(ours.issue(session)) is None
 
 
 def test_without_an_admin_key_the_dashboard_is_off(settings: Settings) -> None:
@@ -457,8 +467,8 @@ def test_without_an_admin_key_the_dashboard_is_off(settings: Settings) -> None:
 
 @pytest.fixture
 def strict_gw(tmp_path: Path) -> Iterator[Served]:
-    """A gateway whose dashboard allows three failed sign-ins a minute per address."""
-    gateway = {"dashboard_login_failures": 3, "dashboard_login_window_s": 60}
+    """A gateway that allows three failed key checks a minute per address."""
+    gateway = {"auth_failures": 3, "auth_failure_window_s": 60}
     settings = gateway_settings(f"sqlite:///{tmp_path / 'gw.db'}", gateway=gateway)
     with running_gateway(settings) as served:
         yield served
@@ -478,7 +488,9 @@ def test_failed_sign_ins_past_the_limit_get_a_429_even_with_the_right_key(strict
         )
         assert COOKIE not in http.cookies
         assert http.get("/dashboard/api/summary").status_code == 401
-        assert http.get("/dashboard/api/summary", headers=BEARER).status_code == 200  # API key
+        api = http.get("/dashboard/api/summary", headers=BEARER)  # one throttle for every check
+        assert api.status_code == 429 and 1 <= int(api.headers["retry-after"]) <= 60
+        assert "too many failed key checks" in api.json()["error"]["message"]
 
 
 def test_a_successful_sign_in_clears_the_failures(strict_gw) -> None:
@@ -491,6 +503,194 @@ def test_a_successful_sign_in_clears_the_failures(strict_gw) -> None:
         assert http.post("/dashboard/login", data={"key": "guess"}).status_code == 429
 
 
+def _login(http: httpx2.Client, key: str, **headers: str) -> httpx2.Response:
+    """Sign in with ``key``; ``headers`` as ``x_forwarded_for="..."``."""
+    sent = {name.replace("_", "-"): value for name, value in headers.items()}
+    return http.post("/dashboard/login", data={"key": key}, headers=sent)
+
+
+def test_rotating_x_forwarded_for_from_an_untrusted_peer_is_throttled(strict_gw) -> None:
+    with httpx2.Client(base_url=strict_gw.url, timeout=10) as http:
+        wrong = [_login(http, "guess", x_forwarded_for=f"203.0.113.{i}") for i in range(3)]
+        assert [r.status_code for r in wrong] == [401, 401, 401]
+        assert _login(http, ADMIN_KEY, x_forwarded_for="198.51.100.1").status_code == 429
+        api = http.get("/dashboard/api/summary", headers={**BEARER, "x-forwarded-for": "192.0.2.1"})
+        assert api.status_code == 429
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_throttled(tmp_path: Path) -> None:
+    gateway = {"auth_failures": 3, "trusted_proxies": ["127.0.0.1"]}
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'gw.db'}", gateway=gateway)
+    with running_gateway(settings) as gw, httpx2.Client(base_url=gw.url, timeout=10) as http:
+        # the proxy appends the address it saw; what the client wrote left of it is its own say
+        for i in range(3):
+            forwarded = f"10.1.1.{i}, 203.0.113.5"
+            assert _login(http, "guess", x_forwarded_for=forwarded).status_code == 401
+        assert _login(http, ADMIN_KEY, x_forwarded_for="203.0.113.5").status_code == 429
+        assert _login(http, ADMIN_KEY, x_forwarded_for="203.0.113.6").status_code == 303
+
+
+def test_bearer_guesses_on_the_dashboard_api_are_throttled(strict_gw) -> None:
+    with httpx2.Client(base_url=strict_gw.url, timeout=10) as http:
+        guesses = [
+            http.get("/dashboard/api/summary", headers={"authorization": "Bearer guess"}),
+            http.get("/dashboard/api/decisions", headers={"x-api-key": "guess"}),
+            http.get("/dashboard", headers={"authorization": "Bearer guess"}),
+        ]
+        assert [r.status_code for r in guesses] == [401, 401, 303]
+        for path in ("/dashboard/api/summary", "/dashboard/api/decisions"):
+            refused = http.get(path, headers=BEARER)
+            assert refused.status_code == 429 and 1 <= int(refused.headers["retry-after"]) <= 60
+            assert refused.headers["content-type"] == "application/json"
+            (message,) = refused.json()["error"].values()
+            assert message.startswith("too many failed key checks from your address")
+        page = http.get("/dashboard", headers=BEARER)
+        assert page.status_code == 429 and "Too many failed sign-ins" in page.text
+        assert int(page.headers["retry-after"]) >= 1
+
+
+def test_a_logged_out_cookie_is_refused_here_and_by_another_instance(tmp_path: Path) -> None:
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'shared.db'}")
+    with running_gateway(settings) as one, running_gateway(settings) as other:
+        with httpx2.Client(base_url=one.url, timeout=10) as http:
+            assert _login(http, ADMIN_KEY).status_code == 303
+            session = {COOKIE: http.cookies[COOKIE]}
+            assert http.get("/dashboard/api/summary").status_code == 200
+            assert http.post("/dashboard/logout").status_code == 303
+        for gw in (one, other):
+            with httpx2.Client(base_url=gw.url, timeout=10, cookies=session) as replay:
+                assert replay.get("/dashboard/api/summary").status_code == 401
+                assert replay.get("/dashboard").status_code == 303  # to the login form
+
+
+def test_a_session_works_on_every_instance_until_it_ends(tmp_path: Path) -> None:
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'shared.db'}")
+    with running_gateway(settings) as one, running_gateway(settings) as other:
+        with httpx2.Client(base_url=one.url, timeout=10) as http:
+            assert _login(http, ADMIN_KEY).status_code == 303
+            session = {COOKIE: http.cookies[COOKIE]}
+        with httpx2.Client(base_url=other.url, timeout=10, cookies=session) as http:
+            assert http.get("/dashboard/api/summary").status_code == 200
+            assert http.post("/dashboard/logout").status_code == 303  # ended on the other one
+        with httpx2.Client(base_url=one.url, timeout=10, cookies=session) as http:
+            assert http.get("/dashboard/api/summary").status_code == 401
+
+
+def test_a_cookie_the_server_holds_no_session_for_is_refused(filled: Filled) -> None:
+    """A cookie of before sessions were kept (no id), or a signed id never opened, is refused."""
+    secret = hmac.new(ADMIN_KEY.encode(), b"tierwise dashboard session v1", hashlib.sha256)
+    signer = TimestampSigner(
+        secret.digest(), salt="tierwise.dashboard", digest_method=hashlib.sha256
+    )
+    auth = DashboardAuth(ADMIN_KEY)
+    for cookie in (
+        signer.sign(b"admin").decode(),
+        auth.issue("admin"),
+        auth.issue(new_session_id()),
+    ):
+        assert _get(filled, "/dashboard/api/summary", cookies={COOKIE: cookie}).status_code == 401
+
+
+def test_expired_sessions_are_swept_when_one_opens(any_ledger: Ledger) -> None:
+    clock = _Clock()
+    store = SessionStore(any_ledger, clock=clock)
+    first, second = new_session_id(), new_session_id()
+    store.open(first, max_age_s=10)
+    assert store.active(first) and not store.active(second)
+    clock.now += 11
+    assert not store.active(first)  # expired, even before it is swept
+    store.open(second)
+    with any_ledger.transaction("count") as conn:
+        ids = conn.execute(select(dashboard_sessions.c.id)).scalars().all()
+    assert ids == [hashlib.sha256(second.encode()).hexdigest()]  # no id in the clear
+    store.close(second)
+    assert not store.active(second)
+
+
+@pytest.mark.parametrize(
+    ("setting", "proxies", "proto", "secure"),
+    [
+        ("auto", [], None, False),
+        ("auto", [], "https", False),  # anyone may write X-Forwarded-Proto
+        ("auto", ["127.0.0.1"], "https", True),  # a trusted proxy says it was https
+        ("auto", ["127.0.0.1"], "http", False),
+        (True, [], None, True),
+        (False, ["127.0.0.1"], "https", False),
+    ],
+)
+def test_cookie_secure(
+    tmp_path: Path, setting: object, proxies: list[str], proto: str | None, secure: bool
+) -> None:
+    gateway = {"cookie_secure": setting, "trusted_proxies": proxies}
+    settings = gateway_settings(f"sqlite:///{tmp_path / 'gw.db'}", gateway=gateway)
+    forwarded = {} if proto is None else {"x_forwarded_proto": proto}
+    with running_gateway(settings) as gw, httpx2.Client(base_url=gw.url, timeout=10) as http:
+        login = _login(http, ADMIN_KEY, **forwarded)
+        session = login.headers["set-cookie"]
+        headers = {"cookie": session.split(";")[0]}  # a Secure cookie is not sent over http
+        if proto is not None:
+            headers["x-forwarded-proto"] = proto
+        logout = http.post("/dashboard/logout", headers=headers)
+    assert login.status_code == 303 and session.startswith(f"{COOKIE}=")
+    for cookie in (session, logout.headers["set-cookie"]):
+        assert ("; secure" in cookie.lower()) is secure, cookie
+
+
+def test_tierwise_serve_believes_no_forwarded_for_by_default(tmp_path: Path) -> None:
+    """``tierwise serve`` with the shipped defaults: X-Forwarded-Proto does not make the
+    cookie Secure, and guesses from one peer rotating X-Forwarded-For are throttled
+    (uvicorn's own proxy headers would believe both from 127.0.0.1)."""
+    port = _free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'ledger_url = "sqlite:///{tmp_path / "ledger.db"}"\n[gateway]\nport = {port}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
+    env["TIERWISE_ADMIN_KEY"] = ADMIN_KEY
+    command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+    try:
+        with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            _wait_ready(http, process)
+            signed_in = _login(http, ADMIN_KEY, x_forwarded_proto="https")
+            assert signed_in.status_code == 303
+            assert "secure" not in signed_in.headers["set-cookie"].lower()
+            statuses = [
+                _login(http, "guess", x_forwarded_for=f"203.0.113.{i}").status_code
+                for i in range(10)
+            ]
+            assert statuses == [401] * 10
+            assert _login(http, ADMIN_KEY, x_forwarded_for="198.51.100.1").status_code == 429
+            models = http.get("/v1/models", headers={**BEARER, "x-forwarded-for": "192.0.2.3"})
+            assert (
+                models.status_code == 429 and models.json()["error"]["type"] == "rate_limit_error"
+            )
+    finally:
+        process.kill()
+        process.wait(10)
+
+
+def test_a_ledger_failure_is_a_503_without_its_detail(
+    filled: Filled, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    detail = "could not read: postgresql://tierwise:hunter2@db.internal/ledger refused"
+
+    def down(*_: object, **__: object) -> None:
+        raise LedgerError(detail)
+
+    monkeypatch.setattr(queries, "summary", down)
+    monkeypatch.setattr(SessionStore, "active", down)
+    refused = _get(filled, "/dashboard/api/summary", headers=BEARER)
+    assert refused.status_code == 503 and "hunter2" not in refused.text
+    assert (
+        refused.json()["error"]["message"]
+        == "The gateway's ledger is unavailable: try again shortly."
+    )
+    cookie = {COOKIE: DashboardAuth(ADMIN_KEY).issue(new_session_id())}
+    page = _get(filled, "/dashboard", cookies=cookie)
+    assert page.status_code == 503 and "db.internal" not in page.text
+
+
 class _Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -501,7 +701,7 @@ class _Clock:
 
 def test_the_throttle_window_slides_per_address() -> None:
     clock = _Clock()
-    throttle = LoginThrottle(2, 60, clock=clock)
+    throttle = FailureThrottle(2, 60, clock=clock)
     throttle.failed("10.0.0.1")
     clock.now += 20
     throttle.failed("10.0.0.1")
@@ -515,7 +715,7 @@ def test_the_throttle_window_slides_per_address() -> None:
 
 def test_the_throttle_forgets_old_and_excess_addresses() -> None:
     clock = _Clock()
-    throttle = LoginThrottle(5, 60, max_clients=3, clock=clock)
+    throttle = FailureThrottle(5, 60, max_clients=3, clock=clock)
     for address in ("a", "b", "c", "d"):
         throttle.failed(address)
     assert len(throttle) == 3  # "a", the least recently failed, is forgotten
@@ -525,6 +725,24 @@ def test_the_throttle_forgets_old_and_excess_addresses() -> None:
     clock.now += 61
     throttle.failed("e")
     assert len(throttle) == 1  # every other address's failures left the window
+
+
+def test_the_throttle_blocks_for_a_while_and_forgives_one_failure() -> None:
+    clock = _Clock()
+    throttle = FailureThrottle(3, 60, clock=clock)
+    throttle.block("a", 25)  # other processes counted "a" past the limit
+    assert throttle.retry_after("a") == 25
+    clock.now += 25
+    assert throttle.retry_after("a") is None and "a" not in throttle.failing
+    throttle.failed("b")
+    throttle.failed("b")
+    throttle.forgive("b")  # the check counted in advance found the key good
+    throttle.failed("b")
+    assert throttle.retry_after("b") is None  # two failures, not three
+    throttle.forgive("b")
+    throttle.forgive("b")
+    throttle.forgive("b")  # nothing left to forgive: no error, nothing tracked
+    assert len(throttle) == 0
 
 
 # --- the page in a real browser ---------------------------------------------------------------

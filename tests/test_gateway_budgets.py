@@ -51,7 +51,7 @@ from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.service import Gateway
 from tierwise.ledger.records import CallRecord
 from tierwise.ledger.store import Ledger
-from tierwise.messages import Request
+from tierwise.messages import Request, Tool
 from tierwise.providers.base import ProviderConfig
 from tierwise.providers.openai_compat import OpenAICompatProvider
 from tierwise.strategies.fixed import FixedStrategy
@@ -324,14 +324,21 @@ def test_a_stream_the_client_leaves_before_its_first_event_is_charged_as_a_cut_c
 # --- the store is down --------------------------------------------------------------------
 
 
-def test_budgets_fail_closed_when_the_store_is_down(ledger_url: str) -> None:
+def test_budgets_fail_closed_when_the_store_is_down(
+    ledger_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
     down = settings_for(ledger_url, budget_store="redis://127.0.0.1:1/0")
     with gateway(down) as (gw, _), pytest.raises(openai.InternalServerError) as caught:
         gw.openai(key=token).chat.completions.create(model=MINI, messages=HELLO)
     assert caught.value.status_code == 503
-    assert "budget store (Redis) is unavailable" in caught.value.message
-    assert "fail_open" in caught.value.message
+    request_id = caught.value.response.headers["x-request-id"]
+    assert caught.value.message.endswith(
+        f"budget store unavailable; retry later (request id {request_id})"
+    )
+    assert "Redis" not in caught.value.message and "127.0.0.1" not in caught.value.message
+    (logged,) = [r.getMessage() for r in caplog.records if request_id in r.getMessage()]
+    assert "budget store (Redis) is unavailable" in logged and "fail_open" in logged
     assert gw.openai_fake.requests == []
 
 
@@ -528,13 +535,37 @@ def test_the_worst_case_covers_every_call_a_policy_may_make(settings: Settings) 
     mini, haiku, opus = f"openai:{MINI}", f"anthropic:{HAIKU}", "anthropic:claude-opus-4-7"
     assert slots(f"fixed:{mini}") == [[mini]]
     assert slots(f"route:rules?candidates={mini},{opus}") == [[mini, opus]]
-    assert slots(f"cascade:{mini},{haiku}?retries=1") == [[mini], [mini], [haiku], [haiku]]
-    assert slots(f"advisor:{haiku}?advisor={opus}") == [[haiku], [opus]]
+    assert slots(f"cascade:{mini},{haiku}?retries=1&gates=python") == [
+        [mini],
+        [mini],
+        [haiku],
+        [haiku],
+    ]
+    # the default gate, confidence>=0.7, may ask the tier once per try
+    assert slots(f"cascade:{mini}?retries=0") == [[mini], [mini]]
+    # each consult: one advisor call and one more executor turn
+    assert slots(f"advisor:{haiku}?advisor={opus}&max_uses=2") == [[haiku]] * 3 + [[opus]] * 2
     assert slots(f"fixed:{mini}?fallback={haiku}") == [[mini, haiku]]
+    # a cascade's gates call models too: a judge, an agreement gate's extra samples
+    assert slots(f"cascade:{mini}?gates=judge:{opus},agree:3&retries=0") == [
+        [mini],
+        [opus],
+        [mini],
+        [mini],
+    ]
+    assert slots(f"fixed:{mini}?budget_usd=1") == [[mini]]  # not the whole catalog
+    planned = slots(f"plan:{opus}?executors={mini}&max_steps=2&max_replans=0")
+    assert planned == [[opus], [mini], [opus], [mini], [opus]]
+    tool = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-7"}
+    with_tool = Request.from_prompt("Hi").model_copy(
+        update={"tools": [Tool.model_validate({**tool, "max_uses": 4})]}
+    )
+    consults = call_slots(engine.strategy(f"fixed:{mini}"), engine.catalog, request=with_tool)
+    assert [[s.id for s in slot] for slot in consults] == [[mini]] + [[opus]] * 4
     # the config's failover chains: any call may move on to them
     chains = {mini: [opus, haiku], haiku: [opus]}
     chained = call_slots(
-        engine.strategy(f"cascade:{mini},{haiku}?retries=0"), engine.catalog, chains
+        engine.strategy(f"cascade:{mini},{haiku}?retries=0&gates=python"), engine.catalog, chains
     )
     assert [[s.id for s in slot] for slot in chained] == [[mini, opus, haiku], [haiku, opus]]
     request = Request.from_prompt("one two three", max_tokens=100)

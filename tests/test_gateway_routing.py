@@ -15,8 +15,6 @@ from tierwise.config import Settings
 from tierwise.errors import UnknownModelError
 from tierwise.gateway.models import AUTO, ModelResolver
 from tierwise.ledger.store import Ledger
-from tierwise.policies import resolve_policy
-from tierwise.routing.registry import RouterEnv
 
 HELLO = [{"role": "user", "content": "Hello"}]
 PNG = afx._claude_code_history()[4]["content"][0]["content"][1]["source"]
@@ -37,14 +35,11 @@ def gw(settings: Settings) -> Iterator[Served]:
 
 @pytest.fixture
 def resolver(settings: Settings) -> ModelResolver:
-    catalog = load_catalog()
-    env = RouterEnv.for_settings(settings.model_copy(update={"policies": POLICIES}), catalog)
     return ModelResolver(
-        catalog,
+        load_catalog(),
         default_policy="fixed:anthropic:claude-haiku-4-5",
         policies=POLICIES,
         provider_kinds=KINDS,
-        check_policy=lambda name: resolve_policy(name, env),
     )
 
 
@@ -55,6 +50,8 @@ def test_model_names_resolve_to_policies(resolver: ModelResolver) -> None:
     assert policy(AUTO) == "fixed:anthropic:claude-haiku-4-5"
     assert policy("tierwise/cheap") == policy("cheap") == "cheap"
     assert policy("tierwise/fixed:openai:gpt-5-mini") == "fixed:openai:gpt-5-mini"
+    assert resolver.resolve("tierwise/fixed:openai:gpt-5-mini", "openai").inline
+    assert not resolver.resolve("tierwise/cheap", "openai").inline
     assert policy("anthropic:claude-opus-4-7") == "fixed:anthropic:claude-opus-4-7"
     assert policy("claude-haiku-4-5-20251001") == "fixed:anthropic:claude-haiku-4-5"  # alias
     assert policy("gpt-4.1-mini", "anthropic") == "fixed:openai:gpt-4.1-mini"

@@ -239,7 +239,7 @@ async def test_429_is_a_rate_limit_error_with_retry_after(provider, fake, stream
         ),
         (
             401,
-            "Incorrect API key provided: sk-test.",
+            "Incorrect API key provided: sk-proj-****abcd.",
             "invalid_request_error",
             "invalid_api_key",
             AuthenticationError,

@@ -194,8 +194,10 @@ def test_default_candidates_are_the_models_with_keys(monkeypatch, tmp_path, cata
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     env = _env(load_settings(None), catalog, tmp_path)
     providers = {spec.provider for spec in resolve_candidates([], env)}
-    assert "openai" in providers and "ollama" in providers  # ollama needs no key
+    assert "openai" in providers and "ollama" not in providers  # a local host: not named
     assert "anthropic" not in providers and "together" not in providers
+    named = _env(load_settings(None, providers={"ollama": {}}), catalog, tmp_path)
+    assert "ollama" in {spec.provider for spec in resolve_candidates([], named)}  # needs no key
     configured = load_settings(None, routing={"candidates": [WEAK, STRONG]})
     assert [c.id for c in resolve_candidates([], _env(configured, catalog, tmp_path))] == [
         WEAK,

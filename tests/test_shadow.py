@@ -20,6 +20,7 @@ from tierwise.gates import GateEnv, build_gates
 from tierwise.learning.shadow import ShadowOptions, ShadowReport, estimate_prompt_cost, shadow
 from tierwise.ledger.store import Ledger
 from tierwise.messages import Request
+from tierwise.providers.base import ProviderConfig
 
 JUDGE = f"judge:{STRONG}"
 
@@ -123,6 +124,8 @@ async def test_other_gates_label_without_a_judge(world: World, settings: Setting
 
 
 async def test_bad_input_is_a_clear_error(world: World, settings: Settings, tmp_path: Path) -> None:
+    ollama = ProviderConfig(kind="openai", base_url="http://127.0.0.1:9/v1", requires_key=False)
+    local = settings.model_copy(update={"providers": {**settings.providers, "ollama": ollama}})
     for options, error, message in [
         ({"models": [CHEAP]}, InvalidRequestError, "two or more models"),
         ({"gates": ["telepathy"]}, GateError, "unknown gate 'telepathy'"),
@@ -133,7 +136,7 @@ async def test_bad_input_is_a_clear_error(world: World, settings: Settings, tmp_
         ),
     ]:
         with pytest.raises(error, match=message):
-            await _shadow(world, settings, **options)
+            await _shadow(world, local, **options)
     empty = settings.model_copy(update={"ledger_url": f"sqlite:///{tmp_path / 'empty.db'}"})
     with pytest.raises(InsufficientDataError, match="nothing to shadow"):
         await _shadow(World(), empty, models=[CHEAP, STRONG])

@@ -26,6 +26,7 @@ from tierwise.errors import BudgetExceededError, PolicyError
 from tierwise.ledger.records import LedgerRecord
 from tierwise.ledger.store import Ledger
 from tierwise.messages import Request
+from tierwise.providers.base import ProviderConfig
 from tierwise.strategies.base import TaskContext
 from tierwise.streaming import collect
 
@@ -45,6 +46,10 @@ def fake() -> FakeAnthropic:
 @pytest.fixture
 def engine(settings: Settings, fake: FakeAnthropic) -> Engine:
     return fake_engine(settings, fake, FakeOpenAI())
+
+
+_OLLAMA = ProviderConfig(kind="openai", base_url="http://127.0.0.1:9/v1", requires_key=False)
+"""A local host named in the config (no call reaches it: the budget refuses first)."""
 
 
 def _ask(max_tokens: int) -> Request:
@@ -195,8 +200,9 @@ def test_gateway_answers_a_task_over_budget_with_402(settings: Settings) -> None
     assert "task budget of $0.001 exceeded" in reply.json()["error"]["message"]
 
 
-async def test_a_dollar_budget_refuses_a_model_of_unknown_price(engine: Engine) -> None:
-    async with engine:
+async def test_a_dollar_budget_refuses_a_model_of_unknown_price(settings: Settings) -> None:
+    local = settings.model_copy(update={"providers": {**settings.providers, "ollama": _OLLAMA}})
+    async with fake_engine(local, FakeAnthropic(), FakeOpenAI()) as engine:
         with pytest.raises(BudgetExceededError, match=r"price of ollama:llama3\.1:8b is unknown"):
             await engine.complete(_ask(100), "fixed:ollama:llama3.1:8b?budget_usd=1")
 

@@ -57,9 +57,12 @@ def _decimal(text: str | None) -> Decimal | None:
     if text is None:
         return None
     try:
-        return Decimal(text)
+        value = Decimal(text)
     except InvalidOperation:
-        raise PolicyError(f"budget_usd must be a number of dollars, not {text!r}") from None
+        value = None
+    if value is None or not value.is_finite():
+        raise PolicyError(f"budget_usd must be a number of dollars, not {text!r}")
+    return value
 
 
 def _integer(text: str | None) -> int | None:

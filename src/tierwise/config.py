@@ -14,6 +14,9 @@ Example file::
     base_url = "https://openrouter.ai/api/v1"
     api_key_env = "OPENROUTER_API_KEY"
 
+    [providers.ollama]              # a shipped local host (ollama, vllm, llamacpp): off
+                                    # until named here, even by an empty table
+
     [policies]                      # named policies
     cheap = "fixed:openai:gpt-5-nano"
 
@@ -60,9 +63,12 @@ from tierwise.failover import FailoverSettings
 from tierwise.gateway.config import GatewayConfig
 from tierwise.ledger.store import default_ledger_url
 from tierwise.providers.base import ProviderConfig
+from tierwise.redaction import Redactor, header_secrets, url_secrets
 from tierwise.strategies.cascade_settings import CascadeSettings
 
 APP_NAME = "tierwise"
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY")
+"""Proxies the upstream clients take from the environment (their passwords are secrets)."""
 
 
 def _row(kind: str, base_url: str | None, key_env: str | None, **extra: Any) -> dict[str, Any]:
@@ -74,10 +80,26 @@ DEFAULT_PROVIDERS: dict[str, dict[str, Any]] = {
     "openai": _row("openai", None, "OPENAI_API_KEY"),
     "openrouter": _row("openai", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
     "together": _row("openai", "https://api.together.xyz/v1", "TOGETHER_API_KEY"),
+}
+"""Hosted vendors: always present, usable once their key is set."""
+LOCAL_PROVIDERS: dict[str, dict[str, Any]] = {
     "ollama": _row("openai", "http://127.0.0.1:11434/v1", None, requires_key=False),
     "vllm": _row("openai", "http://127.0.0.1:8000/v1", "VLLM_API_KEY", requires_key=False),
     "llamacpp": _row("openai", "http://127.0.0.1:8080/v1", None, requires_key=False),
 }
+"""Local hosts that need no key: inactive until the config names them (``[providers.ollama]``,
+even empty, or ``TIERWISE_PROVIDERS__OLLAMA__BASE_URL``); their catalog models are not
+served until then, so no request can make tierwise call a port the operator did not choose."""
+
+
+def enable_hint(provider: str) -> str:
+    """How to enable shipped local host ``provider``."""
+    url = LOCAL_PROVIDERS[provider]["base_url"]
+    return (
+        f"provider {provider!r} (a local host, {url}) is not enabled: add a "
+        f"[providers.{provider}] table to the config (base_url to change the address) "
+        f"or set TIERWISE_PROVIDERS__{provider.upper()}__BASE_URL"
+    )
 
 
 def user_data_dir() -> Path:
@@ -133,6 +155,8 @@ class Settings(BaseSettings):
     """A local copy of the recorded-outcome datasets (e.g. ``../shared/data``)."""
     cache_dir: Path = Field(default_factory=user_cache_dir)
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    """Upstream hosts by name, over the shipped rows: :data:`DEFAULT_PROVIDERS` always,
+    :data:`LOCAL_PROVIDERS` only those named here."""
     policies: dict[str, str] = Field(default_factory=dict)
     models: list[dict[str, Any]] = Field(default_factory=list)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
@@ -147,7 +171,9 @@ class Settings(BaseSettings):
     @classmethod
     def _over_defaults(cls, value: Any) -> dict[str, Any]:
         rows: dict[str, Any] = {name: dict(row) for name, row in DEFAULT_PROVIDERS.items()}
-        for name, row in (value or {}).items():
+        named = value or {}
+        rows |= {name: dict(row) for name, row in LOCAL_PROVIDERS.items() if name in named}
+        for name, row in named.items():
             given = row.model_dump(exclude_unset=True) if isinstance(row, ProviderConfig) else row
             rows[name] = {**rows.get(name, {}), **given} if isinstance(given, dict) else given
         return rows
@@ -165,11 +191,35 @@ class Settings(BaseSettings):
     def resolved_ledger_spill_dir(self) -> Path:
         return self.ledger_spill_dir or user_state_dir() / "ledger-spill"
 
+    def redactor(self) -> Redactor:
+        """A redactor of every secret these settings hold: each provider's key (from the
+        config or its environment variable), credential headers and URL passwords, the admin
+        key, the passwords of the ledger, budget, rate-limit and idempotency store URLs, and
+        those of the proxies the environment names (``HTTPS_PROXY``...)."""
+        found: list[str | None] = []
+        for row in self.providers.values():
+            found.append(row.api_key.get_secret_value() if row.api_key else None)
+            found.append(os.environ.get(row.api_key_env) if row.api_key_env else None)
+            found += header_secrets(row.headers) + url_secrets(row.base_url)
+        found.append(self.admin_key.get_secret_value() if self.admin_key else None)
+        gateway = self.gateway
+        for url in (self.ledger_url, gateway.budget_store, gateway.rate_limit_store):
+            found += url_secrets(url)
+        found += url_secrets(gateway.idempotency)
+        for name in PROXY_VARIABLES:
+            found += url_secrets(os.environ.get(name) or os.environ.get(name.lower()))
+        return Redactor(found)
+
     def provider(self, name: str) -> ProviderConfig:
         if name not in self.providers:
             known = ", ".join(sorted(self.providers))
-            raise ConfigError(f"no provider named {name!r} in the config (known: {known})")
+            hint = f"; {enable_hint(name)}" if name in LOCAL_PROVIDERS else ""
+            raise ConfigError(f"no provider named {name!r} in the config (known: {known}){hint}")
         return self.providers[name]
+
+    def inactive_providers(self) -> dict[str, str]:
+        """Shipped local hosts the config does not name, each with how to enable it."""
+        return {name: enable_hint(name) for name in LOCAL_PROVIDERS if name not in self.providers}
 
     def api_key(self, name: str) -> str | None:
         """The provider's key from the config or its environment variable."""

@@ -40,9 +40,15 @@ from tierwise.messages import MessageDelta, MessageStop, Request, Response, Stre
 from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
+from tierwise.redaction import Redactor
 from tierwise.routing.registry import RouterEnv
+from tierwise.scope import ModelScope
 from tierwise.strategies.base import Recorder, Strategy, TaskContext, closing_stream
 from tierwise.strategies.budgeted import budget_of
+
+STRATEGIES_KEPT = 1024
+"""Built strategies the engine keeps (oldest dropped past it): a gateway whose keys may send
+inline policies sees unboundedly many distinct ones."""
 
 Observer = Callable[[LedgerRecord], None]
 """Sees each record of a task as soon as it is stored (e.g. the gateway's decision header)."""
@@ -84,6 +90,12 @@ class Result(BaseModel):
         return "\n".join(lines)
 
 
+def _served(catalog: Catalog, settings: Settings, given: Mapping[str, Provider]) -> Catalog:
+    """``catalog`` without the models of inactive local hosts (unless a provider is given)."""
+    inactive = {p: hint for p, hint in settings.inactive_providers().items() if p not in given}
+    return catalog.without_providers(inactive) if inactive else catalog
+
+
 def _as_request(request: Request | Mapping[str, Any] | str) -> Request:
     if isinstance(request, Request):
         return request
@@ -109,9 +121,14 @@ class Engine:
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         self.settings = settings or load_settings()
-        self.catalog = catalog or load_catalog(extra_models=self.settings.models)
         self._ledger = ledger
         self._providers: dict[str, Provider] = dict(providers or {})
+        self.catalog = _served(
+            catalog or load_catalog(extra_models=self.settings.models),
+            self.settings,
+            self._providers,
+        )
+        """Models of shipped local hosts the config does not name are not in it."""
         self._strategies: dict[str, Strategy] = {}
         self.failover = Failover(self.settings.failover)
         """Fallback chains and per-upstream circuit breakers, shared by every task."""
@@ -148,18 +165,40 @@ class Engine:
         """The strategy for ``policy``, built once per engine (routers load their artifacts
         and rules when built; a route strategy remembers each conversation's model)."""
         name = policy or self.settings.default_policy
-        if name not in self._strategies:
+        found = self._strategies.get(name)
+        if found is None:
             env = RouterEnv.for_settings(self.settings, self.catalog)
-            self._strategies[name] = resolve_policy(name, env)
-        return self._strategies[name]
+            found = self._strategies[name] = resolve_policy(name, env)
+            if len(self._strategies) > STRATEGIES_KEPT:
+                del self._strategies[next(iter(self._strategies))]
+        return found
+
+    @cached_property
+    def redactor(self) -> Redactor:
+        """Every configured secret (:meth:`Settings.redactor`)."""
+        return self.settings.redactor()
 
     async def record(self, record: LedgerRecord) -> None:
-        """Append ``record`` to the ledger (off the event loop), e.g. user feedback."""
+        """Append ``record`` to the ledger (off the event loop), e.g. user feedback. What an
+        error wrote in it is stored without secrets, whichever provider raised the error."""
+        self._redact(record)
         ledger = self.ledger
         if ledger.write_behind is not None:
             ledger.append(record)  # only queued: the ledger's writer thread stores it
         else:
             await asyncio.to_thread(ledger.append, record)
+
+    def _redact(self, record: LedgerRecord) -> None:
+        """Redact, in place, the texts of ``record`` that carry an error's message (only
+        failures have one: nothing to do for an answered call)."""
+        # type() is, not isinstance: a pydantic model's isinstance costs ~150 ns
+        if type(record) is CallRecord:
+            if record.error_message:
+                record.error_message = self.redactor(record.error_message)
+        elif type(record) is EscalationRecord and record.trigger.startswith("failover"):
+            record.trigger = self.redactor(record.trigger)
+        elif type(record) is OutcomeRecord and record.outcome == "error" and record.detail:
+            record.detail = self.redactor(record.detail)
 
     async def feedback(self, task_id: str, correct: bool, note: str = "") -> OutcomeRecord:
         """Record a user's verdict on task ``task_id``'s answer (``tierwise learn`` reads it);
@@ -184,6 +223,7 @@ class Engine:
         *,
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scope: ModelScope | None = None,
     ) -> tuple[TaskContext, _TaskRecords]:
         task = TaskRecord(
             parent_id=parent_id,
@@ -195,6 +235,7 @@ class Engine:
         kept = _TaskRecords(observer)
         await kept.keep(task)
         context = self.task_context(task.id, parent_id=parent_id, record=kept.keep, budget=budget)
+        context.scope = scope
         return context, kept
 
     def task_context(
@@ -240,16 +281,25 @@ class Engine:
         observer: Observer | None = None,
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scope: ModelScope | None = None,
     ) -> Result:
         """Run one task under ``policy`` (default: the config's ``default_policy``) within
         ``budget`` (default: the policy's ``budget_usd`` / ``budget_tokens``); a task that
         runs out raises :class:`BudgetExceededError` carrying its partial result. ``metadata`` is
-        stored on the task's record (the gateway: the key that made it)."""
+        stored on the task's record (the gateway: the key that made it); ``scope``: the models
+        the caller may run (every call is checked against it)."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
         task, kept = await self._open_task(
-            canonical, strategy, source, parent_id, observer, budget=own, metadata=metadata
+            canonical,
+            strategy,
+            source,
+            parent_id,
+            observer,
+            budget=own,
+            metadata=metadata,
+            scope=scope,
         )
         try:
             response = await strategy.run(canonical, task)
@@ -292,6 +342,7 @@ class Engine:
         observer: Observer | None = None,
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
+        scope: ModelScope | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Like :meth:`complete`, as canonical stream events; recorded when it ends, before
         its end (the last delta and the stop) is handed on."""
@@ -299,7 +350,14 @@ class Engine:
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
         task, kept = await self._open_task(
-            canonical, strategy, source, parent_id, observer, budget=own, metadata=metadata
+            canonical,
+            strategy,
+            source,
+            parent_id,
+            observer,
+            budget=own,
+            metadata=metadata,
+            scope=scope,
         )
         end: list[StreamEvent] = []
         try:

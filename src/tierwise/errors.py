@@ -25,14 +25,18 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     ├── GatewayError                    exit 1  the gateway refused a request (``status``: HTTP)
     │   ├── UnauthorizedError    401            no or unknown gateway API key
     │   ├── ForbiddenError       403            the key may not use this model or policy
+    │   │   ├── ModelNotAllowedError            a model the request would run is not allowed
+    │   │   └── PolicyNotAllowedError           an inline policy or operator-only part
     │   ├── TaskNotFoundError    404            no such task (or another key's: not revealed)
     │   ├── RequestTooLargeError 413            the request body is over the size limit
     │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
     │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
     │   ├── KeyRateLimitError    429            over a key's requests or tokens per minute
+    │   ├── AuthThrottledError   429            too many failed key checks from this address
     │   ├── BudgetExhaustedError 429            a key's budget cannot cover the request (``code``)
     │   ├── BudgetUnavailableError 503          the budget store is down and budgets fail closed
+    │   ├── IdempotencyUnavailableError 503     the Idempotency-Key store is down
     │   └── ClientDisconnectedError 499         the client hung up before its answer (no reply)
     └── ProviderError                   exit 1  anything that went wrong calling an upstream
         ├── CircuitOpenError                    the upstream's circuit breaker is open (no call)
@@ -91,11 +95,15 @@ class UnknownModelError(TierwiseError):
 
     exit_code = 2
 
-    def __init__(self, model: str, suggestions: Sequence[str] = ()) -> None:
-        hint = f" (did you mean {', '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
-        super().__init__(f"unknown model {model!r}{hint}; `tierwise models` lists the catalog")
+    def __init__(self, model: str, suggestions: Sequence[str] = (), *, hint: str = "") -> None:
+        """``hint``: why a model tierwise knows is not served (how to enable its provider);
+        the CLI says it, the gateway does not."""
+        close = f" (did you mean {', '.join(repr(s) for s in suggestions)}?)" if suggestions else ""
+        where = hint or "`tierwise models` lists the catalog"
+        super().__init__(f"unknown model {model!r}{close}; {where}")
         self.model = model
         self.suggestions = list(suggestions)
+        self.hint = hint
 
 
 class PolicyError(TierwiseError):
@@ -187,6 +195,19 @@ class ForbiddenError(GatewayError):
     status = 403
 
 
+class ModelNotAllowedError(ForbiddenError):
+    """403: the key's allow-list does not cover a model the request would run."""
+
+    code = "model_not_allowed"
+
+
+class PolicyNotAllowedError(ForbiddenError):
+    """403: a policy expression from a client that its key may not send (inline expressions
+    without the key's scope, or parts that only the operator's config may use)."""
+
+    code = "policy_not_allowed"
+
+
 class TaskNotFoundError(GatewayError):
     """404: no task with this id that the key may see (another key's task looks the same)."""
 
@@ -232,6 +253,18 @@ class KeyRateLimitError(GatewayError):
         self.retry_after_s = retry_after_s
 
 
+class AuthThrottledError(GatewayError):
+    """429: too many failed key checks from this address; retry after ``retry_after_s``
+    (refused even with the right key until then)."""
+
+    status = 429
+    retry_after_s: int
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class BudgetExhaustedError(GatewayError):
     """A key's budget cannot cover the request until its period resets or it is raised.
 
@@ -245,6 +278,12 @@ class BudgetExhaustedError(GatewayError):
 
 class BudgetUnavailableError(GatewayError):
     """503: the budget store cannot be reached and budgets fail closed."""
+
+    status = 503
+
+
+class IdempotencyUnavailableError(GatewayError):
+    """503: the ``Idempotency-Key`` store cannot be reached."""
 
     status = 503
 

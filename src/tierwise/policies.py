@@ -62,6 +62,12 @@ def parse_policy(text: str) -> PolicySpec:
 def _fixed(spec: PolicySpec, env: RouterEnv) -> Strategy:
     if not spec.argument:
         raise PolicyError("policy 'fixed' needs a model: fixed:<provider:model>")
+    if spec.params:
+        unknown = ", ".join(sorted(spec.params))
+        raise PolicyError(
+            f"policy 'fixed' has no parameter {unknown} (any policy takes fallback=, "
+            "budget_usd=, budget_tokens=)"
+        )
     return FixedStrategy(env.catalog.get(spec.argument))
 
 
@@ -135,5 +141,5 @@ def resolve_policy(
     strategy = factory(spec, env)
     if fallback is None:
         return strategy
-    models = [env.catalog.get(m.strip()).id for m in fallback.split(",") if m.strip()]
+    models = [env.catalog.get(m.strip()) for m in fallback.split(",") if m.strip()]
     return WithFallbacks(strategy, models)

@@ -132,6 +132,13 @@ class AdvisorHook:
             f"advisor model {tool.model!r} is not in the catalog (did you mean: {hint})"
         )
 
+    def _scoped_plan(self, tool: AdvisorTool, executor: ModelSpec, task: TaskContext) -> Plan:
+        """:meth:`plan`, refused when the caller's scope does not cover the advisor (a
+        native consult is billed to the executor's call, so the call check never sees it)."""
+        plan = self.plan(tool, executor)
+        task.check_scope(plan.advisor_id)
+        return plan
+
     def _without_advisor(self, plan: Plan, request: Request, spec: ModelSpec) -> bool:
         """The call goes out with the tool and advisor blocks stripped: a native conversation
         is over its caps, or the executor cannot call tools at all."""
@@ -167,7 +174,7 @@ class AdvisorHook:
 
     async def complete(self, request: Request, spec: ModelSpec, task: TaskContext) -> Response:
         tool = find_advisor_tool(request)
-        plan = None if tool is None else self.plan(tool, spec)
+        plan = None if tool is None else self._scoped_plan(tool, spec, task)
         if plan is None or self._without_advisor(plan, request, spec):
             return await task.call_model(strip_advisor(request), spec)
         if plan.native:
@@ -291,7 +298,7 @@ class AdvisorHook:
         """Native: the upstream's own events (pauses resumed); emulated: each executor step
         live, each consult's blocks once it is done, as one message."""
         tool = find_advisor_tool(request)
-        plan = None if tool is None else self.plan(tool, spec)
+        plan = None if tool is None else self._scoped_plan(tool, spec, task)
         if plan is None or self._without_advisor(plan, request, spec):
             async with aclosing(task.stream_model(strip_advisor(request), spec)) as events:
                 async for event in events:

@@ -2,10 +2,13 @@
 
 The worst case is a sum over the policy's possible calls (*slots*), each priced at the
 dearest model that may take it: one slot for a pinned model or a router's pick among its
-candidates (a policy's ``fallback=`` models and the config's ``[failover.fallbacks]`` chains
-join every slot), one per tier and try for a
-cascade, the executor and the advisor for an advisor policy, and for a strategy that says
-nothing, one slot open to the whole catalog. Each call is priced at ``input estimate x
+candidates (plus its classifier's call; a policy's ``fallback=`` models and the config's
+``[failover.fallbacks]`` chains join every slot); for a cascade one per tier and try, each
+with its gates' calls (a judge, an agreement gate's extra samples, a confidence question);
+for an advisor ``max_uses`` consults, each an advisor call and one more executor turn (an
+advisor tool in the request counts the same under any policy); for a plan every plan and
+re-plan and, per step, an executor and the judge; and for a strategy that says nothing, one
+slot open to the whole catalog. Each call is priced at ``input estimate x
 margin`` input tokens (at the dearest of the input and cache-write prices) plus
 ``max_tokens`` output tokens.
 """
@@ -34,11 +37,17 @@ def _specs(value: object) -> list[ModelSpec] | None:
 
 
 def call_slots(
-    strategy: object, catalog: Catalog, chains: Mapping[str, Sequence[str]] | None = None
+    strategy: object,
+    catalog: Catalog,
+    chains: Mapping[str, Sequence[str]] | None = None,
+    request: Request | None = None,
 ) -> list[list[ModelSpec]]:
     """The calls ``strategy`` may make, each as the models that may take it; ``chains``: the
-    config's failover chains (model id -> the models tried next), which any call may follow."""
+    config's failover chains (model id -> the models tried next), which any call may follow;
+    ``request``: its advisor tool's consults count too (under any policy)."""
     slots = _policy_slots(strategy, catalog)
+    if request is not None:
+        slots += _request_advisor_slots(request, catalog)
     if not chains:
         return slots
     return [_with_chains(slot, chains, catalog) for slot in slots]
@@ -57,21 +66,106 @@ def _policy_slots(strategy: object, catalog: Catalog) -> list[list[ModelSpec]]:
     if inner is not None and isinstance(fallbacks, list):  # a failed call may move on to these
         extra = [spec for name in fallbacks if (spec := catalog.find(str(name))) is not None]
         return [[*slot, *extra] for slot in _policy_slots(inner, catalog)]
+    wrapped = getattr(strategy, "strategy", None)
+    if wrapped is not None:  # a policy's own task budget around the real strategy
+        return _policy_slots(wrapped, catalog)
+    return _own_slots(strategy, catalog)
+
+
+def _own_slots(strategy: object, catalog: Catalog) -> list[list[ModelSpec]]:
     tiers = _specs(getattr(strategy, "tiers", None))
-    if tiers is not None:  # a cascade: every tier, each tried 1 + retries times
-        options = getattr(strategy, "options", None)
-        retries = getattr(options, "retries", 0)
-        tries = 1 + (retries if isinstance(retries, int) and retries > 0 else 0)
-        return [[tier] for tier in tiers for _ in range(tries)]
+    if tiers is not None:
+        return _cascade_slots(strategy, tiers)
     executor = _specs(getattr(strategy, "executor", None))
     advisor = _specs(getattr(strategy, "advisor", None))
     if executor is not None and advisor is not None:
-        return [executor, advisor]
+        return _consult_slots(executor, advisor, _max_uses(getattr(strategy, "tool", None)))
+    planner = _specs(getattr(getattr(strategy, "planner", None), "spec", None))
+    if planner is not None:
+        return _plan_slots(strategy, planner)
     candidates = _specs(getattr(strategy, "candidates", None))
     if candidates is not None:
-        return [candidates]
+        return [*_classifier_slots(strategy), candidates]
     pinned = _specs(getattr(strategy, "spec", None))
     return [pinned] if pinned is not None else [list(catalog)]
+
+
+def _cascade_slots(strategy: object, tiers: list[ModelSpec]) -> list[list[ModelSpec]]:
+    """Every tier, each tried 1 + retries times, each try with its gates' own calls."""
+    options = getattr(strategy, "options", None)
+    retries = getattr(options, "retries", 0)
+    tries = 1 + (retries if isinstance(retries, int) and retries > 0 else 0)
+    gates = getattr(strategy, "gates", None) or []
+    start = _classifier_slots(getattr(strategy, "starter", None))
+    per_try = [[[tier], *_gate_slots(gates, tier)] for tier in tiers]
+    return start + [slot for slots in per_try for _ in range(tries) for slot in slots]
+
+
+def _gate_slots(gates: Sequence[object], tier: ModelSpec) -> list[list[ModelSpec]]:
+    """The calls checking one answer of ``tier`` may make: a judge asks its model, an
+    agreement gate draws ``k - 1`` more samples, a confidence gate may ask the tier."""
+    slots: list[list[ModelSpec]] = []
+    for gate in gates:
+        judge = _specs(getattr(gate, "model", None))
+        samples = getattr(gate, "k", None)
+        if judge is not None:
+            slots.append(judge)
+        elif isinstance(samples, int):
+            slots += [[tier] for _ in range(max(samples - 1, 0))]
+        elif isinstance(getattr(gate, "threshold", None), float):
+            slots.append([tier])
+    return slots
+
+
+def _classifier_slots(strategy: object) -> list[list[ModelSpec]]:
+    spec = _specs(getattr(getattr(strategy, "classifier", None), "spec", None))
+    return [spec] if spec is not None else []
+
+
+DEFAULT_CONSULTS = 3
+"""Consults counted for an advisor tool that sets no ``max_uses`` (the ``[advisor]`` default)."""
+
+
+def _max_uses(tool: object) -> int:
+    uses = getattr(tool, "max_uses", None)
+    if uses is None and isinstance(extra := getattr(tool, "model_extra", None), dict):
+        uses = extra.get("max_uses")
+    return uses if isinstance(uses, int) and uses >= 0 else DEFAULT_CONSULTS
+
+
+def _consult_slots(
+    executor: list[ModelSpec], advisor: list[ModelSpec], uses: int
+) -> list[list[ModelSpec]]:
+    """An executor that consults ``uses`` times: each consult one advisor call and one more
+    executor turn."""
+    return [executor] * (uses + 1) + [advisor] * uses
+
+
+def _request_advisor_slots(request: Request, catalog: Catalog) -> list[list[ModelSpec]]:
+    """The consults of an advisor tool the request itself carries (the advisor hook runs it
+    under any policy): ``max_uses`` advisor calls and as many more executor turns."""
+    slots: list[list[ModelSpec]] = []
+    for tool in request.tools:
+        if not (tool.type or "").startswith("advisor_"):
+            continue
+        model = (tool.model_extra or {}).get("model")
+        found = catalog.find(str(model)) or catalog.find_upstream("anthropic", str(model))
+        uses = _max_uses(tool)
+        if found is not None:
+            slots += [[found]] * uses
+    return slots
+
+
+def _plan_slots(strategy: object, planner: list[ModelSpec]) -> list[list[ModelSpec]]:
+    """A plan and each re-plan, then every step on an executor with its judge."""
+    options = getattr(strategy, "options", None)
+    replans = getattr(options, "max_replans", 0)
+    steps = getattr(options, "max_steps", 1)
+    executors = _specs(getattr(strategy, "executors", None)) or []
+    judge = _specs(getattr(strategy, "judge", None)) or planner
+    plans = 1 + (replans if isinstance(replans, int) else 0)
+    step_count = steps if isinstance(steps, int) else 1
+    return [planner] * plans + [executors, judge] * step_count * plans
 
 
 def _call_price(spec: ModelSpec, input_tokens: int, output_tokens: int) -> Decimal | None:

@@ -120,7 +120,7 @@ class BudgetGate:
             return request, None
         if budgeted and request.max_tokens is None:
             request = request.model_copy(update={"max_tokens": self.settings.default_max_tokens})
-        slots = call_slots(strategy, self._catalog, self._chains)
+        slots = call_slots(strategy, self._catalog, self._chains, request)
         amount, unknown = worst_case(request, slots, self.settings.input_margin)
         _check_request(key, effective, amount, unknown)
         rate_tokens = await self._rate(key, effective, amount.tokens)

@@ -107,6 +107,8 @@ class Catalog:
         self._aliases = {
             f"{s.provider}:{alias}": s.id for s in self._specs.values() for alias in s.aliases
         }
+        self._hidden: Catalog | None = None
+        self._hints: dict[str, str] = {}
 
     def __iter__(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
@@ -125,7 +127,9 @@ class Catalog:
         """The spec for ``model_id`` (or an alias); :class:`UnknownModelError` with suggestions."""
         spec = self.find(model_id)
         if spec is None:
-            raise UnknownModelError(model_id, self.suggest(model_id))
+            hidden = self._hidden.find(model_id) if self._hidden is not None else None
+            hint = self._hints[hidden.provider] if hidden is not None else ""
+            raise UnknownModelError(model_id, self.suggest(model_id), hint=hint)
         return spec
 
     def find_upstream(self, provider: str, upstream_name: str) -> ModelSpec | None:
@@ -146,6 +150,14 @@ class Catalog:
         if not pool:
             return None
         return max(pool, key=lambda s: (s.profile.tier, s.prices.output or Decimal(0)))
+
+    def without_providers(self, hints: Mapping[str, str]) -> Catalog:
+        """This catalog without the models of the providers in ``hints``; asking for one of
+        them is an :class:`UnknownModelError` that says its provider's hint (how to enable it)."""
+        kept = Catalog(s for s in self._specs.values() if s.provider not in hints)
+        kept._hidden = Catalog(s for s in self._specs.values() if s.provider in hints)
+        kept._hints = dict(hints)
+        return kept
 
     def merged(self, overrides: Iterable[ModelSpec]) -> Catalog:
         """A new catalog with ``overrides`` added or replacing models of the same id."""

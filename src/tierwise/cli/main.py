@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tierwise.cli import (
     calibrate_cmd,
@@ -174,7 +175,7 @@ def run() -> None:
     try:
         app()
     except TierwiseError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)  # [a.table]
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

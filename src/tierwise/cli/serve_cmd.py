@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from tierwise.catalog import load_catalog
 from tierwise.cli import budget_cmd
 from tierwise.cli.state import CliState
 from tierwise.config import Settings
@@ -90,7 +92,8 @@ def _keys_table(keys: list[ApiKey]) -> Table:
     for key in keys:
         status = "active" if key.active else f"revoked {key.revoked_at:%Y-%m-%d %H:%M}"
         created = f"{key.created_at:%Y-%m-%d %H:%M}"
-        table.add_row(key.name, key.id, ", ".join(key.models) or "all", created, status)
+        models = (", ".join(key.models) or "all") + (" +inline" if key.inline_policies else "")
+        table.add_row(key.name, key.id, models, created, status)
     return table
 
 
@@ -99,15 +102,42 @@ def keys_create(
     name: Annotated[str, typer.Argument(help="A name for the key (unique).")],
     models: Annotated[
         list[str] | None,
-        typer.Option("--models", "-m", help="Allowed models or policies (globs); repeatable."),
+        typer.Option(
+            "--models",
+            "-m",
+            help="Allowed model ids (globs, e.g. 'anthropic:*haiku*'); repeatable. Checked "
+            "against every model a request's policy may call.",
+        ),
     ] = None,
+    inline_policies: Annotated[
+        bool,
+        typer.Option(
+            "--inline-policies",
+            help="Let the key send policy expressions (tierwise/<policy>, the safe subset).",
+        ),
+    ] = False,
 ) -> None:
     """Create a key; it is printed once and only its hash is stored."""
+    patterns = models or []
+    _warn_unmatched(ctx.ensure_object(CliState).settings, patterns)
     with _keys(ctx) as store:
-        created = store.create(name, models or [])
+        created = store.create(name, patterns, inline_policies=inline_policies)
     out.print(created.token, markup=False, highlight=False)
-    allowed = ", ".join(created.key.models) or "every model and policy"
-    err.print(f"key {name!r} created for {allowed}; it is not shown again", highlight=False)
+    allowed = ", ".join(created.key.models) or "every model"
+    inline = "; inline policies allowed" if inline_policies else ""
+    err.print(f"key {name!r} created for {allowed}{inline}; it is not shown again", highlight=False)
+
+
+def _warn_unmatched(settings: Settings, patterns: list[str]) -> None:
+    """A pattern that matches no catalog id would allow nothing: say so (ids, not names)."""
+    ids = [spec.id for spec in load_catalog(extra_models=settings.models)]
+    for pattern in patterns:
+        if not any(fnmatchcase(model_id, pattern) for model_id in ids):
+            err.print(
+                f"[yellow]warning:[/] {pattern!r} matches no model id of the catalog "
+                "(ids look like anthropic:claude-haiku-4-5; globs such as '*haiku*' work)",
+                highlight=False,
+            )
 
 
 def keys_list(ctx: typer.Context) -> None:

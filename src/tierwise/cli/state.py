@@ -67,7 +67,7 @@ class CliState:
         ledger = self._ledger()
         try:
             with path.open("w", encoding="utf-8") as handle:
-                return export_traces(ledger, handle, since=since)
+                return export_traces(ledger, handle, since=since, redact=self.settings.redactor())
         finally:
             ledger.close()
 

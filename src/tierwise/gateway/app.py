@@ -10,6 +10,10 @@
     POST /v1/tierwise/feedback       a user's verdict on a task's answer (``tierwise learn``)
     GET  /dashboard                  spend, routing and savings (admin key; see dashboard/)
 
+Each model request passes, in order: the drain, the declared size limit and authentication
+(:mod:`~tierwise.gateway.edge`), admission, ``Idempotency-Key``, then the route (body read
+within the limits, policy resolved, the key's scope checked, the budget reserved).
+
 Nothing happens at import or in ``create_app``: the engine, the ledger and the key store are
 opened by the lifespan and closed with it. An ``engine`` passed in is used as it is (tests
 inject fake-upstream providers this way) and left open for its owner.
@@ -36,6 +40,7 @@ from tierwise.gateway.circuits import CircuitCollector
 from tierwise.gateway.dashboard.views import dashboard_routes
 from tierwise.gateway.dialects import dialect_for_path
 from tierwise.gateway.drain import Drain, DrainMiddleware
+from tierwise.gateway.edge import EdgeMiddleware
 from tierwise.gateway.feedback import feedback_endpoint
 from tierwise.gateway.idempotency import IdempotencyMiddleware
 from tierwise.gateway.routes import Routes, error_response
@@ -94,8 +99,9 @@ def create_app(settings: Settings, engine: Engine | None = None) -> Starlette:
         exception_handlers={HTTPException: _http_error},
         middleware=[
             Middleware(DrainMiddleware, drain=drain),
-            Middleware(IdempotencyMiddleware, gateway=gateway),
+            Middleware(EdgeMiddleware, gateway=gateway),  # size limit, then the API key
             Middleware(AdmissionControl, gateway=gateway),
+            Middleware(IdempotencyMiddleware, gateway=gateway),
         ],
     )
     gateway.metrics.registry.register(CircuitCollector(lambda: _failover(gateway)))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
 
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.limits import Limits
@@ -27,15 +28,30 @@ class GatewayConfig(BaseModel):
     auth: bool = True
     """Require an API key on every model endpoint (``/healthz`` and ``/readyz`` stay open)."""
     max_body_bytes: int = Field(default=32 * MIB, gt=0)
-    """Largest request body accepted (Anthropic's own limit is 32 MB); larger is a 413."""
+    """Largest request body accepted (Anthropic's own limit is 32 MB); larger is a 413, at
+    once for a declared ``Content-Length``, as it arrives for a chunked body."""
+    max_json_depth: int = Field(default=64, ge=1, le=256)
+    """Deepest nesting of objects and arrays a request body may have (the body is level 1;
+    a Claude Code body with its tool schemas reaches about 10); deeper is a 400. At most 256:
+    far below the depth where Python's own recursion limit would stop the parser."""
     key_cache_s: float = Field(default=10.0, ge=0)
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True
     """Serve Prometheus metrics at ``/metrics`` (behind the admin key when auth is on)."""
-    dashboard_login_failures: int = Field(default=5, ge=1)
-    """Failed dashboard sign-ins an address may make per ``dashboard_login_window_s``; then a
-    429 with ``retry-after`` until the oldest leaves the window (counted per process)."""
-    dashboard_login_window_s: float = Field(default=60.0, gt=0)
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
+    """Addresses or CIDR networks of the reverse proxies in front of the gateway: only from
+    these is ``X-Forwarded-For`` (the client's address) and ``X-Forwarded-Proto`` believed
+    (see :mod:`tierwise.gateway.clients`); empty: the connecting peer is the client."""
+    auth_failures: int = Field(default=10, ge=1)
+    """Failed key checks (dashboard sign-ins, wrong bearer or ``x-api-key`` keys on any
+    endpoint) an address may make per ``auth_failure_window_s``; then a 429 with
+    ``retry-after``, even with the right key, until the oldest leaves the window. Counted per
+    process, and also together in Redis when ``rate_limit_store`` is there (else with
+    ``workers = N``, up to N times as many)."""
+    auth_failure_window_s: float = Field(default=60.0, gt=0, allow_inf_nan=False)
+    cookie_secure: bool | Literal["auto"] = "auto"
+    """The dashboard session cookie's ``Secure`` flag: ``auto`` when the request is https (as
+    the gateway sees it, or a trusted proxy's ``X-Forwarded-Proto`` says), or always / never."""
     budget_store: str = Field(
         default="ledger",
         pattern=r"^(ledger|memory|(sqlite|postgresql|postgres)(\+\w+)?:.+|(redis|rediss|unix)://.+)$",
@@ -110,7 +126,7 @@ class GatewayConfig(BaseModel):
     workers: int = Field(default=1, ge=1)
     """Processes ``tierwise serve`` runs, sharing the port (each with its own limits)."""
 
-    @field_validator("ledger_close_timeout_s", mode="before")
+    @field_validator("ledger_close_timeout_s", "auth_failure_window_s", mode="before")
     @classmethod
     def _seconds_not_a_flag(cls, value: object) -> object:
         if isinstance(value, bool):  # a number otherwise (true would be 1 s)

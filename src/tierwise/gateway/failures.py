@@ -4,19 +4,26 @@ The wire envelope is the dialect's business (:mod:`tierwise.gateway.dialects`); 
 only decides *what* went wrong in HTTP terms. Upstream errors keep their meaning but not
 always their status: an upstream 401/403 is the gateway's own credentials failing, which is
 a 502 for the client (whose key was fine), not a 401 that would blame the client's key.
+
+A store that is down (the ledger, the budget store, the ``Idempotency-Key`` store) is a 503
+naming the store and a fresh request id, nothing more: its driver's error and URL go to the
+server log once, under that id. An unexpected exception is a 500 logged the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import uuid
 from dataclasses import dataclass
 
 from tierwise.errors import (
     BudgetExceededError,
+    BudgetUnavailableError,
     CircuitOpenError,
     ConfigError,
     GatewayError,
+    IdempotencyUnavailableError,
     InvalidRequestError,
     LedgerError,
     OverloadedError,
@@ -47,6 +54,8 @@ class Failure:
 
     status: int
     message: str
+    request_id: str | None = None
+    """Names a failure whose detail is only in the server log (sent as ``x-request-id``)."""
     retry_after_s: int | None = None
     code: str | None = None
     """A gateway refusal's machine-readable reason (:attr:`GatewayError.code`)."""
@@ -74,10 +83,29 @@ def _upstream(exc: ProviderError) -> Failure:
     return Failure(502, text)  # other statuses, a dropped connection, a malformed response
 
 
+_UNAVAILABLE: tuple[tuple[type[TierwiseError], str], ...] = (
+    (LedgerError, "ledger"),
+    (BudgetUnavailableError, "budget store"),
+    (IdempotencyUnavailableError, "Idempotency-Key store"),
+)
+"""Stores whose failures are told to the client by name only."""
+
+
+def new_request_id() -> str:
+    """An id naming one failure in the client's answer and the server log."""
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _unavailable(exc: TierwiseError, store: str) -> Failure:
+    request_id = new_request_id()
+    log.error("%s unavailable [request %s]: %s", store, request_id, exc.message)
+    message = f"{store} unavailable; retry later (request id {request_id})"
+    return Failure(503, message, request_id=request_id)
+
+
 _LOCAL: tuple[tuple[type[TierwiseError] | tuple[type[TierwiseError], ...], int, str], ...] = (
     (InvalidRequestError, 400, ""),
     (BudgetExceededError, 402, ""),  # the task's own budget: retrying cannot help
-    (LedgerError, 503, "the gateway's ledger is unavailable: "),
     ((ConfigError, PolicyError), 500, "the gateway is misconfigured: "),
 )
 
@@ -96,11 +124,16 @@ def _local(exc: TierwiseError) -> Failure:
 
 def failure(exc: BaseException) -> Failure:
     """The status and message for ``exc``; unexpected exceptions are logged with a traceback."""
+    for kind, store in _UNAVAILABLE:
+        if isinstance(exc, kind):
+            return _unavailable(exc, store)
     if isinstance(exc, GatewayError):
         return Failure(exc.status, exc.message, retry_after_s=exc.retry_after_s, code=exc.code)
     if isinstance(exc, ProviderError):
         return _upstream(exc)
     if isinstance(exc, TierwiseError):
         return _local(exc)
-    log.error("unexpected error in the gateway", exc_info=exc)
-    return Failure(500, "internal gateway error (logged on the server)")
+    request_id = new_request_id()
+    log.error("unexpected error in the gateway [request %s]", request_id, exc_info=exc)
+    message = f"internal gateway error (request id {request_id}, logged on the server)"
+    return Failure(500, message, request_id=request_id)

@@ -20,7 +20,7 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
 from tierwise.errors import InvalidRequestError, TaskNotFoundError
-from tierwise.gateway.auth import Principal
+from tierwise.gateway.auth import Principal, principal_of
 from tierwise.gateway.dialects import OPENAI
 from tierwise.gateway.routes import TASK_KEY, error_response, read_json
 from tierwise.gateway.service import Gateway, Running
@@ -66,8 +66,9 @@ def feedback_endpoint(gateway: Gateway) -> Endpoint:
     async def feedback(request: HttpRequest) -> Response:
         try:
             running = gateway.running
-            principal = await running.auth.authenticate(request.headers)
-            given = _parse(await read_json(request, MAX_FEEDBACK_BYTES))
+            principal = principal_of(request.scope)
+            depth = gateway.config.max_json_depth
+            given = _parse(await read_json(request, MAX_FEEDBACK_BYTES, depth))
             await _own_task(running, principal, given.task_id)
             note = f"via gateway key {principal.name}" + (f": {given.note}" if given.note else "")
             record = await running.engine.feedback(given.task_id, given.correct, note=note)

@@ -1,12 +1,17 @@
 """``Idempotency-Key``: a retried request gets the first answer instead of paying twice.
 
-A model request carrying the header is fingerprinted (path and body) and claimed under the
-key, scoped to the caller's API key. While the first is running, the same key answers 409;
-with a different body, 422. When the first ends in a clean 200 — for a stream: it reached its
-final event, with no in-band error — the bytes the client received are stored for
-``[gateway] idempotency_ttl_s`` and a retry gets them again (a stream replays as the same
-stream), marked ``idempotent-replayed: true``, without calling any model. Any other ending
-releases the key, so a retry is a new attempt.
+A model request carrying the header — authenticated and admitted already, so nothing is
+claimed for a caller without a valid key — has its body read (within the size and depth
+limits) and fingerprinted (path and canonical JSON), then is claimed under the key, scoped
+to the authenticated caller (a stored key by its id, the admin, or anyone when auth is off).
+A key longer than 255 characters, not printable ASCII, or sent twice is a 400. While the
+first is running, the same key answers 409; with a different body, 422. When the first ends
+in a clean 200 — for a stream: it reached its final event, with no in-band error — the bytes
+the client received are stored for ``[gateway] idempotency_ttl_s`` and a retry gets them
+again (a stream replays as the same stream), marked ``idempotent-replayed: true``, without
+calling any model — once the key store has confirmed, right then, that the caller's API key
+is still active (a revoked key's answers are never replayed: 401). Any other ending releases
+the key, so a retry is a new attempt.
 
 Stores: ``memory`` (one process, the default), ``ledger`` (the ledger database, table
 ``idempotency_keys``) or a ``redis://`` URL (:mod:`tierwise.gateway.idempotency_redis`) —
@@ -34,15 +39,17 @@ from tierwise.errors import (
     GatewayError,
     IdempotencyConflictError,
     IdempotencyMismatchError,
+    InvalidRequestError,
     LedgerError,
-    RequestTooLargeError,
 )
-from tierwise.gateway.auth import presented_key
+from tierwise.gateway.auth import Principal, principal_of
 from tierwise.gateway.dialects import dialect_for_path
+from tierwise.gateway.reading import request_json
 from tierwise.gateway.routes import error_response
 from tierwise.gateway.service import Gateway
 from tierwise.ledger.schema import idempotency_keys
 from tierwise.ledger.store import Ledger
+from tierwise.messages import JsonObject
 
 _log = logging.getLogger(__name__)
 
@@ -51,6 +58,8 @@ MODEL_PATHS = frozenset({"/v1/messages", "/v1/chat/completions"})
 MAX_KEY_CHARS = 255
 MAX_STORED_BYTES = 8 * 1024 * 1024
 MEMORY_ENTRIES = 10_000
+MEMORY_BYTES = 256 * 1024 * 1024
+"""The memory store keeps at most this many bytes of answers (``MAX_STORED_BYTES`` each)."""
 REPLAYED = (b"idempotent-replayed", b"true")
 _IN_PROGRESS = "a request with this Idempotency-Key is still in progress; retry when it is done"
 _MISMATCH = "this Idempotency-Key was used with a different request; use a new key"
@@ -97,24 +106,28 @@ class _Entry:
 
 @dataclass
 class MemoryStore:
-    """One process's keys, oldest dropped past ``MEMORY_ENTRIES``."""
+    """One process's keys: oldest dropped past ``MEMORY_ENTRIES`` keys, and the oldest stored
+    answers past ``MEMORY_BYTES`` of them (a retry of a dropped one runs again)."""
 
     entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    size: int = 0
+    """Bytes of the stored answers' bodies."""
 
     async def begin(self, key: str, fingerprint: str, ttl_s: float) -> Stored | None:
         now = time.monotonic()
         entry = self.entries.get(key)
         if entry is None or entry.expires_at <= now:
+            self._drop(key)
             self.entries[key] = _Entry(fingerprint, now + ttl_s)
-            self.entries.move_to_end(key)
-            while len(self.entries) > MEMORY_ENTRIES:
-                self.entries.popitem(last=False)
+            self._trim()
             return None
         return decide(fingerprint, entry.fingerprint, entry.stored)
 
     async def finish(self, key: str, stored: Stored, ttl_s: float) -> None:
         if (entry := self.entries.get(key)) is not None:
+            self.size += len(stored.body) - (len(entry.stored.body) if entry.stored else 0)
             entry.stored, entry.expires_at = stored, time.monotonic() + ttl_s
+            self._trim()
 
     async def release(self, key: str) -> None:
         entry = self.entries.get(key)
@@ -123,6 +136,20 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         return None
+
+    def _drop(self, key: str) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None and entry.stored is not None:
+            self.size -= len(entry.stored.body)
+
+    def _trim(self) -> None:
+        while len(self.entries) > MEMORY_ENTRIES:
+            self._drop(next(iter(self.entries)))
+        if self.size > MEMORY_BYTES:  # keys still running keep their claims
+            for key in [key for key, entry in self.entries.items() if entry.stored is not None]:
+                self._drop(key)
+                if self.size <= MEMORY_BYTES:
+                    break
 
 
 class LedgerStore:
@@ -270,49 +297,34 @@ class _Recorder:
         return Stored(self.status, kept, body)
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes, Message | None]:
-    """The whole request body (and a disconnect, if one came instead)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), message
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks), None
+def valid_key(values: list[str]) -> str:
+    """The one ``Idempotency-Key`` sent: 1 to 255 printable ASCII characters, else a 400
+    (a key the gateway cannot honour must not let the request run as a new one)."""
+    if len(values) != 1:
+        raise InvalidRequestError("send one Idempotency-Key header, not several")
+    key = values[0].strip()
+    if not key or len(key) > MAX_KEY_CHARS or not all(" " <= c <= "~" for c in key):
+        raise InvalidRequestError(
+            f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} printable ASCII characters"
+        )
+    return key
 
 
-def _again(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands the already-read body to the app, then defers to the client."""
-    sent = False
-
-    async def receive_again() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
-    return receive_again
+def caller_scope(principal: Principal) -> str:
+    """Whose keys these are: a stored key (by id), the admin, or anyone when auth is off."""
+    if principal.key_id is not None:
+        return f"key:{principal.key_id}"
+    return "admin" if principal.admin else "anonymous"
 
 
-def scoped_key(headers: Headers, key: str) -> str:
-    """``key`` under the caller's API key (hashed): callers never see each other's answers."""
-    caller = hashlib.sha256((presented_key(headers) or "").encode()).hexdigest()[:32]
-    return f"{caller}:{key}"
+def scoped_key(principal: Principal, key: str) -> str:
+    """``key`` under the authenticated caller: callers never see each other's answers."""
+    return f"{caller_scope(principal)}:{key}"
 
 
-def fingerprint(path: str, body: bytes) -> str:
+def fingerprint(path: str, body: JsonObject) -> str:
     """The request's identity: its path and its JSON body with keys in a canonical order."""
-    try:
-        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
-        canonical = body
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(path.encode() + b"\0" + canonical).hexdigest()
 
 
@@ -363,34 +375,40 @@ class IdempotencyMiddleware:
             await store.aclose()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = Headers(scope=scope) if scope["type"] == "http" else None
-        key = headers.get(HEADER, "").strip() if headers is not None else ""
-        if not key or scope["path"] not in MODEL_PATHS or scope["method"] != "POST":
+        model = scope["type"] == "http" and scope["path"] in MODEL_PATHS
+        headers = Headers(scope=scope) if model and scope["method"] == "POST" else None
+        values = headers.getlist(HEADER) if headers is not None else []
+        store = self.store() if values else None
+        if store is None or headers is None:
             await self.app(scope, receive, send)
             return
-        assert headers is not None
         try:
-            await self._once(scope, receive, send, headers, key)
-        except (GatewayError, LedgerError) as exc:  # 409, 422, 413; 503 when the store is down
+            claim = await self._claim(scope, receive, headers, store, valid_key(values))
+        except Exception as exc:  # 400, 401, 409, 413, 422; 503 when the store is down
             await error_response(dialect_for_path(scope["path"], headers), exc)(
                 scope, receive, send
             )
+            return
+        if isinstance(claim, Stored):
+            await replay(claim, send)
+            return
+        recorder = _Recorder(send, claim)
+        try:
+            await self.app(scope, receive, recorder.send)
+        finally:
+            await recorder.settle()
 
-    async def _once(
-        self, scope: Scope, receive: Receive, send: Send, headers: Headers, key: str
-    ) -> None:
-        store = self.store()
-        if store is None or len(key) > MAX_KEY_CHARS:
-            await self.app(scope, receive, send)
-            return
-        body, disconnect = await _read_body(receive, self.gateway.config.max_body_bytes)
-        if disconnect is not None:
-            return
-        scoped, ttl = scoped_key(headers, key), self.gateway.config.idempotency_ttl_s
+    async def _claim(
+        self, scope: Scope, receive: Receive, headers: Headers, store: IdempotencyStore, key: str
+    ) -> Stored | Settle:
+        """The stored answer to replay, or how to settle the claim just made."""
+        config, principal = self.gateway.config, principal_of(scope)
+        body = await request_json(scope, receive, config.max_body_bytes, config.max_json_depth)
+        scoped, ttl = scoped_key(principal, key), config.idempotency_ttl_s
         stored = await store.begin(scoped, fingerprint(scope["path"], body), ttl)
-        if stored is not None:
-            await replay(stored, send)
-            return
+        if stored is not None:  # its key may have been revoked since: ask the key store
+            await self.gateway.running.auth.revalidate(headers, principal)
+            return stored
 
         async def settle(answer: Stored | None) -> None:
             if answer is None:
@@ -398,8 +416,4 @@ class IdempotencyMiddleware:
             else:
                 await store.finish(scoped, answer, ttl)
 
-        recorder = _Recorder(send, settle)
-        try:
-            await self.app(scope, _again(body, receive), recorder.send)
-        finally:
-            await recorder.settle()
+        return settle

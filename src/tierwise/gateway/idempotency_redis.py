@@ -12,7 +12,7 @@ import json
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from tierwise.errors import ConfigError, GatewayBusyError
+from tierwise.errors import ConfigError, IdempotencyUnavailableError
 from tierwise.gateway.idempotency import Stored, decide
 
 PREFIX = "tierwise:idempotency:"
@@ -49,7 +49,9 @@ async def _call(pending: Awaitable[T]) -> T:
     try:
         return await pending
     except (RedisError, OSError) as exc:
-        raise GatewayBusyError(f"the Idempotency-Key store is unavailable: {exc}") from None
+        raise IdempotencyUnavailableError(
+            f"the Idempotency-Key store is unavailable: {exc}"
+        ) from None
 
 
 class RedisStore:

@@ -39,6 +39,8 @@ class ApiKey(BaseModel):
     revoked_at: datetime | None = None
     limits: Limits | None = None
     """Budgets and rate limits of this key (unset ones fall back to ``[gateway.limits]``)."""
+    inline_policies: bool = False
+    """The key may send inline policy expressions (the safe subset; off by default)."""
 
     @property
     def active(self) -> bool:
@@ -76,6 +78,7 @@ _PUBLIC = (
     api_keys.c.created_at,
     api_keys.c.revoked_at,
     api_keys.c.limits,
+    api_keys.c.inline_policies,
 )
 
 
@@ -85,14 +88,29 @@ class KeyStore:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
-    def create(self, name: str, models: Sequence[str] = (), limits: Limits | None = None) -> NewKey:
-        """A new key named ``name`` limited to ``models`` (globs; empty: no limit)."""
+    def create(
+        self,
+        name: str,
+        models: Sequence[str] = (),
+        limits: Limits | None = None,
+        *,
+        inline_policies: bool = False,
+    ) -> NewKey:
+        """A new key named ``name`` limited to ``models`` (globs over model ids; empty: no
+        limit), allowed inline policy expressions when ``inline_policies``."""
         key_id, secret, salt = (
             secrets.token_hex(_ID_BYTES),
             secrets.token_urlsafe(_SECRET_BYTES),
             secrets.token_hex(16),
         )
-        key = ApiKey(id=key_id, name=name, models=list(models), created_at=utc_now(), limits=limits)
+        key = ApiKey(
+            id=key_id,
+            name=name,
+            models=list(models),
+            created_at=utc_now(),
+            limits=limits,
+            inline_policies=inline_policies,
+        )
         row = key.model_dump(exclude={"revoked_at", "limits"}) | {
             "limits": None if limits is None else limits.model_dump(mode="json", exclude_none=True),
             "salt": salt,

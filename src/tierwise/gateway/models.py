@@ -3,7 +3,8 @@
 Looked up in this order, so a config can never shadow a catalog id by accident:
 
 1. ``tierwise/auto`` — the default policy; ``tierwise/<policy>`` — a named policy from the
-   config or any policy expression (``tierwise/fixed:openai:gpt-5-mini``);
+   config or, for a key allowed inline expressions, a policy expression in the safe subset
+   of :mod:`tierwise.inline_policies` (``tierwise/fixed:openai:gpt-5-mini``);
 2. a named policy from the config, by its bare name;
 3. a catalog id (``anthropic:claude-haiku-4-5``) or one of its aliases;
 4. a bare upstream name (``claude-haiku-4-5``, ``gpt-4.1-mini``); when several providers
@@ -12,18 +13,19 @@ Looked up in this order, so a config can never shadow a catalog id by accident:
 
 Anything else is an :class:`~tierwise.errors.UnknownModelError` with did-you-mean
 suggestions (a 404). Upstreams come from the config only: no field of a request can name a
-URL.
+URL. Resolving never builds an inline expression's strategy: the key's right to send one is
+checked first (:meth:`tierwise.gateway.auth.Principal.authorize`).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from tierwise.catalog import Catalog, ModelSpec
-from tierwise.errors import PolicyError, UnknownModelError
+from tierwise.errors import UnknownModelError
 
 Api = Literal["anthropic", "openai"]
 VIRTUAL_PREFIX = "tierwise/"
@@ -35,11 +37,13 @@ _CACHE_LIMIT = 4096
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved ``model`` field: the policy to run and the names a key's allow-list sees."""
+    """A resolved ``model`` field: the policy to run, whether the client wrote it (an inline
+    expression) or the operator did (a model id, a named policy), and its listed names."""
 
     requested: str
     policy: str
     names: tuple[str, ...]
+    inline: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,8 @@ class ModelResolver:
         default_policy: str,
         policies: Mapping[str, str],
         provider_kinds: Mapping[str, str],
-        check_policy: Callable[[str], object],
     ) -> None:
-        """``check_policy`` raises PolicyError/UnknownModelError for a policy that cannot run
-        (the engine's own ``strategy``, so a checked policy is built once)."""
         self._catalog = catalog
-        self._check_policy = check_policy
         self._default = default_policy
         self._policies = dict(policies)
         self._kinds = dict(provider_kinds)
@@ -125,11 +125,11 @@ class ModelResolver:
         policy = name.removeprefix(VIRTUAL_PREFIX)
         if name == AUTO:
             return Target(name, self._default, (name,))
-        try:
-            self._check_policy(policy)
-        except (PolicyError, UnknownModelError):
-            raise UnknownModelError(name, self._suggest(name)) from None
-        return Target(name, policy, (name, policy))
+        if policy in self._policies or policy in BUILT_IN:
+            return Target(name, policy, (name, policy))
+        if ":" not in policy and "?" not in policy:  # a name, not an expression: a typo
+            raise UnknownModelError(name, self._suggest(name))
+        return Target(name, policy, (name, policy), inline=True)
 
     def _bare(self, name: str, api: Api) -> ModelSpec | None:
         found = [s for s in self._catalog if name == s.name or name in s.aliases]

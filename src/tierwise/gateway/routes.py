@@ -1,4 +1,6 @@
-"""The gateway's endpoints: authenticate, read, resolve, run through the engine, answer.
+"""The gateway's endpoints: read, resolve, run through the engine, answer.
+
+The caller is authenticated before a route runs (:mod:`tierwise.gateway.edge`).
 
 Every failure goes through :func:`error_response`, which renders it in the API's own error
 envelope. A stream is opened only once its first event is in hand, so any failure before
@@ -10,7 +12,6 @@ no ``[DONE]``), never a clean close that looks like success.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, replace
 
@@ -23,9 +24,9 @@ from tierwise.errors import (
     InvalidRequestError,
     LedgerError,
     MalformedResponseError,
-    RequestTooLargeError,
+    TierwiseError,
 )
-from tierwise.gateway.auth import ANONYMOUS, Principal
+from tierwise.gateway.auth import ANONYMOUS, Principal, principal_of
 from tierwise.gateway.counting import estimate_request_tokens
 from tierwise.gateway.dialects import (
     ANTHROPIC,
@@ -37,11 +38,15 @@ from tierwise.gateway.dialects import (
 )
 from tierwise.gateway.disconnect import until_disconnect
 from tierwise.gateway.failures import QUOTA_CODE, failure
-from tierwise.gateway.models import Target
+from tierwise.gateway.models import ListedModel, Target
+from tierwise.gateway.reading import request_json
+from tierwise.gateway.scopes import checked_strategy
 from tierwise.gateway.service import Gateway
 from tierwise.gateway.sse import EventStream
 from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
+from tierwise.strategies.base import Strategy
+from tierwise.strategies.reach import reachable_models
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 TASK_KEY = "gateway_key"
@@ -54,29 +59,16 @@ def error_response(dialect: Dialect, exc: BaseException) -> JSONResponse:
     headers = {} if found.retry_after_s is None else {"retry-after": str(found.retry_after_s)}
     if found.code == QUOTA_CODE:
         headers["x-should-retry"] = "false"  # the SDKs would retry a 429 in vain
+    if found.request_id is not None:
+        headers["x-request-id"] = found.request_id
     status = dialect.error_status(found)
     return JSONResponse(dialect.error_body(found), status_code=status, headers=headers)
 
 
-async def read_json(request: HttpRequest, limit: int) -> JsonObject:
-    """The body as a JSON object; 413 past ``limit`` bytes, 400 when it is not JSON."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise RequestTooLargeError(f"request body of {declared} bytes is over the {limit}")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    try:
-        body = json.loads(b"".join(chunks))
-    except ValueError as exc:
-        raise InvalidRequestError(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequestError("request body must be a JSON object")
-    return body
+async def read_json(request: HttpRequest, limit: int, max_depth: int) -> JsonObject:
+    """The body as a JSON object (:func:`~tierwise.gateway.reading.request_json`): 413 past
+    ``limit`` bytes, 400 when it is not JSON or nests deeper than ``max_depth``."""
+    return await request_json(request.scope, request.receive, limit, max_depth)
 
 
 def _model_field(body: JsonObject) -> str:
@@ -88,12 +80,13 @@ def _model_field(body: JsonObject) -> str:
 
 @dataclass(frozen=True)
 class Admitted:
-    """A request past auth, parsing and resolution."""
+    """A request past auth, parsing, resolution and the key's scope check."""
 
     dialect: Dialect
     body: JsonObject
     request: Request
     target: Target
+    strategy: Strategy
     principal: Principal = ANONYMOUS
 
 
@@ -156,12 +149,22 @@ class Routes:
     async def list_models(self, request: HttpRequest) -> Response:
         dialect = dialect_for_path(request.url.path, request.headers)
         try:
-            running = self.gateway.running
-            principal = await running.auth.authenticate(request.headers)
+            running, principal = self.gateway.running, principal_of(request.scope)
         except Exception as exc:
             return error_response(dialect, exc)
-        listed = [m for m in running.models.listing() if principal.may_use(m.names)]
+        listed = [m for m in running.models.listing() if self._may_list(principal, m)]
         return JSONResponse(dialect.models_body(listed))
+
+    def _may_list(self, principal: Principal, listed: ListedModel) -> bool:
+        """Whether ``principal`` may run every model ``listed`` may call."""
+        if principal.scope is None:
+            return True
+        try:
+            target = self.gateway.running.models.resolve(listed.id, "openai")
+            strategy = self.gateway.running.engine.strategy(target.policy)
+        except TierwiseError:  # a policy that cannot be built is listed for nobody scoped
+            return False
+        return principal.may_use(reachable_models(strategy))
 
     async def healthz(self, request: HttpRequest) -> Response:
         return JSONResponse({"status": "ok"})
@@ -170,15 +173,18 @@ class Routes:
         """Ready when the ledger answers; ``circuits``: each upstream's breaker state."""
         try:
             await asyncio.to_thread(self.gateway.running.ledger.revision)
-        except (LedgerError, RuntimeError) as exc:
-            return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        except LedgerError as exc:  # the detail only in the server log, under the request id
+            unready = {"status": "unavailable", "request_id": failure(exc).request_id}
+            return JSONResponse(unready, status_code=503)
+        except RuntimeError:  # not started
+            return JSONResponse({"status": "unavailable"}, status_code=503)
         circuits = self.gateway.running.engine.failover.states()
         return JSONResponse({"status": "ready", "circuits": circuits})
 
     async def metrics(self, request: HttpRequest) -> Response:
         """Prometheus text; with auth on, for the admin key only."""
         try:
-            principal = await self.gateway.running.auth.authenticate(request.headers)
+            principal = principal_of(request.scope)
             if self.gateway.config.auth and not principal.admin:
                 raise ForbiddenError("metrics are for the admin key only")
         except Exception as exc:
@@ -189,15 +195,15 @@ class Routes:
     # --- the model endpoints ---------------------------------------------------------------
 
     async def _admit(self, request: HttpRequest, dialect: Dialect) -> Admitted:
-        """Authenticate, read the body, resolve its model and check the key may use it."""
-        running = self.gateway.running
-        principal = await running.auth.authenticate(request.headers)
-        body = await read_json(request, self.gateway.config.max_body_bytes)
+        """Read the body, resolve its model and check the (authenticated) key may use it."""
+        running, config = self.gateway.running, self.gateway.config
+        principal = principal_of(request.scope)
+        body = await read_json(request, config.max_body_bytes, config.max_json_depth)
         target = running.models.resolve(_model_field(body), dialect.api)
-        principal.authorize(target)
         headers = forward_headers(dialect, request.headers)
         canonical = dialect.parse(body).model_copy(update={"headers": headers})
-        return Admitted(dialect, body, canonical, target, principal)
+        strategy = checked_strategy(running.engine, principal, target, canonical)
+        return Admitted(dialect, body, canonical, target, strategy, principal)
 
     async def _model_request(self, request: HttpRequest, dialect: Dialect) -> Response:
         trace = Trace(dialect.api, self.gateway.metrics)
@@ -217,9 +223,8 @@ class Routes:
         """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""
         running, principal = self.gateway.running, admitted.principal
         limits = None if principal.admin else (principal.limits or Limits())
-        strategy = running.engine.strategy(admitted.target.policy)
         request, trace.hold = await running.budgets.admit(
-            principal.name, limits, admitted.request, strategy
+            principal.name, limits, admitted.request, admitted.strategy
         )
         return replace(admitted, request=request)
 
@@ -231,6 +236,7 @@ class Routes:
             source="gateway",
             observer=trace.observe,
             metadata={TASK_KEY: admitted.principal.name},
+            scope=admitted.principal.scope,
         )
         trace.model = result.response.model
         served = running.models.served_name(result.response.model, api)
@@ -247,6 +253,7 @@ class Routes:
             source="gateway",
             observer=trace.observe,
             metadata={TASK_KEY: admitted.principal.name},
+            scope=admitted.principal.scope,
         )
         first = await _first(events)
         if isinstance(first, MessageStart):

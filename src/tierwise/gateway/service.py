@@ -12,21 +12,27 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from starlette.types import Scope
+
 from tierwise.budgets.factory import open_budget_gate
 from tierwise.budgets.gate import BudgetGate
 from tierwise.budgets.metrics import BudgetCollector
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.gateway.auth import Authenticator
+from tierwise.gateway.clients import TrustedProxies
 from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.gc_tuning import tune_gc
 from tierwise.gateway.keys import KeyStore
 from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
+from tierwise.gateway.throttle import FailureThrottle
+from tierwise.gateway.throttle_redis import shared_failures
 from tierwise.ledger.journal import JournalOptions
 from tierwise.ledger.store import Ledger
 from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
+from tierwise.redaction import install_log_filter
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,6 @@ def _resolver(engine: Engine) -> ModelResolver:
         default_policy=settings.default_policy,
         policies=settings.policies,
         provider_kinds={name: row.kind for name, row in settings.providers.items()},
-        check_policy=engine.strategy,
     )
 
 
@@ -59,11 +64,13 @@ class Gateway:
         self.settings = settings
         self.config: GatewayConfig = settings.gateway
         self.metrics = GatewayMetrics()
+        self.proxies = TrustedProxies(self.config.trusted_proxies)
         self._given_engine = engine
         self._running: Running | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._on_stop: list[Callable[[], Awaitable[None]]] = []
         self._undo_gc: Callable[[], None] | None = None
+        self._undo_log_filter: Callable[[], None] | None = None
         gate = lambda: self._running.budgets if self._running else None  # noqa: E731
         self.metrics.registry.register(BudgetCollector(gate))
 
@@ -73,6 +80,10 @@ class Gateway:
             raise RuntimeError("the gateway is not started (serve it through its lifespan)")
         return self._running
 
+    def client_address(self, scope: Scope) -> str:
+        """The address a request comes from (a trusted proxy's ``X-Forwarded-For`` believed)."""
+        return self.proxies.of_scope(scope)
+
     def on_stop(self, close: Callable[[], Awaitable[None]]) -> None:
         """Have ``close`` awaited at shutdown (a store a middleware opened on first use)."""
         self._on_stop.append(close)
@@ -80,6 +91,7 @@ class Gateway:
     async def start(self) -> None:
         """Build the engine (unless given), open and migrate the ledger, load the keys."""
         engine = self._given_engine or Engine(direct_by_default(self.settings))
+        self._undo_log_filter = install_log_filter(engine.redactor.merged(self.settings.redactor()))
         ledger = await asyncio.to_thread(lambda: engine.ledger)
         if self.config.write_behind:  # spilled and journaled records imported first
             spill_dir = self.settings.resolved_ledger_spill_dir()
@@ -93,14 +105,16 @@ class Gateway:
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)
+        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         admin = self.settings.admin_key
         auth = Authenticator(
             enabled=self.config.auth,
             admin_key=admin.get_secret_value() if admin else None,
             keys=keys,
             cache_s=self.config.key_cache_s,
+            throttle=FailureThrottle(self.config.auth_failures, self.config.auth_failure_window_s),
+            shared=shared_failures(self.config),
         )
-        budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         self._sweeper = asyncio.create_task(budgets.run_sweeper())
         self._running = Running(engine, ledger, keys, auth, _resolver(engine), budgets)
         if self.config.gc_freeze:  # everything long-lived is loaded now
@@ -139,6 +153,7 @@ class Gateway:
             self._sweeper = None
         if running is not None:
             await running.budgets.aclose()  # settle what is in flight, write buffered spend
+            await running.auth.aclose()
         closers, self._on_stop = self._on_stop, []
         for close in closers:
             await close()
@@ -146,3 +161,6 @@ class Gateway:
             await asyncio.to_thread(running.ledger.stop_write_behind)  # write what is queued
         if running is not None and self._given_engine is None:
             await running.engine.aclose()
+        if self._undo_log_filter is not None:  # the last records of the shutdown filtered too
+            self._undo_log_filter()
+            self._undo_log_filter = None

@@ -65,6 +65,7 @@ def run(
         "port": gateway.port,
         "access_log": access_log,
         "timeout_graceful_shutdown": drain_s,
+        "proxy_headers": False,  # X-Forwarded-* only from [gateway] trusted_proxies (clients.py)
         "backlog": 4096,
         **fast_loop_options(),
     }

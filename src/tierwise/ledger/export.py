@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -71,15 +71,33 @@ _PARTS: tuple[tuple[str, type[BaseModel]], ...] = (
 )
 
 
-def export_traces(ledger: Ledger, out: TextIO, since: datetime | None = None) -> int:
-    """Write one JSON line per task created at or after ``since``; return the line count."""
+def export_traces(
+    ledger: Ledger,
+    out: TextIO,
+    since: datetime | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> int:
+    """Write one JSON line per task created at or after ``since``; return the line count.
+    ``redact`` (:meth:`tierwise.config.Settings.redactor`) takes configured secrets out of
+    every text of a line, whatever field holds it."""
     count = 0
     tasks = ledger.tasks(since=since)
     for start in range(0, len(tasks), CHUNK_SIZE):
         for trace in _traces(ledger, tasks[start : start + CHUNK_SIZE]):
-            out.write(json.dumps(trace) + "\n")
+            out.write(json.dumps(_redacted(trace, redact) if redact else trace) + "\n")
             count += 1
     return count
+
+
+def _redacted(value: Any, redact: Callable[[str], str]) -> Any:
+    """``value`` (a trace) with ``redact`` applied to every string in it."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: _redacted(item, redact) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redacted(item, redact) for item in value]
+    return value
 
 
 def read_traces(lines: Iterable[str]) -> Iterator[dict[str, Any]]:

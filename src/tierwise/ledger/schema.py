@@ -311,6 +311,17 @@ idempotency_keys = Table(
 )
 """The gateway's ``Idempotency-Key`` claims and stored answers (``status`` null: running)."""
 
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", Float(), nullable=False),
+    Index("ix_dashboard_sessions_expires_at", "expires_at"),
+)
+"""Signed-in dashboard sessions (``id``: a SHA-256 of the cookie's random id); a session is
+valid only while its row exists: logout deletes it, for every worker and instance at once."""
+
 RECORD_TABLES: Mapping[type[BaseModel], Table] = {
     TaskRecord: tasks,
     CallRecord: calls,

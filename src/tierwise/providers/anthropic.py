@@ -23,7 +23,7 @@ from tierwise.errors import (
     UpstreamConnectionError,
 )
 from tierwise.messages import JsonObject, MessageStop, Request, Response, StreamEvent
-from tierwise.providers.base import ProviderConfig
+from tierwise.providers.base import ProviderConfig, own_secrets
 from tierwise.providers.transport import Reply, StreamReply, Transport, drain, use_direct
 from tierwise.wire.anthropic import (
     event_from_anthropic,
@@ -35,6 +35,8 @@ from tierwise.wire.openai_stream import SSEParser
 
 if TYPE_CHECKING:
     import httpx2
+
+    from tierwise.redaction import Redactor
 
 MESSAGES_PATH = "/v1/messages"
 REQUEST_ID = "request-id"
@@ -62,24 +64,39 @@ class AnthropicProvider:
         config: ProviderConfig,
         api_key: str | None,
         http_client: httpx2.AsyncClient | None = None,
+        *,
+        redactor: Redactor | None = None,
     ) -> None:
+        """``redactor`` takes secrets out of upstream errors; default: this row's own."""
         self.name = name
+        self._redact = own_secrets(config, api_key) if redactor is None else redactor
         self._transport = _transport(name, config, api_key, http_client)
 
     async def complete(self, request: Request, model: ModelSpec) -> Response:
-        body = _body(request, model)
-        raw = await self._transport.post(MESSAGES_PATH, body, request.headers, model.name)
-        return self._decode(raw, model)
+        """One message; errors are :class:`ProviderError` subclasses, secrets redacted."""
+        try:
+            body = _body(request, model)
+            raw = await self._transport.post(MESSAGES_PATH, body, request.headers, model.name)
+            return self._decode(raw, model)
+        except ProviderError as exc:
+            self._redact.scrub(exc)
+            raise
 
     async def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]:
         """Canonical events parsed from the raw SSE stream (nothing the SDK would drop)."""
-        body = _body(request, model) | {"stream": True}
-        reply = await self._transport.open_stream(MESSAGES_PATH, body, request.headers, model.name)
         try:
-            async for event in self._events(reply, model):
-                yield event
-        finally:
-            await reply.aclose()
+            body = _body(request, model) | {"stream": True}
+            reply = await self._transport.open_stream(
+                MESSAGES_PATH, body, request.headers, model.name
+            )
+            try:
+                async for event in self._events(reply, model):
+                    yield event
+            finally:
+                await reply.aclose()
+        except ProviderError as exc:
+            self._redact.scrub(exc)
+            raise
 
     async def aclose(self) -> None:
         await self._transport.aclose()

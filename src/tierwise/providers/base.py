@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from tierwise.catalog import ModelSpec
 from tierwise.messages import Request, Response, StreamEvent
+from tierwise.redaction import Redactor, header_secrets, url_secrets
 
 ProviderKind = Literal["anthropic", "openai", "replay"]
 
@@ -48,6 +49,12 @@ class ProviderConfig(BaseModel):
     """Replay only: the recorded-outcome dataset to answer from (e.g. ``routellm-gsm8k``)."""
     data_dir: str | None = None
     """Replay only: a local copy of the datasets; default: download and cache."""
+
+
+def own_secrets(config: ProviderConfig, api_key: str | None) -> Redactor:
+    """A redactor of what a provider itself holds: its key, credential headers, URL password
+    (the factory hands providers one of every configured secret instead)."""
+    return Redactor([api_key, *header_secrets(config.headers), *url_secrets(config.base_url)])
 
 
 @runtime_checkable

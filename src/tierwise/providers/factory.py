@@ -17,13 +17,15 @@ Builder = Callable[[str, ProviderConfig, Settings], Provider]
 def _anthropic(name: str, row: ProviderConfig, settings: Settings) -> Provider:
     from tierwise.providers.anthropic import AnthropicProvider  # noqa: PLC0415 (SDK import is slow)
 
-    return AnthropicProvider(name, row, settings.api_key(name))
+    key = settings.api_key(name)
+    return AnthropicProvider(name, row, key, redactor=settings.redactor())
 
 
 def _openai(name: str, row: ProviderConfig, settings: Settings) -> Provider:
     from tierwise.providers.openai_compat import OpenAICompatProvider  # noqa: PLC0415
 
-    return OpenAICompatProvider(name, row, settings.api_key(name))
+    key = settings.api_key(name)
+    return OpenAICompatProvider(name, row, key, redactor=settings.redactor())
 
 
 def _replay(name: str, row: ProviderConfig, settings: Settings) -> Provider:

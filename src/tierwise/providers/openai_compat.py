@@ -22,13 +22,15 @@ from tierwise.errors import (
     status_error_class,
 )
 from tierwise.messages import JsonObject, MessageStart, Request, Response, StreamEvent
-from tierwise.providers.base import ProviderConfig
+from tierwise.providers.base import ProviderConfig, own_secrets
 from tierwise.providers.transport import StreamReply, Transport, drain, use_direct
 from tierwise.wire.openai import WireFormatError, request_to_openai, response_from_openai
 from tierwise.wire.openai_stream import OpenAIStreamDecoder, SSEParser
 
 if TYPE_CHECKING:
     import httpx2
+
+    from tierwise.redaction import Redactor
 
 REQUEST_ID = "x-request-id"
 NO_KEY = "no-key"
@@ -75,29 +77,41 @@ class OpenAICompatProvider:
         config: ProviderConfig,
         api_key: str | None,
         http_client: httpx2.AsyncClient | None = None,
+        *,
+        redactor: Redactor | None = None,
     ) -> None:
+        """``redactor`` takes secrets out of upstream errors; default: this row's own."""
         self.name = name
+        self._redact = own_secrets(config, api_key) if redactor is None else redactor
         self.config = config
         self._transport = _transport(name, config, api_key or NO_KEY, http_client)
 
     async def complete(self, request: Request, model: ModelSpec) -> Response:
-        """One completion; errors are :class:`ProviderError` subclasses."""
-        body = self._body(request, model)
-        raw = await self._transport.post(COMPLETIONS_PATH, body, request.headers, model.name)
-        return self._parse_completion(raw.content, model, raw.headers.get(REQUEST_ID))
+        """One completion; errors are :class:`ProviderError` subclasses, secrets redacted."""
+        try:
+            body = self._body(request, model)
+            raw = await self._transport.post(COMPLETIONS_PATH, body, request.headers, model.name)
+            return self._parse_completion(raw.content, model, raw.headers.get(REQUEST_ID))
+        except ProviderError as exc:
+            self._redact.scrub(exc)
+            raise
 
     async def stream(self, request: Request, model: ModelSpec) -> AsyncIterator[StreamEvent]:
         """Canonical events; a stream cut short raises instead of ending quietly."""
         options = {**(request.extra.get("stream_options") or {}), "include_usage": True}
-        body = self._body(request, model) | {"stream": True, "stream_options": options}
-        reply = await self._transport.open_stream(
-            COMPLETIONS_PATH, body, request.headers, model.name
-        )
         try:
-            async for event in self._events(reply, model):
-                yield event
-        finally:
-            await reply.aclose()
+            body = self._body(request, model) | {"stream": True, "stream_options": options}
+            reply = await self._transport.open_stream(
+                COMPLETIONS_PATH, body, request.headers, model.name
+            )
+            try:
+                async for event in self._events(reply, model):
+                    yield event
+            finally:
+                await reply.aclose()
+        except ProviderError as exc:
+            self._redact.scrub(exc)
+            raise
 
     async def aclose(self) -> None:
         """Close the transport and its HTTP connections (an injected client included)."""

@@ -37,6 +37,9 @@ class AdvisorStrategy:
         self.native = native
         self.name = name
 
+    def may_call(self) -> list[ModelSpec]:
+        return [self.executor, self.advisor]
+
     def with_tool(self, request: Request) -> Request:
         """``request`` with the advisor tool (its own, when it already carries one)."""
         if _carries_tool(request):

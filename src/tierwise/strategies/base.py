@@ -25,6 +25,7 @@ from tierwise.ledger.records import (
 from tierwise.messages import Request, Response, StreamEvent
 from tierwise.providers.base import Provider
 from tierwise.providers.retry import noting_retries
+from tierwise.scope import ModelScope
 from tierwise.streaming import StreamAccumulator
 
 Recorder = Callable[[LedgerRecord], Awaitable[None]]
@@ -98,6 +99,8 @@ class TaskContext:
         """The policy's own fallback models (``?fallback=a,b``); ``None``: the config's."""
         self.advisor: ExecutorHook | None = None
         """Runs executor requests that carry the advisor tool (see :mod:`tierwise.advisor`)."""
+        self.scope: ModelScope | None = None
+        """The models the caller may run (a gateway key's allow-list); ``None``: any."""
 
     async def record(self, record: LedgerRecord) -> None:
         """Keep ``record`` in this task's trace and append it to the ledger."""
@@ -136,10 +139,19 @@ class TaskContext:
             return None
         return sum((c for c in costs if c is not None), Decimal(0))
 
+    def check_scope(self, model_id: str) -> None:
+        """ModelNotAllowedError when the caller's scope does not cover ``model_id``."""
+        if self.scope is not None:
+            self.scope.check([model_id])
+
     def _chain(self, spec: ModelSpec) -> list[ModelSpec]:
-        """``spec`` and the models to fail over to, in order."""
+        """``spec`` and the models to fail over to, in order; a failover never leaves the
+        caller's scope (a model outside it is skipped)."""
+        self.check_scope(spec.id)
         ids = self.failover.chain(spec.id, self.fallbacks)
-        return [spec, *(self.catalog.get(model_id) for model_id in ids[1:])]
+        scope = self.scope
+        allowed = [i for i in ids[1:] if scope is None or scope.allows(i)]
+        return [spec, *(self.catalog.get(model_id) for model_id in allowed)]
 
     async def _fail_over(self, failed: ModelSpec, to: ModelSpec, exc: ProviderError) -> None:
         """Record the move from ``failed`` to ``to`` as an explicit step."""

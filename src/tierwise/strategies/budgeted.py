@@ -6,8 +6,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 from tierwise.budget import TaskBudget
+from tierwise.catalog import ModelSpec
 from tierwise.messages import Request, Response, StreamEvent
 from tierwise.strategies.base import Strategy, TaskContext
+from tierwise.strategies.reach import reachable_models
 
 
 class Budgeted:
@@ -17,6 +19,9 @@ class Budgeted:
         self.strategy = strategy
         self.budget = budget
         self.name = name
+
+    def may_call(self) -> list[ModelSpec] | None:
+        return reachable_models(self.strategy)
 
     async def run(self, request: Request, task: TaskContext) -> Response:
         return await self.strategy.run(request, task)

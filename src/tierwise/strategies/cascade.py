@@ -141,6 +141,16 @@ class CascadeStrategy:
         self.name = name
         self.starter = starter
 
+    def may_call(self) -> list[ModelSpec]:
+        """Every tier, the gates' own models (judges), and the starting router's picks."""
+        judges = [
+            judge
+            for gate in self.gates
+            if isinstance(judge := getattr(gate, "model", None), ModelSpec)
+        ]
+        start = [] if self.starter is None else self.starter.may_call()
+        return [*self.tiers, *judges, *start]
+
     # --- the ladder ------------------------------------------------------------------------
 
     def _ladder(self, request: Request) -> list[ModelSpec]:

@@ -8,18 +8,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 
+from tierwise.catalog import ModelSpec
 from tierwise.messages import Request, Response, StreamEvent
 from tierwise.strategies.base import Strategy, TaskContext, closing_stream
+from tierwise.strategies.reach import reachable_models
 
 
 class WithFallbacks:
     """``inner`` whose tasks fail over to ``fallbacks`` instead of the configured chains."""
 
-    def __init__(self, inner: Strategy, fallbacks: Sequence[str]) -> None:
+    def __init__(self, inner: Strategy, fallbacks: Sequence[ModelSpec]) -> None:
         self.inner = inner
-        self.fallbacks = list(fallbacks)
+        self.fallback_specs = list(fallbacks)
+        self.fallbacks = [spec.id for spec in fallbacks]
         joiner = "&" if "?" in inner.name else "?"
         self.name = f"{inner.name}{joiner}fallback={','.join(self.fallbacks)}"
+
+    def may_call(self) -> list[ModelSpec] | None:
+        inner = reachable_models(self.inner)
+        return None if inner is None else [*inner, *self.fallback_specs]
 
     async def run(self, request: Request, task: TaskContext) -> Response:
         task.fallbacks = self.fallbacks

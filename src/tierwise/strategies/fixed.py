@@ -18,6 +18,9 @@ class FixedStrategy:
         self.spec = spec
         self.name = f"fixed:{spec.id}"
 
+    def may_call(self) -> list[ModelSpec]:
+        return [self.spec]
+
     async def _decide(self, task: TaskContext) -> None:
         await task.record(
             DecisionRecord(

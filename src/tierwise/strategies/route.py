@@ -49,6 +49,11 @@ class RoutingStrategy:
             self.classifier = router.classifier(self.candidates)
         self._models: OrderedDict[str, str] = OrderedDict()
 
+    def may_call(self) -> list[ModelSpec]:
+        """The candidates, and the classifier's own model when it asks one."""
+        asked = [] if self.classifier is None else [self.classifier.spec]
+        return [*self.candidates, *asked]
+
     async def _hints(self, request: Request, task: TaskContext) -> dict[str, Any]:
         if self.classifier is None:
             return {}

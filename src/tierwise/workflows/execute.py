@@ -84,6 +84,9 @@ class PlanStrategy:
         self.options = options
         self.name = name
 
+    def may_call(self) -> list[ModelSpec]:
+        return [self.planner.spec, *self.executors, self.judge]
+
     async def run(self, request: Request, task: TaskContext) -> Response:
         return await _Run(self, request, task).execute()
 

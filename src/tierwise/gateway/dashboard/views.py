@@ -4,8 +4,9 @@
 
     GET  /dashboard                  the page (303 to the login form without the admin key)
     GET  /dashboard/login            the login form;  POST: check the key, set the session
-                                     (failures throttled per address: 429, ``retry-after``)
-    POST /dashboard/logout           end the session
+                                     (failed key checks — here, and a wrong bearer key on
+                                     any endpoint — throttled per address: 429, retry-after)
+    POST /dashboard/logout           end the session (everywhere: it is kept in the ledger)
     GET  /dashboard/api/summary      ?days=N  spend, distribution, rates, savings (JSON)
     GET  /dashboard/api/decisions    ?q=&page=  recent routing decisions (JSON)
     GET  /dashboard/static/...       script, styles and the vendored Chart.js (no data)
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import logging
 from datetime import UTC, datetime
 from functools import cache
 from importlib.resources import files
@@ -30,17 +32,20 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from tierwise.errors import LedgerError
+from tierwise.errors import AuthThrottledError, LedgerError
+from tierwise.gateway.auth import Authenticator, presented_key
 from tierwise.gateway.dashboard import queries
 from tierwise.gateway.dashboard.session import (
     COOKIE,
     COOKIE_PATH,
     SESSION_MAX_AGE_S,
     DashboardAuth,
+    SessionStore,
+    new_session_id,
 )
-from tierwise.gateway.dashboard.throttle import LoginThrottle
 from tierwise.gateway.service import Gateway
 
+log = logging.getLogger("tierwise.gateway")
 PACKAGE = "tierwise.gateway.dashboard"
 LOGIN_FORM_LIMIT = 4096
 DEFAULT_DAYS = 7
@@ -72,6 +77,7 @@ _LOGIN_PAGE = """<!doctype html>
 <p class="message" role="alert">{message}</p>
 </main></body></html>
 """
+_LEDGER_DOWN = "The gateway's ledger is unavailable: try again shortly."
 _NO_ADMIN_KEY = (
     "The dashboard is off: no admin key is configured (set TIERWISE_ADMIN_KEY or admin_key)."
 )
@@ -97,8 +103,20 @@ def _throttled(wait_s: int) -> HTMLResponse:
     return response
 
 
+def _down(exc: LedgerError) -> str:
+    """What a client is told when the ledger fails: the detail goes to the server log only."""
+    log.warning("dashboard: %s", exc)
+    return _LEDGER_DOWN
+
+
 def _api_error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message}}, status_code=status, headers=_API_HEADERS)
+
+
+def _api_throttled(exc: AuthThrottledError) -> JSONResponse:
+    response = _api_error(429, exc.message)
+    response.headers["retry-after"] = str(exc.retry_after_s)
+    return response
 
 
 def _unauthorized() -> JSONResponse:
@@ -124,10 +142,16 @@ class Dashboard:
         self.gateway = gateway
         admin = gateway.settings.admin_key
         self.auth = DashboardAuth(admin.get_secret_value() if admin else None)
-        config = gateway.config
-        self.throttle = LoginThrottle(
-            config.dashboard_login_failures, config.dashboard_login_window_s
-        )
+
+    @property
+    def keys(self) -> Authenticator:
+        """The gateway's key checks: failures here count with the model endpoints' (one
+        throttle per address)."""
+        return self.gateway.running.auth
+
+    @property
+    def sessions(self) -> SessionStore:
+        return SessionStore(self.gateway.running.ledger)
 
     def routes(self) -> list[BaseRoute]:
         static = StaticFiles(packages=[(PACKAGE, "static")])
@@ -141,18 +165,42 @@ class Dashboard:
             Mount("/dashboard/static", app=static, name="dashboard-static"),
         ]
 
-    def _allowed(self, request: Request) -> bool:
-        return self.auth.allowed(request.headers, request.cookies)
+    async def _allowed(self, request: Request) -> bool:
+        """The request carries the admin key or an open session's cookie. A presented key
+        that is not the admin key counts as a failure (AuthThrottledError past the limit,
+        even for the right key); a cookie is no guess (forging its HMAC is out of reach).
+        LedgerError if the sessions cannot be read."""
+        if (key := presented_key(request.headers)) is not None:
+            client = self.gateway.client_address(request.scope)
+            self.keys.check_throttle(client)
+            if self.auth.is_admin_key(key):
+                self.keys.admin_signed_in(client)
+                return True
+            await self.keys.failed_check(client)
+        session = self.auth.session_id(request.cookies.get(COOKIE))
+        return session is not None and await asyncio.to_thread(self.sessions.active, session)
 
     async def page(self, request: Request) -> Response:
-        if not self._allowed(request):
+        try:
+            allowed = await self._allowed(request)
+        except AuthThrottledError as exc:
+            return _throttled(exc.retry_after_s)
+        except LedgerError as exc:
+            return _login_page(_down(exc), status=503)
+        if not allowed:
             return RedirectResponse("/dashboard/login", status_code=303)
         return HTMLResponse(_page(), headers=_HTML_HEADERS)
 
     async def login_form(self, request: Request) -> Response:
         if not self.auth.enabled:
             return _login_page(_NO_ADMIN_KEY, status=503)
-        if self._allowed(request):
+        try:
+            allowed = await self._allowed(request)
+        except AuthThrottledError as exc:
+            return _throttled(exc.retry_after_s)
+        except LedgerError as exc:
+            return _login_page(_down(exc), status=503)
+        if allowed:
             return RedirectResponse("/dashboard", status_code=303)
         return _login_page()
 
@@ -166,35 +214,73 @@ class Dashboard:
             if len(body) > LOGIN_FORM_LIMIT:
                 return _login_page("That form is too large.", status=413)
         # from here to the verdict nothing awaits: concurrent guesses cannot pass the count
-        client = request.client.host if request.client else "unknown"
-        if (wait := self.throttle.retry_after(client)) is not None:
-            return _throttled(wait)
+        client = self.gateway.client_address(request.scope)
+        try:
+            self.keys.check_throttle(client)
+        except AuthThrottledError as exc:
+            return _throttled(exc.retry_after_s)
         form = parse_qs(body.decode("utf-8", "replace"), max_num_fields=4)
         key = (form.get("key") or [""])[0].strip()
         if not self.auth.is_admin_key(key):
-            self.throttle.failed(client)
+            await self.keys.failed_check(client)
             return _login_page("That is not the admin key.", status=401)
-        self.throttle.succeeded(client)
+        self.keys.admin_signed_in(client)
+        session = new_session_id()
+        try:
+            await asyncio.to_thread(self.sessions.open, session)
+        except LedgerError as exc:
+            return _login_page(_down(exc), status=503)
         response = RedirectResponse("/dashboard", status_code=303)
         response.set_cookie(
             COOKIE,
-            self.auth.issue(),
+            self.auth.issue(session),
             max_age=SESSION_MAX_AGE_S,
             path=COOKIE_PATH,
-            secure=request.url.scheme == "https",
+            secure=self._secure(request),
             httponly=True,
             samesite="strict",
         )
         return response
 
     async def logout(self, request: Request) -> Response:
+        """End the session server-side (its cookie is then refused everywhere) and drop it."""
+        if (session := self.auth.session_id(request.cookies.get(COOKIE))) is not None:
+            try:
+                await asyncio.to_thread(self.sessions.close, session)
+            except LedgerError as exc:
+                return _login_page(_down(exc), status=503)
         response = RedirectResponse("/dashboard/login", status_code=303)
-        response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+        response.delete_cookie(
+            COOKIE,
+            path=COOKIE_PATH,
+            secure=self._secure(request),
+            httponly=True,
+            samesite="strict",
+        )
         return response
 
+    def _secure(self, request: Request) -> bool:
+        """The cookie's ``Secure`` flag, by ``[gateway] cookie_secure``."""
+        setting = self.gateway.config.cookie_secure
+        if setting != "auto":
+            return setting
+        peer = request.client.host if request.client else None
+        return self.gateway.proxies.https(request.url.scheme, peer, request.headers)
+
+    async def _api_refusal(self, request: Request) -> Response | None:
+        """The JSON API's answer to a request without the admin key or a session, else None."""
+        try:
+            if await self._allowed(request):
+                return None
+        except AuthThrottledError as exc:
+            return _api_throttled(exc)
+        except LedgerError as exc:
+            return _api_error(503, _down(exc))
+        return _unauthorized()
+
     async def summary(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return _unauthorized()
+        if (refused := await self._api_refusal(request)) is not None:
+            return refused
         try:
             days = _int_param(request, "days", DEFAULT_DAYS, 1, queries.MAX_DAYS)
         except ValueError as exc:
@@ -206,12 +292,12 @@ class Dashboard:
                 queries.summary, running.ledger, running.engine.catalog, days, now
             )
         except LedgerError as exc:
-            return _api_error(503, str(exc))
+            return _api_error(503, _down(exc))
         return _json(found.model_dump(mode="json"))
 
     async def decisions(self, request: Request) -> Response:
-        if not self._allowed(request):
-            return _unauthorized()
+        if (refused := await self._api_refusal(request)) is not None:
+            return refused
         try:
             page = _int_param(request, "page", 1, 1, 1_000_000)
         except ValueError as exc:
@@ -221,7 +307,7 @@ class Dashboard:
         try:
             found = await asyncio.to_thread(queries.decision_page, ledger, q, page)
         except LedgerError as exc:
-            return _api_error(503, str(exc))
+            return _api_error(503, _down(exc))
         return _json(found.model_dump(mode="json"))
 
 
