@@ -248,11 +248,11 @@ def kill9_run(
         with process(upstream, dict(os.environ), tmp / "upstream.log"):
             _wait_port(up_port)
             with _gateway(config, workers, log) as proc:
-                wait_http(port, "/readyz", 60)
+                wait_http(port, "/readyz", 120)
                 with _ledger_locked(tmp / "ledger.db", hold_ledger):
                     sent, answered = asyncio.run(_drive_and_kill(port, rate, duration_s, proc))
             with _gateway(config, workers, log) as proc:  # the restart replays what it finds
-                wait_http(port, "/readyz", 60)
+                wait_http(port, "/readyz", 120)
                 _stop(proc)
         lost, orphans = _count(f"sqlite:///{tmp / 'ledger.db'}", answered)
     return Kill9Result(len(answered), lost, orphans, sent)
@@ -283,7 +283,7 @@ def main() -> None:
         )
         print(
             f"kill -9 at {rate:g} RPS after {args.duration:g} s ({args.workers} workers, "
-            f"journal {'off' if args.no_journal else 'on'}): sent {result.sent}, "
+            f"{'journal = false' if args.no_journal else 'shipped settings'}): sent {result.sent}, "
             f"answered {result.answered}, lost {result.lost}; tasks without calls "
             f"{result.orphans}"
         )
