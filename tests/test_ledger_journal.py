@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from tests.gateway_harness import gateway_settings
+from tests.test_cli import tierwise
 from tierwise.errors import LedgerError
 from tierwise.gateway.service import Gateway
-from tierwise.ledger import CallRecord, Ledger, OutcomeRecord, TaskRecord
+from tierwise.ledger import CallRecord, Ledger, OutcomeRecord, TaskRecord, spill
 from tierwise.ledger import journal as journal_module
 from tierwise.ledger.journal import Journal, journal_files, read_journal
 from tierwise.ledger.store import is_outage
@@ -339,3 +340,46 @@ async def test_without_waiting_for_fsyncs_durable_returns_after_the_write(
     finally:
         held.release.set()
         journal.close()
+
+
+def test_tierwise_serve_refuses_an_unwritable_journal_dir_in_one_line(tmp_path) -> None:
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'ledger_url = "sqlite:///{tmp_path / "ledger.db"}"\n'
+        f'[gateway]\nauth = false\njournal_dir = "{in_the_way / "journal"}"\n',
+        "utf-8",
+    )
+    result = tierwise("--config", str(config), "serve", "--port", "0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot write the ledger journal in" in " ".join(result.stderr.split())
+
+
+def _task_of(record) -> str:
+    return record.id if isinstance(record, TaskRecord) else record.task_id
+
+
+@pytest.mark.parametrize("kind", ["spill", "journal"])
+def test_an_import_never_splits_a_task_across_transactions(
+    tmp_path, monkeypatch, kind: str
+) -> None:
+    """Batches of whole groups: with 12 records a batch, tasks of 5 go two to a batch."""
+    monkeypatch.setattr(spill, "IMPORT_BATCH", 12)
+    groups = [_task(3) for _ in range(5)]
+    if kind == "spill":
+        records, sizes = spill.group_sizes(groups)
+        spill.write_spill(tmp_path / "d", records, "L", sizes=sizes)
+    else:
+        journal = Journal(tmp_path / "d", "L")
+        for group in groups:
+            journal.append(group)
+        journal.close()
+    batches: list[list[str]] = []
+    report = (spill.import_spills if kind == "spill" else journal_module.replay)(
+        tmp_path / "d", "L", lambda b: batches.append([_task_of(r) for r in b]), lambda _e: False
+    )
+    assert report.records == 25
+    assert [len(b) for b in batches] == [10, 10, 5]
+    for group in groups:
+        assert sum(group[0].id in batch for batch in batches) == 1

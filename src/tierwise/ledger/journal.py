@@ -307,6 +307,23 @@ class Journal:
                 waiter.loop.call_soon_threadsafe(_resolve, waiter.future)
 
 
+def check_writable(directory: Path) -> None:
+    """Create ``directory`` and write, fsync and remove a file in it; LedgerError if any
+    step fails (a read-only or full disk): ``tierwise serve`` says so before it starts."""
+    probe = directory / f".journal-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with probe.open("wb") as out:
+            out.write(b"x" * 4096)
+            out.flush()
+            os.fsync(out.fileno())
+        probe.unlink()
+    except OSError as exc:
+        with suppress(OSError):
+            probe.unlink()
+        raise LedgerError(f"cannot write the ledger journal in {directory}: {exc}") from exc
+
+
 def _group_line(records: Sequence[LedgerRecord]) -> bytes:
     rows = ", ".join(spill.record_row(record) for record in records)
     return f'{{"group": [{rows}]}}\n'.encode()
