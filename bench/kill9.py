@@ -196,14 +196,31 @@ async def _load(
     return sent, answered
 
 
+def _kill9_workers(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL every worker of the supervisor ``proc``, not itself (it starts new ones)."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == proc.pid and b"spawn_main" in command:
+            workers.append(int(entry.name))
+    if not workers:
+        raise SystemExit("no worker process to kill (workers_only needs --workers 2 or more)")
+    for pid in workers:
+        os.kill(pid, signal.SIGKILL)
+
+
 async def _drive_and_kill(
-    port: int, rate: float, duration_s: float, proc: subprocess.Popen[bytes]
+    port: int, rate: float, duration_s: float, proc: subprocess.Popen[bytes], workers_only: bool
 ) -> tuple[int, list[str]]:
     kill = asyncio.Event()
 
     async def killer() -> None:
         await kill.wait()
-        await asyncio.to_thread(_kill9, proc)
+        await asyncio.to_thread(_kill9_workers if workers_only else _kill9, proc)
 
     killing = asyncio.create_task(killer())
     sent, answered = await _load(port, rate, duration_s, kill)
@@ -232,10 +249,13 @@ def kill9_run(
     hold_ledger: bool = False,
     gateway_toml: str = "",
     chunk_ms: float = 1.0,
+    workers_only: bool = False,
 ) -> Kill9Result:
     """One run (see the module); ``journal``: ``[gateway] journal`` (None: the default);
     ``gateway_toml``: more ``[gateway]`` lines; ``chunk_ms``: the upstream's gap between its
-    5 stream chunks (long: streams still running when the kill lands)."""
+    5 stream chunks (long: streams still running when the kill lands); ``workers_only``: kill
+    the workers, not their supervisor (it starts new ones, which replay the journals), then
+    stop the gateway with SIGTERM before the restart."""
     setting = "" if journal is None else f"journal = {'true' if journal else 'false'}\n"
     extra = setting + gateway_toml
     with tempfile.TemporaryDirectory() as name:
@@ -250,7 +270,11 @@ def kill9_run(
             with _gateway(config, workers, log) as proc:
                 wait_http(port, "/readyz", 120)
                 with _ledger_locked(tmp / "ledger.db", hold_ledger):
-                    sent, answered = asyncio.run(_drive_and_kill(port, rate, duration_s, proc))
+                    run = _drive_and_kill(port, rate, duration_s, proc, workers_only)
+                    sent, answered = asyncio.run(run)
+                if workers_only:  # the new workers replay, the ledger unlocked
+                    wait_http(port, "/readyz", 120)
+                    _stop(proc)
             with _gateway(config, workers, log) as proc:  # the restart replays what it finds
                 wait_http(port, "/readyz", 120)
                 _stop(proc)

@@ -43,3 +43,12 @@ def test_without_the_journal_the_kill_loses_what_was_answered() -> None:
     result = kill9.kill9_run(20, 1.0, workers=1, journal=False, hold_ledger=True)
     assert result.answered > 0
     assert result.lost == result.answered
+
+
+def test_workers_killed_under_their_supervisor_are_replayed_by_the_ones_it_restarts() -> None:
+    """``kill -9`` of both workers, not the supervisor: it starts two more, which replay the
+    dead ones' journals at their start (each worker writes its own file; a live one's is
+    locked and left alone); then SIGTERM, and the usual restart."""
+    result = kill9.kill9_run(20, 1.5, workers=2, hold_ledger=True, workers_only=True)
+    assert result.answered >= 20
+    assert (result.lost, result.orphans) == (0, 0), result

@@ -301,7 +301,8 @@ class Ledger:
     def _import_at_start(self, directory: Path) -> None:
         found = self.import_spills(directory)
         for path, count in found.imported:
-            log.warning("ledger: imported %d unwritten records from %s", count, path)
+            if count:  # a journal left by a killed process may hold none
+                log.warning("ledger: imported %d unwritten records from %s", count, path)
         for rejected in found.rejected:
             log.error(
                 "ledger: %d spilled records of %s refused by the database, set aside in %s: %s",
