@@ -27,6 +27,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tierwise.config import Settings, load_settings
 from tierwise.engine import Engine
 from tierwise.gateway.app import create_app
+from tierwise.gateway.serving import client_timeouts
 from tierwise.providers.anthropic import AnthropicProvider
 from tierwise.providers.base import ProviderConfig
 from tierwise.providers.openai_compat import OpenAICompatProvider
@@ -84,11 +85,13 @@ def fake_engine(settings: Settings, fa: FakeAnthropic, fo: FakeOpenAI) -> Engine
 
 @contextmanager
 def serve_app(app: Any, engine: Engine | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1; yields its base URL. ``engine`` is closed on
-    the server's own loop when it stops."""
+    """Serve ``app`` (``create_app``'s) with uvicorn on 127.0.0.1, its ``[gateway]`` timeouts
+    for slow clients as ``tierwise serve`` sets them; yields its base URL. ``engine`` is closed
+    on the server's own loop when it stops."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    timeouts = client_timeouts(app.state.gateway.config, "httptools")
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **timeouts))
 
     async def serve() -> None:
         try:

@@ -27,6 +27,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── ForbiddenError       403            the key may not use this model or policy
     │   ├── TaskNotFoundError    404            no such task (or another key's: not revealed)
     │   ├── RequestTooLargeError 413            the request body is over the size limit
+    │   ├── RequestTimeoutError  408            the request body did not arrive in time
     │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
     │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
@@ -198,6 +199,12 @@ class RequestTooLargeError(GatewayError):
     """413: the request body is larger than the gateway accepts."""
 
     status = 413
+
+
+class RequestTimeoutError(GatewayError):
+    """408: the request body did not finish arriving within ``[gateway] body_timeout_s``."""
+
+    status = 408
 
 
 class IdempotencyConflictError(GatewayError):

@@ -1,0 +1,173 @@
+"""Deadlines for slow and idle clients, on uvicorn's own HTTP protocol.
+
+uvicorn closes a kept-alive connection idle for ``timeout_keep_alive`` after an answer, and
+nothing else: a connection that never sends its request, or sends it a byte at a time
+(slowloris; uvicorn's keep-alive timer stops at the first byte), stays open; so does a request
+whose body stops coming, holding its slot in ``max_in_flight``; and a client that stops
+reading blocks the response's ``send`` on flow control for good, so a stream keeps its slot
+and renews its budget reservation for as long as the client keeps the socket open.
+
+:func:`timed_protocol` subclasses uvicorn's protocol (httptools or h11) with three deadlines
+(``[gateway]``, :class:`Deadlines`):
+
+- ``header_timeout_s``, from the connection's opening (or, kept alive, the first byte of its
+  next request) to the end of the headers; past it the connection is closed;
+- ``body_timeout_s``, from the end of the headers to the end of the body; past it the client
+  gets a 408 in its API's envelope and the connection is closed. The app sees the client gone
+  (``http.disconnect``), so the request ends and frees its slot;
+- ``stream_send_timeout_s``: how long the transport's write buffer may stay full (the client
+  not reading); past it the connection is aborted. The app's blocked ``send`` returns and it
+  sees the disconnect: a stream ends as one whose client hung up does (its upstream stream
+  closed, the call recorded with its cost unknown, the reservation settled as a cut stream's,
+  see :mod:`tierwise.gateway.sse`); an answer already written is dropped, not kept in memory.
+
+The hot path: one timer per connection (armed when it opens, cancelled when the first
+request's headers are in) and a few attribute reads per read from the socket. The other
+timers are armed only when a request's headers or body take more than one read, or when the
+write buffer fills.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar, cast
+
+from starlette.datastructures import Headers
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from tierwise.errors import RequestTimeoutError
+from tierwise.gateway.config import GatewayConfig
+from tierwise.gateway.dialects import dialect_for_path
+from tierwise.gateway.routes import error_response
+
+logger = logging.getLogger("uvicorn.error")
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """Seconds allowed for the headers, for the body, and for a client not reading."""
+
+    headers_s: float
+    body_s: float
+    send_s: float
+
+    @classmethod
+    def of(cls, config: GatewayConfig) -> Deadlines:
+        return cls(config.header_timeout_s, config.body_timeout_s, config.stream_send_timeout_s)
+
+
+class _Timed(asyncio.Protocol):
+    """The deadlines, mixed in before one of uvicorn's HTTP protocols."""
+
+    deadlines: ClassVar[Deadlines] = Deadlines(10.0, 30.0, 30.0)
+
+    # uvicorn's protocol's own
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+    server_state: ServerState
+    client: tuple[str, int] | None
+
+    _headers_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
+    _send_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._headers_timer = self.loop.call_later(self.deadlines.headers_s, self._late_headers)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._headers_timer, self._body_timer, self._send_timer):
+            if timer is not None:
+                timer.cancel()
+        self._headers_timer = self._body_timer = self._send_timer = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:  # a next request's headers, not all in
+            if self._headers_timer is None and not self.transport.is_closing():
+                self._headers_timer = self.loop.call_later(
+                    self.deadlines.headers_s, self._late_headers
+                )
+            return
+        if self._headers_timer is not None:
+            self._headers_timer.cancel()
+            self._headers_timer = None
+        if cycle.more_body:
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(
+                    self.deadlines.body_s, self._late_body, cycle
+                )
+        elif self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(self.deadlines.send_s, self._not_reading)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _late_headers(self) -> None:
+        self._headers_timer = None
+        logger.debug("%s: headers not in after %s s; closed", self.client, self.deadlines.headers_s)
+        self.transport.close()
+
+    def _late_body(self, cycle: Any) -> None:
+        self._body_timer = None
+        if cycle is not self.cycle or not cycle.more_body or self.transport.is_closing():
+            return
+        logger.debug("%s: body not in after %s s; closed", self.client, self.deadlines.body_s)
+        if not cycle.response_started:
+            self.transport.write(self._timed_out(cycle.scope))
+        cycle.disconnected = True  # the app's receive says so, its sends go nowhere
+        cycle.message_event.set()
+        self.transport.close()
+
+    def _not_reading(self) -> None:
+        self._send_timer = None
+        logger.info("%s: not reading for %s s; cut", self.client, self.deadlines.send_s)
+        self.transport.abort()  # close() would wait for the client to read what is buffered
+
+    def _timed_out(self, scope: Any) -> bytes:
+        """A 408 in the API's error envelope, as bytes on the wire (connection: close)."""
+        dialect = dialect_for_path(scope["path"], Headers(scope=scope))
+        late = RequestTimeoutError(
+            f"the request body did not arrive within {self.deadlines.body_s:g} s"
+        )
+        response = error_response(dialect, late)
+        status = http.HTTPStatus(response.status_code)
+        headers = [*self.server_state.default_headers, *response.raw_headers]
+        lines = [f"HTTP/1.1 {status.value} {status.phrase}".encode()]
+        lines += [name + b": " + value for name, value in headers]
+        lines.append(b"connection: close")
+        return b"\r\n".join([*lines, b"", response.body])
+
+
+class TimedHttpToolsProtocol(_Timed, HttpToolsProtocol):
+    """uvicorn's httptools protocol with the deadlines."""
+
+
+class TimedH11Protocol(_Timed, H11Protocol):
+    """uvicorn's h11 protocol with the deadlines."""
+
+
+def timed_protocol(http_protocol: object, config: GatewayConfig) -> type[asyncio.Protocol]:
+    """uvicorn's ``http`` option: its ``http_protocol`` ("httptools", "h11") with ``config``'s
+    deadlines."""
+    base: type[_Timed] = TimedH11Protocol if http_protocol == "h11" else TimedHttpToolsProtocol
+    return cast(
+        "type[asyncio.Protocol]", type(base.__name__, (base,), {"deadlines": Deadlines.of(config)})
+    )
