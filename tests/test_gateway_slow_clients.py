@@ -28,6 +28,7 @@ import anthropic
 import httpx2
 import pytest
 
+from tests import test_gateway_drain
 from tests.fakes import anthropic_upstream as afx
 from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_gateway
 from tests.test_gateway_budgets import create_key, read_store
@@ -41,6 +42,7 @@ NEVER_S = 4.0
 """How long a test waits for a cut that does not come (today's uvicorn never cuts)."""
 HELLO = [{"role": "user", "content": "Hello"}]
 HAIKU = "claude-haiku-4-5"
+fake = test_gateway_drain.fake  # the fixture: the fake Anthropic upstream on loopback
 
 
 def _settings(tmp_path: Path, **gateway: Any) -> Any:
@@ -91,19 +93,26 @@ def _messages_request(token: str, body: dict[str, Any]) -> bytes:
     return _request("POST", "/v1/messages", json.dumps(body).encode(), headers)
 
 
-def _read_response(sock: socket.socket) -> tuple[int, bytes]:
-    """One response with a content-length: its status and body (the connection kept)."""
+def _read_response(
+    sock: socket.socket, pace: tuple[int, float] = (65536, 0.0)
+) -> tuple[int, bytes]:
+    """One response with a content-length: its status and body (the connection kept);
+    ``pace``: read this many bytes at a time, this many seconds apart."""
+    size, gap_s = pace
     sock.settimeout(NEVER_S)
     data = b""
     while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
+        chunk = sock.recv(size)
         assert chunk, f"closed before a response: {data!r}"
         data += chunk
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode().split("\r\n")
     length = next(int(v) for k, _, v in (x.partition(": ") for x in lines) if k == "content-length")
     while len(body) < length:
-        body += sock.recv(65536)
+        time.sleep(gap_s)
+        chunk = sock.recv(size)
+        assert chunk, f"closed after {len(body)} of {length} bytes"
+        body += chunk
     return int(lines[0].split()[1]), body
 
 
@@ -286,9 +295,9 @@ def _paced_stream(text: str, gap_s: float) -> Any:
     return _sse_reply(content())
 
 
-def _served_once_free(gw: Served, token: str) -> str:
+def _served_once_free(url: str, key: str) -> str:
     """Ask until the gateway (``max_in_flight`` 1) takes a request: the answer's text."""
-    client = gw.anthropic(key=token)
+    client = anthropic.Anthropic(base_url=url, api_key=key, max_retries=0)
     deadline = time.monotonic() + NEVER_S
     while True:
         try:
@@ -314,7 +323,7 @@ def test_a_streaming_client_that_never_reads_is_cut(tmp_path: Path) -> None:
         gw.anthropic_fake.reply_message(afx.text_message("the next client's answer"))
         body = {"model": HAIKU, "max_tokens": 64, "stream": True, "messages": HELLO}
         sock.sendall(_messages_request(token, body))  # and never reads
-        assert _served_once_free(gw, token) == "the next client's answer"
+        assert _served_once_free(gw.url, token) == "the next client's answer"
         assert upstream_closed.wait(NEVER_S)
         counter, held = read_store(ledger_url, "key:team:total")
         gw.flush_ledger()
@@ -355,7 +364,7 @@ def test_a_slow_reader_that_keeps_reading_gets_its_whole_stream(tmp_path: Path) 
 # --- tierwise serve, one process and several ----------------------------------------------------
 
 
-def _serve_config(tmp_path: Path, port: int) -> Path:
+def _serve_config(tmp_path: Path, port: int, upstream: str) -> Path:
     path = tmp_path / "config.toml"
     path.write_text(
         f"""
@@ -365,14 +374,16 @@ ledger_url = "sqlite:///{tmp_path / "ledger.db"}"
 [gateway]
 port = {port}
 auth = false
+max_in_flight = 1
 header_timeout_s = {SHORT_S}
 keepalive_timeout_s = {SHORT_S}
 body_timeout_s = {SHORT_S}
 stream_send_timeout_s = {SHORT_S}
 
 [providers.anthropic]
-base_url = "http://127.0.0.1:9"
+base_url = "{upstream}"
 api_key = "sk-ant-upstream-secret"
+max_retries = 0
 """,
         "utf-8",
     )
@@ -380,10 +391,10 @@ api_key = "sk-ant-upstream-secret"
 
 
 @contextmanager
-def _tierwise_serve(tmp_path: Path, workers: int) -> Iterator[str]:
+def _tierwise_serve(tmp_path: Path, workers: int, upstream: str) -> Iterator[str]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERWISE_")}
-    config = _serve_config(tmp_path, port)
+    config = _serve_config(tmp_path, port, upstream)
     command = [sys.executable, "-m", "tierwise", "--config", str(config), "serve"]
     process = subprocess.Popen([*command, "--workers", str(workers)], env=env)
     url = f"http://127.0.0.1:{port}"
@@ -400,11 +411,35 @@ def _tierwise_serve(tmp_path: Path, workers: int) -> Iterator[str]:
                 process.kill()
 
 
+def _endless_sync_stream(closed: threading.Event) -> Any:
+    """:func:`_endless_stream` for the loopback fake (a plain iterator)."""
+    start = afx.sse_body(afx.stream_events(afx.text_message("x"))[:3])
+    text = {"type": "text_delta", "text": "y" * 16384}
+    delta = afx.sse_body([{"type": "content_block_delta", "index": 0, "delta": text}])
+
+    def content() -> Iterator[bytes]:
+        try:
+            yield start
+            while True:
+                yield delta
+        finally:
+            closed.set()
+
+    def reply(_: Any, request_id: str) -> httpx2.Response:
+        headers = {"content-type": "text/event-stream", "request-id": request_id}
+        return httpx2.Response(200, content=content(), headers=headers)
+
+    return reply
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_tierwise_serve_cuts_slow_and_idle_clients(tmp_path: Path, workers: int) -> None:
-    """The deadlines reach every process: a connection per check (with two workers, either
-    may take it)."""
-    with _tierwise_serve(tmp_path, workers) as url:
+def test_tierwise_serve_cuts_slow_and_idle_clients(
+    tmp_path: Path, fake: tuple[afx.FakeAnthropic, str], workers: int
+) -> None:
+    """The deadlines reach every process (uvloop there): a connection per check, twice per
+    worker (either worker may take one)."""
+    fa, upstream = fake
+    with _tierwise_serve(tmp_path, workers, upstream) as url:
         for _ in range(workers * 2):
             with closing(_connect(url)) as silent:
                 elapsed, _ = _closed_after(silent, time.monotonic())
@@ -419,3 +454,11 @@ def test_tierwise_serve_cuts_slow_and_idle_clients(tmp_path: Path, workers: int)
                 slow.sendall(head.replace(b"content-length: 0\r\n", b"") + PARTIAL_BODY)
                 _, received = _closed_after(slow, time.monotonic())
                 assert received.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+        closed = threading.Event()
+        fa.reply(_endless_sync_stream(closed))
+        fa.reply_message(afx.text_message("next"))
+        with closing(_connect(url, SMALL_WINDOW)) as never_reads:
+            body = {"model": HAIKU, "max_tokens": 64, "stream": True, "messages": HELLO}
+            never_reads.sendall(_messages_request("unused", body))
+            assert closed.wait(NEVER_S)  # cut, and its upstream stream closed
+            assert _served_once_free(url, "unused") == "next"

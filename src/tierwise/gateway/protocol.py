@@ -15,8 +15,9 @@ and renews its budget reservation for as long as the client keeps the socket ope
 - ``body_timeout_s``, from the end of the headers to the end of the body; past it the client
   gets a 408 in its API's envelope and the connection is closed. The app sees the client gone
   (``http.disconnect``), so the request ends and frees its slot;
-- ``stream_send_timeout_s``: how long the transport's write buffer may stay full (the client
-  not reading); past it the connection is aborted. The app's blocked ``send`` returns and it
+- ``stream_send_timeout_s``: how long the transport's write buffer may stay full without
+  the client reading any of it; past it the connection is aborted (a slow reader of a large
+  answer is not cut: only one that reads nothing). The app's blocked ``send`` returns and it
   sees the disconnect: a stream ends as one whose client hung up does (its upstream stream
   closed, the call recorded with its cost unknown, the reservation settled as a cut stream's,
   see :mod:`tierwise.gateway.sse`); an answer already written is dropped, not kept in memory.
@@ -30,8 +31,12 @@ write buffer fills.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import http
 import logging
+import sys
+import termios
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
@@ -59,6 +64,22 @@ class Deadlines:
     @classmethod
     def of(cls, config: GatewayConfig) -> Deadlines:
         return cls(config.header_timeout_s, config.body_timeout_s, config.stream_send_timeout_s)
+
+
+_OUTQ = getattr(termios, "TIOCOUTQ", None) if sys.platform.startswith("linux") else None
+"""``SIOCOUTQ``: the bytes in a socket's send queue the peer has not acknowledged yet."""
+
+
+def unsent(transport: asyncio.Transport) -> int:
+    """Bytes written to ``transport`` that the client has not taken yet: its buffer and, on
+    Linux, the socket's send queue (the client reading drains that one first)."""
+    pending = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _OUTQ is not None and sock is not None:
+        with contextlib.suppress(OSError):
+            queued = fcntl.ioctl(sock.fileno(), _OUTQ, bytes(4))
+            pending += int.from_bytes(queued, sys.byteorder, signed=True)
+    return pending
 
 
 class _Timed(asyncio.Protocol):
@@ -112,7 +133,7 @@ class _Timed(asyncio.Protocol):
     def pause_writing(self) -> None:
         super().pause_writing()
         if self._send_timer is None:
-            self._send_timer = self.loop.call_later(self.deadlines.send_s, self._not_reading)
+            self._watch_reading(unsent(self.transport))
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -136,9 +157,17 @@ class _Timed(asyncio.Protocol):
         cycle.message_event.set()
         self.transport.close()
 
-    def _not_reading(self) -> None:
+    def _watch_reading(self, buffered: int) -> None:
+        self._send_timer = self.loop.call_later(self.deadlines.send_s, self._reading, buffered)
+
+    def _reading(self, buffered: int) -> None:
+        """The write buffer is still full: cut the client unless it read some meanwhile."""
+        left = unsent(self.transport)
+        if left < buffered:  # slow (a large answer on a slow link), not stopped
+            self._watch_reading(left)
+            return
         self._send_timer = None
-        logger.info("%s: not reading for %s s; cut", self.client, self.deadlines.send_s)
+        logger.info("%s: read nothing for %s s; cut", self.client, self.deadlines.send_s)
         self.transport.abort()  # close() would wait for the client to read what is buffered
 
     def _timed_out(self, scope: Any) -> bytes:
