@@ -84,13 +84,13 @@ def fake_engine(settings: Settings, fa: FakeAnthropic, fo: FakeOpenAI) -> Engine
 
 
 @contextmanager
-def serve_app(app: Any, engine: Engine | None = None) -> Iterator[str]:
-    """Serve ``app`` (``create_app``'s) with uvicorn on 127.0.0.1, its ``[gateway]`` timeouts
-    for slow clients as ``tierwise serve`` sets them; yields its base URL. ``engine`` is closed
-    on the server's own loop when it stops."""
+def serve_app(app: Any, engine: Engine | None = None, http: str = "httptools") -> Iterator[str]:
+    """Serve ``app`` (``create_app``'s) with uvicorn on 127.0.0.1 (its ``http`` protocol), its
+    ``[gateway]`` timeouts for slow clients as ``tierwise serve`` sets them; yields its base
+    URL. ``engine`` is closed on the server's own loop when it stops."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    timeouts = client_timeouts(app.state.gateway.config, "httptools")
+    timeouts = client_timeouts(app.state.gateway.config, http)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", **timeouts))
 
     async def serve() -> None:
@@ -128,8 +128,8 @@ def gateway_settings(ledger_url: str, **flags: Any) -> Settings:
 
 
 @contextmanager
-def running_gateway(settings: Settings) -> Iterator[Served]:
+def running_gateway(settings: Settings, http: str = "httptools") -> Iterator[Served]:
     fa, fo = FakeAnthropic(), FakeOpenAI()
     engine = fake_engine(settings, fa, fo)
-    with serve_app(create_app(settings, engine=engine), engine) as url:
+    with serve_app(create_app(settings, engine=engine), engine, http) as url:
         yield Served(url, fa, fo, settings, engine)

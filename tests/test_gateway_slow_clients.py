@@ -57,9 +57,13 @@ def _settings(tmp_path: Path, **gateway: Any) -> Any:
 
 
 @contextmanager
-def _gateway(tmp_path: Path, **gateway: Any) -> Iterator[Served]:
-    with running_gateway(_settings(tmp_path, **gateway)) as served:
+def _gateway(tmp_path: Path, http: str = "httptools", **gateway: Any) -> Iterator[Served]:
+    with running_gateway(_settings(tmp_path, **gateway), http) as served:
         yield served
+
+
+PROTOCOLS = pytest.mark.parametrize("http", ["httptools", "h11"])
+"""uvicorn's two HTTP protocols (``tierwise serve`` runs httptools when installed)."""
 
 
 # --- raw HTTP/1.1 ---------------------------------------------------------------------------
@@ -143,9 +147,10 @@ def test_a_connection_that_sends_nothing_is_closed(tmp_path: Path) -> None:
     assert SHORT_S * 0.8 < elapsed < SHORT_S + 2 and received == b""
 
 
-def test_headers_trickling_in_are_cut_at_the_header_deadline(tmp_path: Path) -> None:
+@PROTOCOLS
+def test_headers_trickling_in_are_cut_at_the_header_deadline(tmp_path: Path, http: str) -> None:
     """Slowloris: a byte every 0.1 s keeps the connection busy but never finishes the headers."""
-    with _gateway(tmp_path) as gw, closing(_connect(gw.url)) as sock:
+    with _gateway(tmp_path, http) as gw, closing(_connect(gw.url)) as sock:
         started = time.monotonic()
         sock.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: gateway\r\n")
         cut = _trickle(sock, b"x-slow: " + b"a" * 100)
@@ -209,6 +214,7 @@ def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
 PARTIAL_BODY = b'{"model": "claude-haiku-4-5", "max_tokens": 64, "mess'
 
 
+@PROTOCOLS
 @pytest.mark.parametrize(
     ("path", "envelope"),
     [
@@ -217,9 +223,9 @@ PARTIAL_BODY = b'{"model": "claude-haiku-4-5", "max_tokens": 64, "mess'
     ],
 )
 def test_a_body_that_stops_coming_gets_a_408_and_frees_its_slot(
-    tmp_path: Path, path: str, envelope: dict[str, Any]
+    tmp_path: Path, path: str, envelope: dict[str, Any], http: str
 ) -> None:
-    with _gateway(tmp_path, max_in_flight=1) as gw, closing(_connect(gw.url)) as sock:
+    with _gateway(tmp_path, http, max_in_flight=1) as gw, closing(_connect(gw.url)) as sock:
         gw.anthropic_fake.reply_message(afx.text_message("served after the slow one"))
         head = _request("POST", path, headers={"authorization": f"Bearer {ADMIN_KEY}"})
         sock.sendall(head.replace(b"content-length: 0", b"content-length: 1000") + PARTIAL_BODY)
@@ -309,7 +315,8 @@ def _served_once_free(url: str, key: str) -> str:
             time.sleep(0.1)
 
 
-def test_a_streaming_client_that_never_reads_is_cut(tmp_path: Path) -> None:
+@PROTOCOLS
+def test_a_streaming_client_that_never_reads_is_cut(tmp_path: Path, http: str) -> None:
     """Its slot comes back (another request gets through with ``max_in_flight`` 1), its
     upstream stream is closed, its reservation is settled as a cut stream's (nothing held,
     the reservation spent) and its call recorded as a stream of unknown cost — while the
@@ -318,7 +325,7 @@ def test_a_streaming_client_that_never_reads_is_cut(tmp_path: Path) -> None:
     ledger_url = settings.resolved_ledger_url()
     token = create_key(ledger_url, Limits(usd_total=Decimal(10)))
     upstream_closed = threading.Event()
-    with running_gateway(settings) as gw, closing(_connect(gw.url, SMALL_WINDOW)) as sock:
+    with running_gateway(settings, http) as gw, closing(_connect(gw.url, SMALL_WINDOW)) as sock:
         gw.anthropic_fake.reply(_endless_stream(upstream_closed))
         gw.anthropic_fake.reply_message(afx.text_message("the next client's answer"))
         body = {"model": HAIKU, "max_tokens": 64, "stream": True, "messages": HELLO}
