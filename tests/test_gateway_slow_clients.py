@@ -10,6 +10,7 @@ as long as the client likes, unless the gateway cuts them: ``[gateway] header_ti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -195,6 +196,30 @@ def test_headers_in_several_pieces_within_the_deadline_are_served(tmp_path: Path
                 sock.sendall(piece)
                 time.sleep(SHORT_S / 5)
             assert _read_response(sock) == (200, b'{"status":"ok"}')
+
+
+def test_headers_over_the_limit_get_a_431(tmp_path: Path) -> None:
+    """httptools takes headers of any size (a gigabyte, kept in memory); the gateway stops at
+    ``max_header_bytes``, at once, however fast they come."""
+    padding = "".join(f"x-pad-{i}: {'a' * 1000}\r\n" for i in range(100)).encode()  # 100 KB
+    head = b"POST /v1/messages HTTP/1.1\r\nhost: gateway\r\n" + padding
+    with _gateway(tmp_path, max_header_bytes=64 * 1024) as gw, closing(_connect(gw.url)) as sock:
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(head)  # the headers never end: the limit, not the deadline, stops it
+        elapsed, received = _closed_after(sock, time.monotonic())
+    status_line, _, rest = received.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large"
+    error = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert error["type"] == "error"  # Anthropic's envelope: the path was in
+    assert error["error"]["message"] == "the request line and headers are over 65536 bytes"
+    assert elapsed < SHORT_S * 0.8
+
+
+def test_large_headers_under_the_limit_are_served(tmp_path: Path) -> None:
+    padding = {f"x-pad-{i}": "a" * 1000 for i in range(40)}  # 40 KB
+    with _gateway(tmp_path) as gw, closing(_connect(gw.url)) as sock:
+        sock.sendall(_request("GET", "/healthz", headers=padding))
+        assert _read_response(sock) == (200, b'{"status":"ok"}')
 
 
 # --- idle keep-alive --------------------------------------------------------------------------

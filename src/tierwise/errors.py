@@ -28,6 +28,7 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   ├── TaskNotFoundError    404            no such task (or another key's: not revealed)
     │   ├── RequestTooLargeError 413            the request body is over the size limit
     │   ├── RequestTimeoutError  408            the request body did not arrive in time
+    │   ├── HeadersTooLargeError 431            the request line and headers are over the limit
     │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
     │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
@@ -205,6 +206,12 @@ class RequestTimeoutError(GatewayError):
     """408: the request body did not finish arriving within ``[gateway] body_timeout_s``."""
 
     status = 408
+
+
+class HeadersTooLargeError(GatewayError):
+    """431: the request line and headers are larger than ``[gateway] max_header_bytes``."""
+
+    status = 431
 
 
 class IdempotencyConflictError(GatewayError):

@@ -88,6 +88,9 @@ class GatewayConfig(BaseModel):
     """A request line and headers must arrive within this, counted from the connection's
     opening or from the first byte of a kept-alive connection's next request; otherwise the
     connection is closed (slowloris)."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest request line and headers accepted (httptools has no limit of its own); larger
+    is a 431 and the connection closed."""
     keepalive_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     """A kept-alive connection idle this long after an answer is closed."""
     body_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
