@@ -281,6 +281,21 @@ def test_a_body_in_pieces_within_the_deadline_is_served(tmp_path: Path) -> None:
     assert status == 200 and json.loads(answer)["content"][0]["text"] == "in pieces"
 
 
+def test_an_unread_body_after_its_answer_is_not_taken_for_headers(tmp_path: Path) -> None:
+    """A request answered before its body was read (a 401 here): the rest of the body, however
+    large, is skipped as uvicorn skips it, then the connection serves the next request."""
+    body = b'{"pad": "' + b"a" * 200_000 + b'"}'
+    request = _request("POST", "/v1/messages", body, {"x-api-key": "tw_not_a_key"})
+    with _gateway(tmp_path) as gw, closing(_connect(gw.url)) as sock:
+        head = request[: len(request) - len(body)]
+        sock.sendall(head)
+        status, answer = _read_response(sock)
+        sock.sendall(body)  # the 200 KB nobody reads
+        sock.sendall(_request("GET", "/healthz"))
+        assert _read_response(sock) == (200, b'{"status":"ok"}')
+    assert status == 401 and json.loads(answer)["error"]["type"] == "authentication_error"
+
+
 # --- a client that does not read ----------------------------------------------------------------
 
 SMALL_WINDOW = 4096

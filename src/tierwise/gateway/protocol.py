@@ -123,25 +123,30 @@ class _Timed(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         cycle = self.cycle
-        if cycle is None or cycle.response_complete:  # a next request's headers, not all in
-            self._header_bytes += len(data)
-            if self._header_bytes > self.limits.header_bytes:
-                self._refuse(HeadersTooLargeError(self._too_large), self._partial_path())
-            elif self._headers_timer is None and not self.transport.is_closing():
-                self._headers_timer = self.loop.call_later(
-                    self.limits.headers_s, self._late_headers
-                )
+        if cycle is not None and cycle.more_body:  # its body is coming (or, answered, unread)
+            self._headers_in()
+            if self._body_timer is None:
+                self._body_timer = self.loop.call_later(self.limits.body_s, self._late_body, cycle)
             return
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if cycle is not None and not cycle.response_complete:  # all in, being answered
+            self._headers_in()
+            return
+        self._header_bytes += len(data)  # a next request's headers, not all in
+        if self.transport.is_closing():
+            return
+        if self._header_bytes > self.limits.header_bytes:
+            self._refuse(HeadersTooLargeError(self._too_large), self._partial_path())
+        elif self._headers_timer is None:
+            self._headers_timer = self.loop.call_later(self.limits.headers_s, self._late_headers)
+
+    def _headers_in(self) -> None:
         self._header_bytes = 0
         if self._headers_timer is not None:
             self._headers_timer.cancel()
             self._headers_timer = None
-        if cycle.more_body:
-            if self._body_timer is None:
-                self._body_timer = self.loop.call_later(self.limits.body_s, self._late_body, cycle)
-        elif self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
 
     def pause_writing(self) -> None:
         super().pause_writing()
