@@ -124,7 +124,8 @@ class _Timed(asyncio.Protocol):
         super().data_received(data)
         cycle = self.cycle
         if cycle is not None and cycle.more_body:  # its body is coming (or, answered, unread)
-            self._headers_in()
+            if self._headers_timer is not None or self._header_bytes:
+                self._headers_in()
             if self._body_timer is None:
                 self._body_timer = self.loop.call_later(self.limits.body_s, self._late_body, cycle)
             return
@@ -132,7 +133,8 @@ class _Timed(asyncio.Protocol):
             self._body_timer.cancel()
             self._body_timer = None
         if cycle is not None and not cycle.response_complete:  # all in, being answered
-            self._headers_in()
+            if self._headers_timer is not None or self._header_bytes:
+                self._headers_in()
             return
         self._header_bytes += len(data)  # a next request's headers, not all in
         if self.transport.is_closing():
