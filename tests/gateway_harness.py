@@ -27,6 +27,7 @@ from tests.fakes.openai_upstream import FakeOpenAI
 from tierwise.config import Settings, load_settings
 from tierwise.engine import Engine
 from tierwise.gateway.app import create_app
+from tierwise.gateway.serving import client_timeouts
 from tierwise.providers.anthropic import AnthropicProvider
 from tierwise.providers.base import ProviderConfig
 from tierwise.providers.openai_compat import OpenAICompatProvider
@@ -83,13 +84,17 @@ def fake_engine(settings: Settings, fa: FakeAnthropic, fo: FakeOpenAI) -> Engine
 
 
 @contextmanager
-def serve_app(app: Any, engine: Engine | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1; yields its base URL. ``engine`` is closed on
-    the server's own loop when it stops."""
+def serve_app(app: Any, engine: Engine | None = None, http: str = "httptools") -> Iterator[str]:
+    """Serve ``app`` (``create_app``'s) with uvicorn on 127.0.0.1 (its ``http`` protocol), its
+    ``[gateway]`` timeouts for slow clients as ``tierwise serve`` sets them; yields its base
+    URL. ``engine`` is closed on the server's own loop when it stops."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
+    timeouts = client_timeouts(app.state.gateway.config, http)
     # no proxy_headers, as ``tierwise serve`` runs it: [gateway] trusted_proxies decides
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", proxy_headers=False)
+    config = uvicorn.Config(
+        app, log_level="warning", lifespan="on", proxy_headers=False, **timeouts
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:
@@ -127,8 +132,8 @@ def gateway_settings(ledger_url: str, **flags: Any) -> Settings:
 
 
 @contextmanager
-def running_gateway(settings: Settings) -> Iterator[Served]:
+def running_gateway(settings: Settings, http: str = "httptools") -> Iterator[Served]:
     fa, fo = FakeAnthropic(), FakeOpenAI()
     engine = fake_engine(settings, fa, fo)
-    with serve_app(create_app(settings, engine=engine), engine) as url:
+    with serve_app(create_app(settings, engine=engine), engine, http) as url:
         yield Served(url, fa, fo, settings, engine)

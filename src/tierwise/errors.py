@@ -29,6 +29,8 @@ an upstream call also carry ``provider``, ``model``, ``status`` and ``request_id
     │   │   └── PolicyNotAllowedError           an inline policy or operator-only part
     │   ├── TaskNotFoundError    404            no such task (or another key's: not revealed)
     │   ├── RequestTooLargeError 413            the request body is over the size limit
+    │   ├── RequestTimeoutError  408            the request body did not arrive in time
+    │   ├── HeadersTooLargeError 431            the request line and headers are over the limit
     │   ├── IdempotencyConflictError 409        a request with this Idempotency-Key is running
     │   ├── IdempotencyMismatchError 422        the Idempotency-Key was used with another body
     │   ├── GatewayBusyError     503            too many requests in flight (``retry-after``)
@@ -219,6 +221,18 @@ class RequestTooLargeError(GatewayError):
     """413: the request body is larger than the gateway accepts."""
 
     status = 413
+
+
+class RequestTimeoutError(GatewayError):
+    """408: the request body did not finish arriving within ``[gateway] body_timeout_s``."""
+
+    status = 408
+
+
+class HeadersTooLargeError(GatewayError):
+    """431: the request line and headers are larger than ``[gateway] max_header_bytes``."""
+
+    status = 431
 
 
 class IdempotencyConflictError(GatewayError):

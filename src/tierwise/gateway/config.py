@@ -120,13 +120,37 @@ class GatewayConfig(BaseModel):
     stream_keepalive_s: float = Field(default=15.0, ge=0, allow_inf_nan=False)
     """A stream that says nothing this long gets an SSE comment (``: ping``), so that proxies
     cutting idle connections keep it open (a long advisor consult, a model thinking); 0: none."""
+    header_timeout_s: float = Field(default=10.0, gt=0, allow_inf_nan=False)
+    """A request line and headers must arrive within this, counted from the connection's
+    opening or from the first byte of a kept-alive connection's next request; otherwise the
+    connection is closed (slowloris)."""
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024)
+    """Largest request line and headers accepted (httptools has no limit of its own); larger
+    is a 431 and the connection closed."""
+    keepalive_timeout_s: float = Field(default=5.0, gt=0, allow_inf_nan=False)
+    """A kept-alive connection idle this long after an answer is closed."""
+    body_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """A request body must finish arriving within this of its headers; otherwise a 408 in the
+    API's envelope, the connection closed and the request ended (its slot freed)."""
+    stream_send_timeout_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    """A client that reads nothing this long while an answer waits to be sent (a stream, or a
+    large body) is cut: a stream ends as one whose client hung up (upstream closed, the call
+    recorded with its cost unknown, the reservation settled, the slot freed)."""
     drain_s: float = Field(default=30.0, ge=0)
     """On SIGTERM: how long requests in flight (streams too) may take to finish while new ones
     get a 503 and ``/readyz`` says draining; then the server closes."""
     workers: int = Field(default=1, ge=1)
     """Processes ``tierwise serve`` runs, sharing the port (each with its own limits)."""
 
-    @field_validator("ledger_close_timeout_s", "auth_failure_window_s", mode="before")
+    @field_validator(
+        "ledger_close_timeout_s",
+        "header_timeout_s",
+        "keepalive_timeout_s",
+        "body_timeout_s",
+        "stream_send_timeout_s",
+        "auth_failure_window_s",
+        mode="before",
+    )
     @classmethod
     def _seconds_not_a_flag(cls, value: object) -> object:
         if isinstance(value, bool):  # a number otherwise (true would be 1 s)

@@ -6,6 +6,9 @@ many workers sharing the listening socket; each builds its own app (:func:`worke
 from the same config file and ledger URL (handed over in ``TIERWISE_CONFIG`` /
 ``TIERWISE_LEDGER_URL``) and drains on SIGTERM as one process does. Limits such as
 ``max_in_flight`` then hold per process.
+
+Both ways, :func:`client_timeouts` puts the ``[gateway]`` deadlines for slow and idle clients
+on the server (:mod:`tierwise.gateway.protocol`), from the settings each process loads.
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from starlette.applications import Starlette
 
 from tierwise.config import Settings, load_settings
 from tierwise.gateway.app import create_app
+from tierwise.gateway.config import GatewayConfig
 from tierwise.gateway.drain import DrainingServer, WorkerDrainingServer
+from tierwise.gateway.protocol import timed_protocol
 
 if TYPE_CHECKING:
     import uvicorn
@@ -37,6 +42,8 @@ def worker_server(config: uvicorn.Config) -> DrainingServer:
     settings = load_settings()
     app = create_app(settings)
     config.app, config.factory = app, False  # the supervisor's config names the factory
+    for name, value in client_timeouts(settings.gateway, config.http).items():
+        setattr(config, name, value)
     return WorkerDrainingServer(config, app.state.drain, settings.gateway.drain_s)
 
 
@@ -45,6 +52,15 @@ def fast_loop_options() -> dict[str, str]:
     return {
         "loop": "uvloop" if find_spec("uvloop") else "asyncio",
         "http": "httptools" if find_spec("httptools") else "h11",
+    }
+
+
+def client_timeouts(gateway: GatewayConfig, http_protocol: object) -> dict[str, Any]:
+    """uvicorn options closing slow and idle clients: ``http_protocol`` with the header, body
+    and send deadlines, and the idle keep-alive timeout."""
+    return {
+        "http": timed_protocol(http_protocol, gateway),
+        "timeout_keep_alive": gateway.keepalive_timeout_s,
     }
 
 
@@ -71,6 +87,7 @@ def run(
     }
     if gateway.workers == 1:
         app = create_app(settings)
+        options |= client_timeouts(gateway, options["http"])
         DrainingServer(uvicorn.Config(app, **options), app.state.drain, drain_s).run()
         return
     if config_path is not None:
