@@ -81,6 +81,7 @@ def _crashed_journal(directory: Path, ledger_url: str, groups: int) -> Path:
 def test_a_crashed_processs_journal_is_replayed_whole_tasks_once_each(ledger, tmp_path) -> None:
     path = _crashed_journal(tmp_path / "j", ledger.url, 25)
     assert path.exists() and oct(path.stat().st_mode & 0o777) == "0o600"  # prompts inside
+    assert oct(path.parent.stat().st_mode & 0o777) == "0o700"
     found = ledger.import_spills(tmp_path / "j")
     assert (found.records, found.kept, found.rejected) == (50, [], [])
     tasks, calls = ledger.tasks(), ledger.calls()

@@ -9,14 +9,14 @@ fsync covers every group appended meanwhile (group commit). The write-behind say
 the database (:meth:`Journal.written`); past ``segment_bytes`` the journal moves on to a new
 file, and a file whose groups are all in the database is deleted.
 
-Each process writes its own files, ``journal-<UTC time>-<pid>-<random>.jsonl`` (mode 0600:
-they hold prompts), and holds an exclusive ``flock`` on each while it lives, so that
-:func:`replay` (at the next start, by any worker, or ``tierwise ledger import-spill``) reads
-only the files of processes that are gone. A file is a header line (format, the ledger's URL
-with its password masked), then one line per group, ``{"group": [<spill rows>]}``
-(:func:`tierwise.ledger.spill.record_row`). A torn last line (the process died writing it, its
-answer unsent) is ignored with a log line; each group is written in one transaction, ids
-kept, so a file imported in part before is stored once.
+Each process writes its own files, ``journal-<UTC time>-<pid>-<random>.jsonl`` (mode 0600,
+in a folder it creates 0700: they hold prompts), and holds an exclusive ``flock`` on each
+while it lives, so that :func:`replay` (at the next start, by any worker, or ``tierwise
+ledger import-spill``) reads only the files of processes that are gone. A file is a header
+line (format, the ledger's URL with its password masked), then one line per group,
+``{"group": [<spill rows>]}`` (:func:`tierwise.ledger.spill.record_row`). A torn last line
+(the process died writing it, its answer unsent) is ignored with a log line; each group is
+written in one transaction, ids kept, so a file imported in part before is stored once.
 
 A write that fails while serving (the disk filled up) is undone (the file truncated back) and
 logged once: the records stay queued in memory as without a journal, the request is not
@@ -203,7 +203,7 @@ class Journal:
         path = self.directory / f"journal-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
         header = json.dumps({"format": FORMAT, "ledger": self._ledger, "pid": os.getpid()})
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC
             fd = os.open(path, flags, 0o600)
         except OSError as exc:
@@ -312,7 +312,7 @@ def check_writable(directory: Path) -> None:
     step fails (a read-only or full disk): ``tierwise serve`` says so before it starts."""
     probe = directory / f".journal-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         with probe.open("wb") as out:
             out.write(b"x" * 4096)
             out.flush()
