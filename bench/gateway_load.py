@@ -126,6 +126,7 @@ def _tierwise_config(tmp: Path, upstream_port: int, args: argparse.Namespace) ->
         f"max_in_flight = {args.max_in_flight}\n"
         f"max_loop_lag_ms = {args.max_loop_lag_ms}\n"
         f"max_accept_queue = {args.max_accept_queue}\n"
+        + "".join(f"{line}\n" for line in args.gateway_toml)
     )
     return config
 
@@ -286,6 +287,12 @@ def _parse() -> argparse.Namespace:
         type=float,
         help="seconds of the overload row (default: --duration); past a minute at 4000 RPS "
         "the load generator runs out of file descriptors on this machine",
+    )
+    parser.add_argument(
+        "--gateway-toml",
+        action="append",
+        default=[],
+        help='a line for tierwise\'s [gateway] table, e.g. "journal = false"; repeatable',
     )
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument(

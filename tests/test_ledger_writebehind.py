@@ -91,11 +91,36 @@ def test_queued_records_are_written_in_batches_one_transaction_each(sqlite_url: 
             ledger.append(*records)  # one transaction per call
 
         behind = WriteBehind(write, ledger_store.is_outage, WriteBehindOptions(batch_size=100))
-        behind.submit(_calls(250))
+        for record in _calls(250):
+            behind.submit([record])  # a group of one each
         behind.flush(10)
         behind.close()
         assert batches == [100, 100, 50]
         assert [c.input_tokens for c in ledger.calls()] == list(range(250))
+
+
+def test_a_batch_never_splits_a_group(sqlite_url: str) -> None:
+    """One submit (a task's records) is written in one transaction, whatever the batch size:
+    groups of 30 in batches of 100 go 3 to a batch, a group of 150 alone."""
+    batches: list[list[str]] = []
+    with Ledger.open(sqlite_url) as ledger:
+
+        def write(records) -> None:
+            batches.append([r.task_id for r in records])
+            ledger.append(*records)
+
+        options = WriteBehindOptions(batch_size=100, linger_s=0.5)
+        behind = WriteBehind(write, ledger_store.is_outage, options)
+        sizes = [30, 30, 30, 30, 150, 30]
+        for number, size in enumerate(sizes):
+            behind.submit(_calls(size, task_id=f"t{number}"))
+        behind.flush(10)
+        behind.close()
+        for batch in batches:  # each task whole in exactly one batch
+            for task in set(batch):
+                assert batch.count(task) == sizes[int(task[1:])]
+        assert [len(b) for b in batches] == [90, 30, 150, 30]
+        assert len(ledger.calls()) == sum(sizes)
 
 
 def test_reads_wait_for_queued_records_and_close_writes_the_rest(any_url: str) -> None:
@@ -320,7 +345,7 @@ def test_close_while_sqlite_is_locked_spills_and_the_next_start_imports(
         reopened.start_write_behind(spill_dir=spill_dir)
         assert _stored(reopened, records[0].id) == records  # ids, Decimal costs, times exact
     assert list(spill_dir.iterdir()) == []
-    assert any(f"imported 9 spilled records from {spilled}" in m for m in _messages(caplog))
+    assert any(f"imported 9 unwritten records from {spilled}" in m for m in _messages(caplog))
 
 
 def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -372,7 +397,7 @@ def test_a_transient_writer_error_at_close_spills_what_is_queued(sqlite_url, tmp
         _Outage(),
         lambda _error: True,
         WriteBehindOptions(retry_initial_s=0.02, close_timeout_s=0.2),
-        spill=lambda rs: str(spill.write_spill(spill_dir, rs, shown.url)),
+        spill=lambda gs: str(spill.write_spill(spill_dir, [r for g in gs for r in g], shown.url)),
     )
     behind.submit(records)
     behind.close()
@@ -393,7 +418,7 @@ def test_a_spill_that_cannot_be_written_says_the_records_are_lost(tmp_path, capl
         _Outage(),
         lambda _error: True,
         WriteBehindOptions(retry_initial_s=0.02, close_timeout_s=0.2),
-        spill=lambda rs: str(spill.write_spill(in_the_way, rs, "sqlite:///x.db")),
+        spill=lambda gs: str(spill.write_spill(in_the_way, [r for g in gs for r in g], "x")),
     )
     behind.submit(_calls(4))
     with pytest.raises(LedgerError, match=r"^4 ledger records are lost: not written and cannot "):
@@ -594,8 +619,8 @@ def test_close_waits_close_timeout_s_once_for_a_writer_stuck_in_a_write(tmp_path
     def stuck(_records) -> None:
         release.wait(10)
 
-    def keep(records) -> str:
-        spilled.append([r.id for r in records])
+    def keep(groups) -> str:
+        spilled.append([r.id for g in groups for r in g])
         return "memory"
 
     behind = WriteBehind(

@@ -2,8 +2,11 @@
 
 ``await engine.complete(request, policy="fixed:anthropic:claude-haiku-4-5")`` resolves the
 policy to a strategy, runs it through a task context that calls providers, and returns the
-response with its trace and exact cost. Everything is recorded in the ledger as it happens,
-so a failure midway loses nothing already done.
+response with its trace and exact cost. A task's records (its calls, decisions, sub-tasks,
+outcome) are kept as they happen and appended to the ledger together when it ends, failed or
+not, in one transaction, before the answer is handed back (:meth:`Ledger.append_durably`): a
+task is never stored without its calls, and an answer given is on record. A stream holds
+back its end (the message's last delta and stop) until then.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from tierwise.ledger.records import (
     TaskRecord,
 )
 from tierwise.ledger.store import Ledger
-from tierwise.messages import Request, Response, StreamEvent
+from tierwise.messages import MessageDelta, MessageStop, Request, Response, StreamEvent
 from tierwise.policies import resolve_policy
 from tierwise.providers.base import Provider
 from tierwise.providers.factory import build_provider
@@ -51,16 +54,18 @@ Observer = Callable[[LedgerRecord], None]
 """Sees each record of a task as soon as it is stored (e.g. the gateway's decision header)."""
 
 
-def _observed(record: Recorder, observer: Observer | None) -> Recorder:
-    """``record`` that also shows each stored record to ``observer``."""
-    if observer is None:
-        return record
+class _TaskRecords:
+    """A task's records, kept until it ends (then appended as one group), each shown to the
+    observer as it comes."""
 
-    async def record_and_show(item: LedgerRecord) -> None:
-        await record(item)
-        observer(item)
+    def __init__(self, observer: Observer | None) -> None:
+        self.records: list[LedgerRecord] = []
+        self._observer = observer
 
-    return record_and_show
+    async def keep(self, record: LedgerRecord) -> None:
+        self.records.append(record)
+        if self._observer is not None:
+            self._observer(record)
 
 
 class Result(BaseModel):
@@ -219,7 +224,8 @@ class Engine:
         budget: TaskBudget | None = None,
         metadata: Mapping[str, Any] | None = None,
         scope: ModelScope | None = None,
-    ) -> TaskContext:
+    ) -> tuple[TaskContext, _TaskRecords]:
+        self.ledger  # noqa: B018 (opened now: a ledger that cannot open fails before any call)
         task = TaskRecord(
             parent_id=parent_id,
             policy=strategy.name,
@@ -227,11 +233,11 @@ class Engine:
             metadata=dict(metadata or {}),
             prompt_text=request.prompt_text() if self.settings.log_content else None,
         )
-        record = _observed(self.record, observer)
-        await record(task)
-        context = self.task_context(task.id, parent_id=parent_id, record=record, budget=budget)
+        kept = _TaskRecords(observer)
+        await kept.keep(task)
+        context = self.task_context(task.id, parent_id=parent_id, record=kept.keep, budget=budget)
         context.scope = scope
-        return context
+        return context, kept
 
     def task_context(
         self,
@@ -256,11 +262,15 @@ class Engine:
         context.advisor = self.advisor
         return context
 
-    async def _close_task(self, task: TaskContext, error: TierwiseError | None) -> None:
+    async def _close_task(
+        self, task: TaskContext, kept: _TaskRecords, error: TierwiseError | None
+    ) -> None:
+        """Record the task's outcome and append all its records, durably (see the module)."""
         stopped = isinstance(error, BudgetExceededError)  # ended early, not broken
         outcome = "failure" if stopped else "error" if error else "success"
         detail = str(error) if error else ""
         await task.record(OutcomeRecord(task_id=task.task_id, outcome=outcome, detail=detail))
+        await self.ledger.append_durably(kept.records)
 
     async def complete(
         self,
@@ -282,7 +292,7 @@ class Engine:
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
-        task = await self._open_task(
+        task, kept = await self._open_task(
             canonical,
             strategy,
             source,
@@ -295,13 +305,14 @@ class Engine:
         try:
             response = await strategy.run(canonical, task)
         except TierwiseError as exc:
-            await self._close_task(task, exc)
+            await self._close_task(task, kept, exc)
             self._attach_partial(exc, task, strategy)
             raise
         except asyncio.CancelledError:  # the caller stopped waiting: say so, as a stream does
-            await self._close_task(task, InvalidRequestError("request abandoned by the caller"))
+            abandoned = InvalidRequestError("request abandoned by the caller")
+            await self._close_task(task, kept, abandoned)
             raise
-        await self._close_task(task, None)
+        await self._close_task(task, kept, None)
         return self._result(task, strategy, response)
 
     @staticmethod
@@ -334,11 +345,12 @@ class Engine:
         metadata: Mapping[str, Any] | None = None,
         scope: ModelScope | None = None,
     ) -> AsyncIterator[StreamEvent]:
-        """Like :meth:`complete`, as canonical stream events; recorded when it ends."""
+        """Like :meth:`complete`, as canonical stream events; recorded when it ends, before
+        its end (the last delta and the stop) is handed on."""
         canonical = _as_request(request)
         strategy = self.strategy(policy)
         own = budget or budget_of(strategy)
-        task = await self._open_task(
+        task, kept = await self._open_task(
             canonical,
             strategy,
             source,
@@ -348,19 +360,26 @@ class Engine:
             metadata=metadata,
             scope=scope,
         )
+        end: list[StreamEvent] = []
         try:
             async with closing_stream(strategy.stream(canonical, task)) as events:
                 async for event in events:
-                    yield event
+                    if end or isinstance(event, MessageDelta | MessageStop):
+                        end.append(event)  # the answer's last bytes wait for its record
+                    else:
+                        yield event
         except TierwiseError as exc:
-            await self._close_task(task, exc)
+            await self._close_task(task, kept, exc)
             self._attach_partial(exc, task, strategy)
             raise
         except (GeneratorExit, asyncio.CancelledError):
             # the consumer stopped reading (e.g. a client disconnected): say so in the ledger
-            await self._close_task(task, InvalidRequestError("stream abandoned by the caller"))
+            abandoned = InvalidRequestError("stream abandoned by the caller")
+            await self._close_task(task, kept, abandoned)
             raise
-        await self._close_task(task, None)
+        await self._close_task(task, kept, None)
+        for event in end:
+            yield event
 
     async def aclose(self) -> None:
         for provider in self._providers.values():

@@ -35,11 +35,12 @@ AnyLedgerOption = Annotated[
 def import_spill(
     ctx: typer.Context, directory: DirArgument = None, any_ledger: AnyLedgerOption = False
 ) -> None:
-    """Store the records a gateway spilled at shutdown (its database was down) and remove
-    each file once done; a record the database refuses goes to <file>.rejected with the
-    reason, the rest is stored. Exit 1 if a record is refused or a file kept (unreadable,
-    another ledger, the database unreachable: tried again next time). Records already stored
-    are skipped, so running it twice is safe."""
+    """Store the records a gateway spilled at shutdown (its database was down) or left in
+    the journal of a process that is gone (killed), and remove each file once done; a
+    record the database refuses goes to <file>.rejected with the reason, the rest is
+    stored. Exit 1 if a record is refused or a file kept (unreadable, another ledger, the
+    database unreachable: tried again next time). Records already stored are skipped, so
+    running it twice is safe."""
     state = ctx.ensure_object(CliState)
     folder = directory or state.settings.resolved_ledger_spill_dir()
     with Ledger.open(state.settings.resolved_ledger_url()) as ledger:

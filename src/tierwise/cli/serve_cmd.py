@@ -17,6 +17,7 @@ from tierwise.cli.state import CliState
 from tierwise.config import Settings
 from tierwise.errors import ConfigError
 from tierwise.gateway.keys import ApiKey, KeyStore
+from tierwise.ledger.journal import check_writable
 from tierwise.ledger.store import Ledger
 
 out = Console()
@@ -57,6 +58,13 @@ def _check_ledger(settings: Settings) -> None:
     )
 
 
+def _check_journal(settings: Settings) -> None:
+    """With the journal on, its folder must be writable: one clear error before serving."""
+    gateway = settings.gateway
+    if gateway.write_behind and gateway.journal:
+        check_writable(gateway.journal_dir or settings.resolved_ledger_spill_dir())
+
+
 def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="Address to listen on [127.0.0.1].")] = None,
@@ -76,6 +84,7 @@ def serve(
     state = ctx.ensure_object(CliState)
     settings = _serve_settings(state.settings, host, port, workers)
     _check_ledger(settings)
+    _check_journal(settings)
     serving.run(
         settings,
         config_path=state.config_path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyNetwork, field_validator
@@ -91,6 +92,24 @@ class GatewayConfig(BaseModel):
     """With ``write_behind``: how long shutdown keeps writing queued records (retrying while
     the database is down) before spilling the rest to ``ledger_spill_dir``; a bound on the
     whole close."""
+    journal: bool = True
+    """With ``write_behind``: append each request's records to a local journal file and fsync
+    it (one fsync for every request waiting, group commit) before the answer's last bytes go
+    out; the journals of a process that died (``kill -9``, a crash) are replayed into the
+    ledger at the next start, so nothing answered is lost. Off: records wait in memory only."""
+    journal_dir: Path | None = None
+    """Where each process keeps its journal files; default the top-level ``ledger_spill_dir``.
+    A folder that cannot be written fails the start."""
+    journal_fsync: bool = True
+    """With ``journal``: the answer waits for the fsync of its records, so that they survive
+    the machine losing power too. Off: it waits for their write only, which survives the
+    process being killed; the fsync follows at once, unwaited."""
+    journal_sync_ms: float = Field(default=0.0, ge=0, le=1000, allow_inf_nan=False)
+    """How long the journal waits after a request's records before fsyncing, for more to
+    share the fsync; 0: at once (requests arriving during one fsync share the next)."""
+    journal_segment_bytes: int = Field(default=4 * MIB, ge=64 * 1024)
+    """A journal file moves on to a new one past this size; a file whose records are all in
+    the ledger is then deleted."""
     idempotency: str = Field(
         default="memory", pattern=r"^(memory|ledger|off|(redis|rediss|unix)://.+)$"
     )

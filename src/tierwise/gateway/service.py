@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from starlette.types import Scope
 
@@ -27,6 +28,7 @@ from tierwise.gateway.metrics import GatewayMetrics
 from tierwise.gateway.models import ModelResolver
 from tierwise.gateway.throttle import FailureThrottle
 from tierwise.gateway.throttle_redis import shared_failures
+from tierwise.ledger.journal import JournalOptions
 from tierwise.ledger.store import Ledger
 from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
@@ -91,10 +93,15 @@ class Gateway:
         engine = self._given_engine or Engine(direct_by_default(self.settings))
         self._undo_log_filter = install_log_filter(engine.redactor.merged(self.settings.redactor()))
         ledger = await asyncio.to_thread(lambda: engine.ledger)
-        if self.config.write_behind:  # spilled records of a last shutdown imported first
+        if self.config.write_behind:  # spilled and journaled records imported first
             spill_dir = self.settings.resolved_ledger_spill_dir()
             options = WriteBehindOptions(close_timeout_s=self.config.ledger_close_timeout_s)
-            await asyncio.to_thread(ledger.start_write_behind, options, spill_dir=spill_dir)
+            await asyncio.to_thread(
+                ledger.start_write_behind,
+                options,
+                spill_dir=spill_dir,
+                journal_options=self._journal_options(spill_dir),
+            )
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)
@@ -112,6 +119,17 @@ class Gateway:
         self._running = Running(engine, ledger, keys, auth, _resolver(engine), budgets)
         if self.config.gc_freeze:  # everything long-lived is loaded now
             self._undo_gc = tune_gc(self.config.gc_gen0_threshold)
+
+    def _journal_options(self, spill_dir: Path) -> JournalOptions | None:
+        config = self.config
+        if not config.journal:
+            return None
+        return JournalOptions(
+            config.journal_dir or spill_dir,
+            sync_interval_s=config.journal_sync_ms / 1000,
+            segment_bytes=config.journal_segment_bytes,
+            wait_fsync=config.journal_fsync,
+        )
 
     def _budget_gate(self, engine: Engine, ledger: Ledger) -> BudgetGate:
         return open_budget_gate(

@@ -58,6 +58,9 @@ class SpillFile:
     path: Path
     ledger: str
     records: list[LedgerRecord]
+    groups: list[int] = field(default_factory=list)
+    """Each record's group (one task's records, written in one transaction); empty for a
+    file written without them."""
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,24 @@ class SpillImport:
 # --- writing -------------------------------------------------------------------------------
 
 
-def write_spill(directory: Path, records: Sequence[LedgerRecord], ledger: str) -> Path:
-    """Write ``records`` to a new spill file in ``directory``; LedgerError if that fails."""
+def write_spill(
+    directory: Path, records: Sequence[LedgerRecord], ledger: str, *, sizes: Sequence[int] = ()
+) -> Path:
+    """Write ``records`` to a new spill file in ``directory``; LedgerError if that fails.
+    ``sizes``: how many records each group holds, in order (a group is imported in one
+    transaction); none: no groups."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = directory / f"spill-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.jsonl"
-    _write_durably(final, _lines([(r, None) for r in records], ledger), "a ledger spill file")
+    groups = [number for number, size in enumerate(sizes) for _ in range(size)]
+    marks = [f', "group": {g}' for g in groups] if groups else [""] * len(records)
+    rows = [(r, None) for r in records]
+    _write_durably(final, _lines(rows, ledger, marks), "a ledger spill file")
     return final
+
+
+def group_sizes(groups: Sequence[Sequence[LedgerRecord]]) -> tuple[list[LedgerRecord], list[int]]:
+    """``groups`` as one list of records and each group's size (for :func:`write_spill`)."""
+    return [record for group in groups for record in group], [len(group) for group in groups]
 
 
 def _write_durably(final: Path, lines: Iterator[str], what: str) -> None:
@@ -112,23 +127,25 @@ def _write_durably(final: Path, lines: Iterator[str], what: str) -> None:
             out.flush()
             os.fsync(out.fileno())
         partial.rename(final)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
         with suppress(OSError):
             partial.unlink(missing_ok=True)
         raise LedgerError(f"cannot write {what} in {directory}: {exc}") from exc
 
 
-def _lines(records: Sequence[tuple[LedgerRecord, str | None]], ledger: str) -> Iterator[str]:
-    """The header, then each record (with its ``reason`` when it has one)."""
+def _lines(
+    records: Sequence[tuple[LedgerRecord, str | None]], ledger: str, marks: Sequence[str] = ()
+) -> Iterator[str]:
+    """The header, then each record (with its ``reason`` when it has one, and its mark)."""
     header = {"format": FORMAT, "ledger": ledger, "count": len(records)}
     yield json.dumps(header) + "\n"
-    for record, reason in records:
+    for (record, reason), mark in zip(records, marks or [""] * len(records), strict=True):
         why = "" if reason is None else f', "reason": {json.dumps(reason)}'
-        yield f'{{"type": "{type(record).__name__}", "record": {record.model_dump_json()}{why}}}\n'
+        yield f"{record_row(record)[:-1]}{why}{mark}}}\n"
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make a rename or an unlink in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -154,13 +171,19 @@ def read_spill(path: Path) -> SpillFile:
     if not lines:
         raise LedgerError(f"ledger spill file {path} is empty")
     header = _header(path, lines[0])
-    records = [_record(path, number, line) for number, line in enumerate(lines[1:], start=2)]
-    if len(records) != header["count"]:
+    rows = [_record(path, number, line) for number, line in enumerate(lines[1:], start=2)]
+    if len(rows) != header["count"]:
         raise LedgerError(
-            f"ledger spill file {path} holds {len(records)} records, "
+            f"ledger spill file {path} holds {len(rows)} records, "
             f"its header says {header['count']} (truncated?)"
         )
-    return SpillFile(path, str(header["ledger"]), records)
+    groups = [group for _, group in rows]
+    return SpillFile(
+        path,
+        str(header["ledger"]),
+        [record for record, _ in rows],
+        [g for g in groups if g is not None] if None not in groups else [],
+    )
 
 
 def _header(path: Path, line: str) -> dict[str, Any]:
@@ -175,14 +198,26 @@ def _header(path: Path, line: str) -> dict[str, Any]:
     return header
 
 
-def _record(path: Path, number: int, line: str) -> LedgerRecord:
+def _record(path: Path, number: int, line: str) -> tuple[LedgerRecord, int | None]:
+    """The record on a line, and its group if it has one."""
     where = f"ledger spill file {path}, line {number}"
     try:
         row = json.loads(line)
     except json.JSONDecodeError as exc:
         raise LedgerError(f"{where}: not JSON ({exc.msg})") from None
+    group = row.get("group") if isinstance(row, dict) else None
+    return parse_row(where, row), group if isinstance(group, int) else None
+
+
+def record_row(record: LedgerRecord) -> str:
+    """``record`` as a spill or journal row: ``{"type": …, "record": {…}}`` (no newline)."""
+    return f'{{"type": "{type(record).__name__}", "record": {record.model_dump_json()}}}'
+
+
+def parse_row(where: str, row: object) -> LedgerRecord:
+    """The record a decoded row holds; LedgerError (naming ``where``) if it holds none."""
     kind = _TYPES.get(row.get("type", "")) if isinstance(row, dict) else None
-    if kind is None or not isinstance(row.get("record"), dict):
+    if kind is None or not isinstance(row, dict) or not isinstance(row.get("record"), dict):
         raise LedgerError(f"{where}: not a ledger record")
     try:
         return kind.model_validate(row["record"])
@@ -212,24 +247,56 @@ def import_spills(
             report.kept.append((path, other))
             continue
         try:
-            refused = _write_all(spilled.records, write, outage)
+            refused = write_batches(_batches(spilled), write, outage)
             if refused:
-                report.rejected.append(_set_aside(spilled, refused))
+                report.rejected.append(set_aside(spilled, refused))
         except LedgerError as exc:
             report.kept.append((path, f"ledger spill file {path} not imported: {exc.message}"))
             continue
         path.unlink(missing_ok=True)
-        _fsync_dir(directory)
+        fsync_dir(directory)
         report.imported.append((path, len(spilled.records) - len(refused)))
     return report
 
 
-def _write_all(records: list[LedgerRecord], write: Write, outage: Outage) -> list[Rejection]:
-    """Write ``records`` in batches; a batch the database refuses is written one by one. The
-    records refused; LedgerError on an outage (what was written stays: ids are skipped)."""
+def _batches(spilled: SpillFile) -> list[list[LedgerRecord]]:
+    """The file's records in batches of about :data:`IMPORT_BATCH`, a group never split."""
+    records = spilled.records
+    if not spilled.groups:
+        return [
+            records[start : start + IMPORT_BATCH] for start in range(0, len(records), IMPORT_BATCH)
+        ]
+    groups: list[list[LedgerRecord]] = []
+    previous: int | None = None
+    for record, group in zip(records, spilled.groups, strict=True):
+        if groups and group == previous:
+            groups[-1].append(record)
+        else:
+            groups.append([record])
+        previous = group
+    return pack(groups, IMPORT_BATCH)
+
+
+def pack(groups: Sequence[Sequence[LedgerRecord]], size: int) -> list[list[LedgerRecord]]:
+    """``groups`` in order, packed into batches of up to ``size`` records without splitting a
+    group (one larger than ``size`` is a batch of its own)."""
+    batches: list[list[LedgerRecord]] = []
+    for group in groups:
+        if batches and len(batches[-1]) + len(group) <= size:
+            batches[-1].extend(group)
+        else:
+            batches.append(list(group))
+    return batches
+
+
+def write_batches(
+    batches: Sequence[list[LedgerRecord]], write: Write, outage: Outage
+) -> list[Rejection]:
+    """Write each batch in one transaction; a batch the database refuses is written one by
+    one. The records refused; LedgerError on an outage (what was written stays: ids are
+    skipped)."""
     refused: list[Rejection] = []
-    for start in range(0, len(records), IMPORT_BATCH):
-        batch = records[start : start + IMPORT_BATCH]
+    for batch in batches:
         try:
             write(batch)
         except LedgerError as exc:
@@ -251,7 +318,7 @@ def _write_one_by_one(batch: list[LedgerRecord], write: Write, outage: Outage) -
     return refused
 
 
-def _set_aside(spilled: SpillFile, refused: list[Rejection]) -> Rejected:
+def set_aside(spilled: SpillFile, refused: list[Rejection]) -> Rejected:
     """Write ``refused`` to ``<file>.rejected`` (replacing one left by an earlier try)."""
     side = spilled.path.with_name(spilled.path.name + ".rejected")
     _write_durably(side, _lines(refused, spilled.ledger), "a rejected-records file")

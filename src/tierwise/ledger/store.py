@@ -14,11 +14,14 @@ instead of failing.
 With write-behind on and a spill directory given, records the writer still holds when it is
 closed (the database down past its deadline) go to a spill file there; the next
 :meth:`Ledger.start_write_behind` with that directory imports them first
-(:mod:`tierwise.ledger.spill`).
+(:mod:`tierwise.ledger.spill`). With a journal too (:mod:`tierwise.ledger.journal`), each
+group of records is also on local disk before :meth:`Ledger.append_durably` returns, and the
+journals of processes that are gone are replayed at start.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import threading
@@ -60,7 +63,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import StaticPool
 
 from tierwise.errors import LedgerError
-from tierwise.ledger import migrate, spill
+from tierwise.ledger import journal, migrate, spill
+from tierwise.ledger.journal import Journal
 from tierwise.ledger.records import (
     CallRecord,
     DecisionRecord,
@@ -156,6 +160,20 @@ class Ledger:
                 table_for(type(record))  # only records: TypeError here, not in the writer
             self._behind.submit(records)
             return
+        self._append_now(records)
+
+    async def append_durably(self, records: Sequence[LedgerRecord]) -> None:
+        """Store ``records`` in one transaction, returning once they survive this process
+        being killed: written (off the event loop), or with write-behind queued as one group
+        and, with a journal, fsynced there. Without a journal, queued is all."""
+        if self._behind is None:
+            await asyncio.to_thread(self._append_now, records)
+            return
+        for record in records:
+            table_for(type(record))
+        await self._behind.durable(self._behind.submit(records))
+
+    def _append_now(self, records: Sequence[LedgerRecord]) -> None:
         rows = _rows_by_table(records)
         if not rows:
             return
@@ -231,33 +249,60 @@ class Ledger:
     # --- write-behind ---------------------------------------------------------------------
 
     def start_write_behind(
-        self, options: WriteBehindOptions | None = None, *, spill_dir: Path | None = None
+        self,
+        options: WriteBehindOptions | None = None,
+        *,
+        spill_dir: Path | None = None,
+        journal_options: journal.JournalOptions | None = None,
     ) -> None:
         """Queue appends and write them in batches from a background thread (the gateway).
 
         With ``spill_dir``, the spill files there are imported first (a failure is logged,
-        the files kept) and records unwritten at :meth:`close` are spilled there.
+        the files kept) and records unwritten at :meth:`close` are spilled there. With
+        ``journal_options``, the journals of gone processes in its directory are replayed
+        first, then this process's journal is opened (LedgerError if it cannot be written);
+        records unwritten at :meth:`close` stay in it instead of being spilled.
         """
         if self._behind is not None:
             return
+        folders = [spill_dir] if spill_dir is not None else []
+        if journal_options is not None and journal_options.directory not in folders:
+            folders.append(journal_options.directory)
+        for folder in folders:
+            self._import_at_start(folder)
+        kept: Journal | None = None
+        if journal_options is not None:
+            kept = Journal.open(journal_options, self.url)
         keep: Spill | None = None
-        if spill_dir is not None:
-            self._import_at_start(spill_dir)
-            keep = lambda records: str(spill.write_spill(spill_dir, records, self.url))  # noqa: E731
-        self._behind = WriteBehind(self._append_batch, is_outage, options, spill=keep)
+        if spill_dir is not None and kept is None:
+            keep = lambda groups: self._spill(spill_dir, groups)  # noqa: E731
+        self._behind = WriteBehind(self._append_batch, is_outage, options, spill=keep, journal=kept)
+
+    def _spill(self, directory: Path, groups: Sequence[Sequence[LedgerRecord]]) -> str:
+        records, sizes = spill.group_sizes(groups)
+        return str(spill.write_spill(directory, records, self.url, sizes=sizes))
 
     def import_spills(self, directory: Path, *, any_ledger: bool = False) -> spill.SpillImport:
-        """Store the records of the spill files in ``directory`` (once each, ids kept), set
-        aside those the database refuses (``<file>.rejected``) and remove each file once done;
-        a file meeting an outage is kept, as are files of another ledger unless ``any_ledger``."""
-        return spill.import_spills(
+        """Store the records of the spill files and of the journals of gone processes in
+        ``directory`` (once each, ids kept; a task's records in one transaction), set aside
+        those the database refuses (``<file>.rejected``) and remove each file once done; a
+        file meeting an outage is kept, as are files of another ledger unless ``any_ledger``."""
+        found = spill.import_spills(
             directory, self.url, self._append_batch, is_outage, any_ledger=any_ledger
         )
+        replayed = journal.replay(
+            directory, self.url, self._append_batch, is_outage, any_ledger=any_ledger
+        )
+        found.imported += replayed.imported
+        found.rejected += replayed.rejected
+        found.kept += replayed.kept
+        return found
 
     def _import_at_start(self, directory: Path) -> None:
         found = self.import_spills(directory)
         for path, count in found.imported:
-            log.warning("ledger: imported %d spilled records from %s", count, path)
+            if count:  # a journal left by a killed process may hold none
+                log.warning("ledger: imported %d unwritten records from %s", count, path)
         for rejected in found.rejected:
             log.error(
                 "ledger: %d spilled records of %s refused by the database, set aside in %s: %s",

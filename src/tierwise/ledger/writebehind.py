@@ -17,6 +17,13 @@ everything submitted before it is written; :meth:`close` flushes (retrying until
 and stops the thread. Records still queued then are handed to ``spill`` when one is given (the
 ledger writes them to a spill file, :mod:`tierwise.ledger.spill`, imported at the next start)
 instead of being lost.
+
+Records come in groups (one :meth:`WriteBehind.submit`: a task's records) and a batch never
+splits one, so a task reaches the database with its calls in one transaction. With a
+:class:`~tierwise.ledger.journal.Journal`, each group is appended to it as it is submitted
+(the ticket :meth:`WriteBehind.durable` waits on) and the journal learns what was written;
+what is still queued at :meth:`close` is in the journal already and is replayed at the next
+start instead of spilled.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from tierwise.errors import LedgerError
+from tierwise.ledger.journal import Journal
 from tierwise.ledger.records import LedgerRecord
 
 log = logging.getLogger("tierwise.ledger")
@@ -37,9 +45,18 @@ Writer = Callable[[Sequence[LedgerRecord]], None]
 """Writes records in one transaction (idempotently: a retried batch may repeat records)."""
 Transient = Callable[[LedgerError], bool]
 """Whether a write failed for an outage (unreachable, locked, timed out): retry it later."""
-Spill = Callable[[Sequence[LedgerRecord]], str]
-"""Keeps records :meth:`WriteBehind.close` could not write (on disk); says where, or raises
-LedgerError."""
+Spill = Callable[[Sequence[Sequence[LedgerRecord]]], str]
+"""Keeps the groups of records :meth:`WriteBehind.close` could not write (on disk); says
+where, or raises LedgerError."""
+
+
+@dataclass(frozen=True)
+class _Group:
+    """The records of one :meth:`WriteBehind.submit`, written in one transaction."""
+
+    records: Sequence[LedgerRecord]
+    ticket: int
+    """The journal's ticket for it (0 without a journal)."""
 
 
 @dataclass(frozen=True)
@@ -70,12 +87,17 @@ class WriteBehind:
         options: WriteBehindOptions | None = None,
         *,
         spill: Spill | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.options = options or WriteBehindOptions()
         self._write = write
         self._transient = transient
         self._spill = spill
-        self._queue: deque[LedgerRecord] = deque()
+        self.journal = journal
+        """Where each group is kept on disk until it is written (None: memory only)."""
+        self._queue: deque[_Group] = deque()
+        self._queued = 0
+        """Records in the queue."""
         self._cond = threading.Condition()
         self._submitted = 0
         self._done = 0
@@ -99,15 +121,18 @@ class WriteBehind:
         """More than ``max_pending`` records wait (the database is down or too slow)."""
         return self.pending >= self.options.max_pending
 
-    def submit(self, records: Sequence[LedgerRecord]) -> None:
-        """Queue ``records``; never blocks on the database."""
+    def submit(self, records: Sequence[LedgerRecord]) -> int:
+        """Queue ``records`` as one group (journaled first, if there is a journal); never
+        blocks on the database. The group's ticket for :meth:`durable`."""
         with self._cond:
             if self._closing:
                 raise LedgerError("the ledger's writer is closed")
             idle = not self._queue
-            self._queue.extend(records)
+            ticket = self.journal.append(records) if self.journal else 0
+            self._queue.append(_Group(records, ticket))
+            self._queued += len(records)
             self._submitted += len(records)
-            if idle or len(self._queue) >= self.options.batch_size:
+            if idle or self._queued >= self.options.batch_size:
                 self._cond.notify_all()  # not on every record: the writer lingers undisturbed
         if self.backlogged and not self._backlog_logged:
             self._backlog_logged = True
@@ -117,6 +142,12 @@ class WriteBehind:
                 self.options.max_pending,
                 self.last_error or "the database is too slow",
             )
+        return ticket
+
+    async def durable(self, ticket: int) -> None:
+        """Return once group ``ticket`` is fsynced in the journal (at once without one)."""
+        if self.journal is not None:
+            await self.journal.durable(ticket)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every record submitted so far is written; LedgerError on timeout."""
@@ -147,25 +178,41 @@ class WriteBehind:
             self._cond.notify_all()
         self._thread.join(max(0.0, deadline - time.monotonic()))  # not a second full wait
         with self._cond:  # a writer still stuck in a write keeps its batch here: spill it too
-            left = list(self._queue)
-        if left and self._spill is not None:
+            left = [group.records for group in self._queue]
+        if self.journal is not None:
+            self._keep_journal(sum(len(group) for group in left))
+        elif left and self._spill is not None:
             self._spill_left(left)
         elif unwritten is not None:
             raise unwritten
 
-    def _spill_left(self, records: list[LedgerRecord]) -> None:
+    def _keep_journal(self, count: int) -> None:
+        """Close the journal: what is still unwritten stays in it for the next start."""
+        assert self.journal is not None
+        kept = self.journal.close()
+        if count:
+            log.warning(
+                "ledger unwritable at shutdown (%s): %d records kept in the journal (%s); "
+                "they are replayed at the next start or by `tierwise ledger import-spill`",
+                self.last_error or "the writer did not finish",
+                count,
+                ", ".join(str(path) for path in kept),
+            )
+
+    def _spill_left(self, groups: list[Sequence[LedgerRecord]]) -> None:
         """Hand the records the writer could not store to the spill; LedgerError if it fails."""
+        count = sum(len(group) for group in groups)
         try:
-            where = self._spill(records) if self._spill else ""
+            where = self._spill(groups) if self._spill else ""
         except LedgerError as exc:
-            message = f"{len(records)} ledger records are lost: not written and {exc.message}"
+            message = f"{count} ledger records are lost: not written and {exc.message}"
             log.error("%s", message)
             raise LedgerError(message) from exc
         log.warning(
             "ledger unwritable at shutdown (%s): %d records spilled to %s; they are imported "
             "at the next start or by `tierwise ledger import-spill`",
             self.last_error or "the writer did not finish",
-            len(records),
+            count,
             where,
         )
 
@@ -186,45 +233,65 @@ class WriteBehind:
                     return
             backoff = min(backoff * 2, self.options.retry_max_s)
 
-    def _next_batch(self) -> list[LedgerRecord]:
-        """The records at the head of the queue (left there until written); [] to stop."""
+    def _next_batch(self) -> list[_Group]:
+        """The whole groups at the head of the queue, up to ``batch_size`` records (at least
+        one group), left there until written; [] to stop."""
         limit = self.options.batch_size
         with self._cond:
             self._cond.wait_for(lambda: self._queue or self._closing)
             if not self._queue:
                 return []
             deadline = time.monotonic() + self.options.linger_s
-            while len(self._queue) < limit and not self._urgent and not self._closing:
+            while self._queued < limit and not self._urgent and not self._closing:
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._cond.wait(left):
                     break
-            return [self._queue[i] for i in range(min(limit, len(self._queue)))]
+            batch: list[_Group] = []
+            size = 0
+            for group in self._queue:
+                if batch and size + len(group.records) > limit:
+                    break
+                batch.append(group)
+                size += len(group.records)
+            return batch
 
-    def _write_batch(self, batch: list[LedgerRecord]) -> bool:
+    def _write_batch(self, batch: list[_Group]) -> bool:
         """Write ``batch``; True when it is out of the queue (written or poison dropped)."""
         try:
-            self._write(batch)
+            self._write([record for group in batch for record in group.records])
         except LedgerError as exc:
             if self._transient(exc):
                 self._note_outage(exc)
                 return False
-            self._write_one_by_one(batch)
+            self._write_group_by_group(batch)
         self._note_recovery()
-        self._mark_done(len(batch))
+        self._mark_done(batch)
         return True
 
-    def _write_one_by_one(self, batch: list[LedgerRecord]) -> None:
-        for record in batch:
+    def _write_group_by_group(self, batch: list[_Group]) -> None:
+        """Each group in its own transaction; a group refused, record by record (a record
+        the database refuses, a bug, is logged in full and dropped)."""
+        for group in batch:
             try:
-                self._write([record])
-            except LedgerError as exc:
-                log.error("ledger record dropped, it cannot be written (%s): %s", exc, record)
+                self._write(group.records)
+                continue
+            except LedgerError:
+                pass
+            for record in group.records:
+                try:
+                    self._write([record])
+                except LedgerError as exc:
+                    log.error("ledger record dropped, it cannot be written (%s): %s", exc, record)
 
-    def _mark_done(self, count: int) -> None:
+    def _mark_done(self, batch: list[_Group]) -> None:
+        count = sum(len(group.records) for group in batch)
         with self._cond:
-            for _ in range(count):
+            for _ in batch:
                 self._queue.popleft()
+            self._queued -= count
             self._done += count
+            if self.journal is not None and batch[-1].ticket:
+                self.journal.written(batch[-1].ticket)  # before a flush waiting on it returns
             self._cond.notify_all()
 
     def _note_outage(self, exc: LedgerError) -> None:
