@@ -55,14 +55,16 @@ Observer = Callable[[LedgerRecord], None]
 
 
 class _TaskRecords:
-    """A task's records, kept until it ends (then appended as one group), each shown to the
-    observer as it comes."""
+    """A task's records, kept until it ends (then appended as one group), each cleaned of
+    secrets (``redact``) and shown to the observer as it comes."""
 
-    def __init__(self, observer: Observer | None) -> None:
+    def __init__(self, observer: Observer | None, redact: Callable[[LedgerRecord], None]) -> None:
         self.records: list[LedgerRecord] = []
         self._observer = observer
+        self._redact = redact
 
     async def keep(self, record: LedgerRecord) -> None:
+        self._redact(record)
         self.records.append(record)
         if self._observer is not None:
             self._observer(record)
@@ -233,7 +235,7 @@ class Engine:
             metadata=dict(metadata or {}),
             prompt_text=request.prompt_text() if self.settings.log_content else None,
         )
-        kept = _TaskRecords(observer)
+        kept = _TaskRecords(observer, self._redact)
         await kept.keep(task)
         context = self.task_context(task.id, parent_id=parent_id, record=kept.keep, budget=budget)
         context.scope = scope
