@@ -70,6 +70,8 @@ def _executable_models(marker: Path) -> list[str]:
         "tierwise/cascade:openai:gpt-4.1-mini?gates=json_schema:/etc/passwd",
         f"tierwise/cascade:openai:gpt-4.1-mini?gates=python&workspace={marker.parent}",
         "tierwise/cascade:openai:gpt-4.1-mini?gates=regex:(a+)+$",
+        "tierwise/route:learned?artifact=../../etc/passwd",
+        "tierwise/route:learned?artifact=gsm8k",
     ]
 
 
@@ -160,8 +162,6 @@ def test_workspace_files_in_metadata_are_refused(gw: Served) -> None:
         (f"tierwise/fixed:{HAIKU}?budget_usd=nan", "budget_usd"),
         (f"tierwise/fixed:{HAIKU}?budget_usd=inf", "budget_usd"),
         (f"tierwise/fixed:{HAIKU}?budget_usd=-1", "budget_usd"),
-        ("tierwise/route:learned?artifact=../../etc/passwd", "artifact"),
-        ("tierwise/route:learned?artifact=/tmp/x", "artifact"),
         ("tierwise/route:random?p=2", "p="),
         ("tierwise/route:nope", "unknown router"),
         (f"tierwise/cascade:{HAIKU}?max_escalations=1e9", "max_escalations"),
@@ -191,11 +191,12 @@ def test_an_inline_key_runs_the_safe_subset(gw: Served, ledger_url: str) -> None
 def test_the_safe_subset_by_itself() -> None:
     check_inline_policy(f"cascade:{HAIKU},{OPUS}?gates=python,json,confidence>=0.7,agree:3")
     check_inline_policy(f"cascade?gates=judge:{OPUS}&start=route:rules&retries=1")
-    check_inline_policy("route:learned?artifact=gsm8k&target=0.9")
     check_inline_policy(f"advisor:{HAIKU}?advisor={OPUS}&max_uses=2&caching=5m")
     check_inline_policy(f"plan:{OPUS}?executors={HAIKU}&replan_after=2")
     with pytest.raises(PolicyNotAllowedError):
         check_inline_policy(f"plan:{OPUS}?answer_file=../x.py")
+    with pytest.raises(PolicyNotAllowedError):
+        check_inline_policy("route:learned?artifact=gsm8k&target=0.9")
     with pytest.raises(InvalidRequestError):
         check_inline_policy(f"advisor:{HAIKU}?max_uses=-1")
     with pytest.raises(InvalidRequestError):

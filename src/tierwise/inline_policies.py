@@ -3,14 +3,16 @@
 The policy language has two trust levels. The operator's configuration (``[policies]``,
 ``default_policy``, ``[cascade]``) may use all of it, including the parts that run a
 process, read a file or name a directory: ``command:`` and ``json_schema:`` gates,
-``workspace=``, ``answer_file=``, ``gate_timeout=``, and ``regex:`` gates (a pattern runs
-on the gateway's CPU, so a hostile one can stall it). A client of the gateway sends a model
+``workspace=``, ``answer_file=``, ``gate_timeout=``, a learned router's ``artifact=`` (it
+loads files from the gateway's disk), and ``regex:`` gates (a pattern runs on the gateway's
+CPU, so a hostile one can stall it). A client of the gateway sends a model
 id or a named policy; only a key allowed inline expressions (``keys create
 --inline-policies``) may send ``tierwise/<expression>``, and then only this subset:
 
 - kinds ``fixed``, ``route``, ``cascade``, ``advisor``, ``plan``, ``decompose``;
 - model lists (``candidates=``, ``fallback=``, tiers, executors, judges, advisors);
-- numeric knobs within the ranges below, router names, named router artifacts;
+- numeric knobs within the ranges below, router names (a learned router through a named
+  policy of the operator's);
 - gates without side effects: ``python``, ``json``, ``confidence>=x``, ``judge:<model>``,
   ``agree:<n>``, and the answer checks.
 
@@ -35,9 +37,8 @@ from tierwise.routing.registry import ROUTERS
 MAX_EXPRESSION_CHARS = 2000
 MAX_MODELS = 16
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]{0,199}$")
-_ARTIFACT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _GATE = re.compile(r"^([a-z_]+)\s*(?:(:|>=)\s*(.*))?$", re.DOTALL)
-_OPERATOR_PARAMS = frozenset({"workspace", "answer_file", "gate_timeout"})
+_OPERATOR_PARAMS = frozenset({"workspace", "answer_file", "gate_timeout", "artifact", "version"})
 _OPERATOR_GATES = frozenset({"command", "json_schema", "regex"})
 _NO_ARGUMENT_GATES = frozenset({"python", "json", "answer", "arithmetic", "consistency"})
 
@@ -89,11 +90,6 @@ def choice(*options: str) -> Check:
     return check
 
 
-def artifact(name: str, value: str) -> None:
-    if not _ARTIFACT.match(value):
-        raise _bad(name, value, "the name of an installed router artifact (not a path)")
-
-
 def gates(name: str, value: str) -> None:
     for spec in split_gate_specs(value):
         _gate(spec)
@@ -140,9 +136,7 @@ ROUTER_PARAMS: dict[str, dict[str, Check]] = {
     "cheapest": {},
     "strongest": {},
     "classifier": {"model": model},
-    "learned": {
-        "artifact": artifact,
-        "version": integer(1, 10_000),
+    "learned": {  # its artifact= and version= are the operator's: a named policy
         "target": number(0, 1),
         "lambda": number(0, 1e6),
         "mu": number(0, 1e6),
