@@ -10,21 +10,48 @@ vendor fields still reach the upstream untouched.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx2
+import openai
 import pytest
 
 from tests.fakes import anthropic_upstream as afx
 from tests.fakes import openai_upstream as ofx
-from tests.gateway_harness import ADMIN_KEY, Served, gateway_settings, running_gateway
+from tests.gateway_harness import (
+    ADMIN_KEY,
+    Served,
+    gateway_settings,
+    running_gateway,
+    serve_app,
+)
+from tests.test_budgets import REDIS_URL, pg_url, redis_prefix  # noqa: F401 (fixtures)
+from tests.test_gateway_budgets import blocking_engine, create_key, settings_for
+from tests.test_gateway_budgets import gateway as budget_gateway
+from tierwise.budgets.estimate import worst_case
+from tierwise.budgets.limits import Amount, Limits
+from tierwise.budgets.redis_store import RedisBudgetStore
+from tierwise.budgets.sql import SqlBudgetStore
+from tierwise.budgets.store import Counter
+from tierwise.catalog import load_catalog
+from tierwise.gateway.app import create_app
+from tierwise.ledger.store import Ledger
+from tierwise.wire.openai import request_from_openai
 
 MINI = "gpt-4.1-mini"
 HAIKU = "claude-haiku-4-5"
+HELLO = [{"role": "user", "content": "Hello"}]
 RAW = "\x00raw\x00"
 """Stands for the raw JSON literal of a case in the body before it is written."""
 NONSTANDARD = ("NaN", "Infinity", "-Infinity")
@@ -369,3 +396,110 @@ def test_valid_anthropic_vendor_fields_and_server_blocks_reach_the_upstream(gw: 
     assert sent["messages"] == messages and sent["max_tokens"] == 64000
     assert (sent["temperature"], sent["top_p"]) == (1, 0)
     gw.anthropic_fake.requests.clear()
+
+
+# --- budgets: a token limit no budget can take ------------------------------------------------
+
+
+@pytest.fixture
+def ledger_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'gateway.db'}"
+
+
+def _budget_store(store: str, request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """``[gateway] budget_store`` and ``[gateway.budgets]`` for a store, fail-open on."""
+    if store == "redis":
+        prefix = request.getfixturevalue("redis_prefix")
+        return REDIS_URL, {"fail_open": True, "redis_prefix": prefix}
+    url = "ledger" if store == "sqlite" else request.getfixturevalue("pg_url")
+    return url, {"fail_open": True}
+
+
+def _store_counters(url: str, ledger_url: str, budgets: dict[str, Any]) -> tuple[Counter, int]:
+    async def read() -> tuple[Counter, int]:
+        store: Any
+        if url.startswith("redis"):
+            store = RedisBudgetStore(url, prefix=budgets["redis_prefix"])
+        else:
+            store = SqlBudgetStore(Ledger.open(ledger_url if url == "ledger" else url), owned=True)
+        try:
+            return await store.counter("key:team:total"), await store.held()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis", "postgres"])
+def test_a_token_limit_no_budget_can_take_is_a_400_on_every_store(
+    ledger_url: str, store: str, request: pytest.FixtureRequest
+) -> None:
+    """Negative, zero and 10**30: refused (400), never forwarded, never read as the store
+    being down (SQLite overflowed on 10**30) and so never admitted by ``fail_open``."""
+    url, budgets = _budget_store(store, request)
+    token = create_key(ledger_url, Limits(usd_total=Decimal(1)))
+    with budget_gateway(settings_for(ledger_url, budget_store=url, budgets=budgets)) as (gw, svc):
+        for max_tokens in (-1_000_000, -1, 0, 10**30):
+            with pytest.raises(openai.BadRequestError) as refused:
+                gw.openai(key=token).chat.completions.create(
+                    model=MINI, messages=HELLO, max_tokens=max_tokens
+                )
+            assert refused.value.body["param"] == "max_tokens"  # type: ignore[index]
+            with pytest.raises(anthropic.BadRequestError, match="max_tokens"):
+                gw.anthropic(key=token).messages.create(
+                    model=HAIKU, max_tokens=max_tokens, messages=HELLO, stream=True
+                )
+        gate = svc.running.budgets
+        assert gate.refusals["store_down"] == 0 and gate.pending == 0
+    _assert_nothing_sent(gw)
+    counter, held = _store_counters(url, ledger_url, budgets)
+    assert held == 0 and counter.spent == counter.reserved == Amount()
+
+
+def test_a_negative_max_tokens_in_flight_lets_no_request_past_the_cap(ledger_url: str) -> None:
+    """With a cap that fits 3, a negative reservation held would have let all 10 through."""
+    fits, sent = 3, 10
+    body = {"model": MINI, "messages": HELLO, "max_tokens": 50}
+    each, _ = worst_case(request_from_openai(body), [[load_catalog().get(f"openai:{MINI}")]], 1.1)
+    token = create_key(ledger_url, Limits(usd_total=each.usd * fits + each.usd / 2))
+    settings = settings_for(ledger_url, max_loop_lag_ms=0)
+    release = threading.Event()
+    engine = blocking_engine(settings, release)
+    with (
+        serve_app(create_app(settings, engine=engine), engine) as url,
+        ThreadPoolExecutor(sent + 1) as pool,
+    ):
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=token, max_retries=0)
+        negative = pool.submit(
+            client.chat.completions.create, **{**body, "max_tokens": -10_000_000}
+        )
+        deadline = time.monotonic() + 5  # in flight (held upstream) or refused
+        while not negative.done() and read_held(ledger_url) == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+        def served(_: int) -> bool:
+            try:
+                client.chat.completions.create(**body)  # type: ignore[call-overload]
+                return True
+            except openai.RateLimitError:
+                return False
+
+        outcomes = [pool.submit(served, i) for i in range(sent)]
+        deadline = time.monotonic() + 20
+        while sum(o.done() for o in outcomes) < sent - fits and time.monotonic() < deadline:
+            time.sleep(0.02)
+        release.set()
+        assert sum(o.result() for o in outcomes) == fits
+        with pytest.raises(openai.BadRequestError):
+            negative.result()
+
+
+def read_held(ledger_url: str) -> int:
+    async def read() -> int:
+        store = SqlBudgetStore(Ledger.open(ledger_url), owned=True)
+        try:
+            return await store.held()
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())

@@ -21,6 +21,7 @@ from decimal import Decimal
 
 from tierwise.budgets.limits import Amount, to_nanousd
 from tierwise.catalog import Catalog, ModelSpec
+from tierwise.errors import InvalidRequestError
 from tierwise.gateway.counting import estimate_request_tokens
 from tierwise.ledger.records import CallRecord
 from tierwise.messages import Request
@@ -177,10 +178,42 @@ def _call_price(spec: ModelSpec, input_tokens: int, output_tokens: int) -> Decim
     return (input_tokens * dearest + output_tokens * prices.output) / MILLION
 
 
+def _limit_name(request: Request) -> str:
+    """The body field the client gave its token limit in."""
+    return "max_completion_tokens" if "max_completion_tokens" in request.extra else "max_tokens"
+
+
+def output_limit(slots: Sequence[Sequence[ModelSpec]], unknown: int) -> int:
+    """The most ``max_tokens`` any model of ``slots`` takes (``unknown`` for a model whose
+    catalog entry gives no ``max_output_tokens``)."""
+    return max((s.max_output_tokens or unknown for slot in slots for s in slot), default=unknown)
+
+
+def check_max_tokens(request: Request, slots: Sequence[Sequence[ModelSpec]], unknown: int) -> None:
+    """Refuse (400) a ``max_tokens`` over the output limit of every model the policy may call."""
+    limit = output_limit(slots, unknown)
+    if request.max_tokens is not None and request.max_tokens > limit:
+        name = _limit_name(request)
+        models = sorted({spec.id for slot in slots for spec in slot})
+        what = models[0] if len(models) == 1 else f"the largest of {len(models)} models"
+        raise InvalidRequestError(
+            f"{name} is {request.max_tokens}, over the output limit of {what} ({limit})",
+            param=name,
+        )
+
+
 def worst_case(
     request: Request, slots: Sequence[Sequence[ModelSpec]], margin: float
 ) -> tuple[Amount, list[str]]:
-    """What ``request`` can cost at most over ``slots``, and the models of unknown price."""
+    """What ``request`` can cost at most over ``slots``, and the models of unknown price.
+
+    A ``max_tokens`` below 1 is refused (400): it would make the worst case smaller than
+    the input alone, or negative, and let other requests past a budget."""
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise InvalidRequestError(
+            f"{_limit_name(request)} must be at least 1, not {request.max_tokens}",
+            param=_limit_name(request),
+        )
     input_tokens = math.ceil(estimate_request_tokens(request) * margin)
     output_tokens = request.max_tokens or 0
     usd, unknown = Decimal(0), []

@@ -24,10 +24,10 @@ from typing import Any, TypeVar
 
 from tierwise.budgets.config import BudgetSettings
 from tierwise.budgets.estimate import call_slots, spent, worst_case
-from tierwise.budgets.limits import Amount, Limits, Scope, to_usd
+from tierwise.budgets.limits import Amount, Limits, Scope, bounded, to_usd
 from tierwise.budgets.rate import RateLimiter, RateLimits
 from tierwise.budgets.store import BudgetStore, Rejection
-from tierwise.catalog import Catalog
+from tierwise.catalog import Catalog, ModelSpec
 from tierwise.errors import (
     BudgetExhaustedError,
     BudgetUnavailableError,
@@ -120,8 +120,9 @@ class BudgetGate:
             return request, None
         if budgeted and request.max_tokens is None:
             request = request.model_copy(update={"max_tokens": self.settings.default_max_tokens})
-        slots = call_slots(strategy, self._catalog, self._chains, request)
+        slots = self.slots(strategy, request)
         amount, unknown = worst_case(request, slots, self.settings.input_margin)
+        bounded(amount)
         _check_request(key, effective, amount, unknown)
         rate_tokens = await self._rate(key, effective, amount.tokens)
         scopes = effective.scopes(key, datetime.now(UTC)) if self.store is not None else []
@@ -136,6 +137,11 @@ class BudgetGate:
                     await self._untake_rate(key, rate_tokens)
                 raise
         return request, hold
+
+    def slots(self, strategy: object, request: Request | None = None) -> list[list[ModelSpec]]:
+        """The calls ``strategy`` (and ``request``'s advisor tool) may make, failover chains
+        included (:func:`call_slots`)."""
+        return call_slots(strategy, self._catalog, self._chains, request)
 
     async def _rate(self, key: str, limits: Limits, tokens: int) -> int:
         """Count the request against the key's per-minute limits; the tokens counted."""

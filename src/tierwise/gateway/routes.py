@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
+from tierwise.budgets.estimate import check_max_tokens
 from tierwise.budgets.limits import Limits
 from tierwise.errors import (
     ForbiddenError,
@@ -220,9 +221,12 @@ class Routes:
             raise
 
     async def _reserve(self, admitted: Admitted, trace: Trace) -> Admitted:
-        """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""
+        """Check ``max_tokens`` against the models the policy may call, the key's rate limits,
+        and reserve its budget; ``trace`` settles it at the end."""
         running, principal = self.gateway.running, admitted.principal
         limits = None if principal.admin else (principal.limits or Limits())
+        slots = running.budgets.slots(admitted.strategy, admitted.request)
+        check_max_tokens(admitted.request, slots, self.gateway.config.default_output_limit)
         request, trace.hold = await running.budgets.admit(
             principal.name, limits, admitted.request, admitted.strategy
         )
