@@ -503,3 +503,60 @@ def read_held(ledger_url: str) -> int:
             await store.aclose()
 
     return asyncio.run(read())
+
+
+# --- max_tokens against the models the policy may call ---------------------------------------
+
+HOUSE_MODEL = {"id": "openai:house-model", "prices": {"input": 1, "output": 2}}
+"""A model the operator added without ``max_output_tokens``."""
+
+
+@pytest.fixture(scope="module")
+def limits_gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    ledger = tmp_path_factory.mktemp("limits") / "ledger.db"
+    settings = gateway_settings(
+        f"sqlite:///{ledger}",
+        models=[HOUSE_MODEL],
+        policies={"spill": "fixed:openai:gpt-4o-mini?fallback=anthropic:claude-haiku-4-5"},
+        gateway={"default_output_limit": 1000},
+    )
+    with running_gateway(settings) as served:
+        yield served
+
+
+@pytest.mark.parametrize(
+    ("model", "field", "limit"),
+    [
+        (MINI, "max_tokens", 32768),  # the catalog's max_output_tokens
+        (MINI, "max_completion_tokens", 32768),
+        ("tierwise/spill", "max_tokens", 64000),  # the largest of the models it may call
+        ("house-model", "max_tokens", 1000),  # no limit in the catalog: default_output_limit
+    ],
+)
+def test_max_tokens_over_the_output_limit_of_every_model_the_policy_may_call_is_a_400(
+    limits_gw: Served, model: str, field: str, limit: int
+) -> None:
+    client = limits_gw.openai()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=model, messages=HELLO, extra_body={field: limit + 1})
+    assert refused.value.body["param"] == field  # type: ignore[index]
+    assert "over the output limit" in refused.value.message and str(limit) in refused.value.message
+    assert limits_gw.openai_fake.requests == []
+    limits_gw.openai_fake.reply_completion(ofx.completion("ok"))
+    client.chat.completions.create(model=model, messages=HELLO, extra_body={field: limit})
+    assert limits_gw.openai_fake.last_request.json()[field] == limit
+    limits_gw.openai_fake.requests.clear()
+
+
+def test_an_anthropic_client_gets_the_limit_of_the_model_it_is_routed_to(
+    limits_gw: Served,
+) -> None:
+    with pytest.raises(anthropic.BadRequestError, match="max_tokens is 32769, over the output"):
+        limits_gw.anthropic().messages.create(
+            model=MINI, max_tokens=32769, messages=HELLO, stream=True
+        )
+    with pytest.raises(anthropic.BadRequestError, match="claude-haiku-4-5 \\(64000\\)"):
+        limits_gw.anthropic().messages.create(
+            model=HAIKU, max_tokens=64001, messages=HELLO, stream=True
+        )
+    assert limits_gw.anthropic_fake.requests == [] and limits_gw.openai_fake.requests == []
