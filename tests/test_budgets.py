@@ -30,7 +30,7 @@ from tierwise.budgets.store import BudgetStore, MemoryBudgetStore, Rejection, Re
 from tierwise.catalog import load_catalog
 from tierwise.errors import BudgetUnavailableError, InvalidRequestError
 from tierwise.ledger.store import Ledger
-from tierwise.messages import Request
+from tierwise.messages import Request, Tool
 from tierwise.strategies.fixed import FixedStrategy
 
 POSTGRES_URL = os.environ.get("TIERWISE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
@@ -251,6 +251,30 @@ async def test_the_gate_refuses_a_token_limit_no_budget_can_take(
     assert refused.value.param == "max_tokens"
     assert await gate.store.held() == 0  # type: ignore[union-attr]
     assert gate.pending == 0 and gate.refusals["store_down"] == 0
+    await gate.aclose()
+
+
+async def test_an_advisor_tool_allowing_too_many_uses_is_refused_before_its_slots() -> None:
+    """The request's own advisor tool: each use is a slot; 100 at most (was: any number, a
+    list of that many slots)."""
+    catalog = load_catalog()
+    gate = BudgetGate(
+        BudgetSettings(),
+        Limits(),
+        MemoryBudgetStore(),
+        MemoryRateLimiter(),
+        store_name="memory",
+        catalog=catalog,
+    )
+    advisor = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-7"}
+    strategy = FixedStrategy(catalog.get("anthropic:claude-haiku-4-5"))
+    limits = Limits(usd_total=Decimal(10_000))
+    allowed = Request.from_prompt("Hi", max_tokens=100, tools=[advisor | {"max_uses": 100}])
+    _, hold = await gate.admit("ci", limits, allowed, strategy)
+    assert hold is not None and hold.reserved
+    too_many = allowed.model_copy(update={"tools": [Tool(**advisor, max_uses=100_000)]})
+    with pytest.raises(InvalidRequestError, match="at most 100 uses"):
+        await gate.admit("ci", limits, too_many, strategy)
     await gate.aclose()
 
 

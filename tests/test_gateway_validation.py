@@ -100,6 +100,8 @@ def _b64_image(data: str, media_type: str = "image/png") -> dict[str, Any]:
     return _image({"type": "base64", "media_type": media_type, "data": data})
 
 
+_ADVISOR = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-7"}
+
 OPENAI_FIELDS: dict[str, tuple[str, ...]] = {
     "max_tokens": INTEGERS + HUGE,
     "max_completion_tokens": INTEGERS + HUGE,
@@ -215,6 +217,14 @@ ANTHROPIC_FIELDS: dict[str, tuple[str, ...]] = {
         '[{"name": "x", "input_schema": "x"}]',
         '[{"type": 3, "name": "x"}]',
         '[{"type": "web_search_20250305"}]',
+        json.dumps([_ADVISOR | {"max_uses": 101}]),
+        json.dumps([_ADVISOR | {"max_uses": -1}]),
+        json.dumps([_ADVISOR | {"max_uses": 1.5}]),
+        json.dumps([_ADVISOR | {"max_tokens": 0}]),
+        json.dumps([_ADVISOR | {"caching": "1h"}]),
+        json.dumps([{k: v for k, v in _ADVISOR.items() if k != "model"}]),
+        json.dumps([_ADVISOR, _ADVISOR | {"name": "second_advisor"}]),
+        '[{"name": "x", "input_schema": {}}, {"name": "x", "input_schema": {}}]',
     ),
     "messages": (
         "[]",

@@ -19,6 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 
+from tierwise.advisor.tool import MAX_USES
 from tierwise.budgets.limits import Amount, to_nanousd
 from tierwise.catalog import Catalog, ModelSpec
 from tierwise.errors import InvalidRequestError
@@ -152,6 +153,10 @@ def _request_advisor_slots(request: Request, catalog: Catalog) -> list[list[Mode
         model = (tool.model_extra or {}).get("model")
         found = catalog.find(str(model)) or catalog.find_upstream("anthropic", str(model))
         uses = _max_uses(tool)
+        if uses > MAX_USES:  # the client's own number, a slot each: bounded before listing
+            raise InvalidRequestError(
+                f"an advisor tool allows at most {MAX_USES} uses", param="tools"
+            )
         if found is not None:
             slots += [[found]] * uses
     return slots

@@ -7,7 +7,8 @@ sets a default where budgets need one), ``temperature`` and ``top_p`` 0..1, ``to
 image, document, tool use and results, thinking, the advisor's), the API's server-tool
 results by their type only — image and PDF data (base64 that decodes to the media type
 named), tools (client tools need an ``input_schema``; a server tool is a ``type`` and a
-``name``), ``tool_choice`` and ``thinking``. Other fields (``context_management``,
+``name``; the advisor tool, which tierwise runs, a ``model`` and bounded ``max_uses`` and
+``max_tokens``), ``tool_choice`` and ``thinking``. Other fields (``context_management``,
 ``container``, ``service_tier`` …) and block fields (``citations`` …) pass through as they are.
 """
 
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Literal, NotRequired
 from annotated_types import Ge, Interval, MinLen
 from pydantic import AfterValidator, Discriminator, Tag, TypeAdapter, ValidationError
 
+from tierwise.advisor.tool import ADVISOR_TOOL_TYPE, MAX_USES
 from tierwise.wire.validate import (
     MAX_TOKENS,
     Checked,
@@ -41,6 +43,7 @@ SERVER_RESULT_BLOCKS = (
     "container_upload",
 )
 """Block types of the API's server tools: known, passed through, not checked further."""
+
 
 Unit = Annotated[float, Interval(ge=0, le=1)]
 WebUrl = Annotated[str, AfterValidator(check_web_url)]
@@ -254,21 +257,46 @@ class _ServerTool(Checked):
     cache_control: NotRequired[_CacheControl | None]
 
 
+class _AdvisorTool(_ServerTool):
+    """The advisor tool, which tierwise runs itself (its consults count in the budget)."""
+
+    model: Annotated[str, MinLen(1)]
+    max_uses: NotRequired[Annotated[int, Interval(ge=0, le=MAX_USES)] | None]
+    max_tokens: NotRequired[Annotated[int, Interval(ge=1, le=MAX_TOKENS)] | None]
+    caching: NotRequired[_CacheControl | None]
+
+
 def _tool_kind(value: Any) -> str | None:
     if not isinstance(value, dict):
         return None
     kind = value.get("type")
-    return "#client" if kind in (None, "custom") else "#server" if isinstance(kind, str) else None
+    if kind in (None, "custom"):
+        return "#client"
+    if isinstance(kind, str):
+        return "#advisor" if kind == ADVISOR_TOOL_TYPE else "#server"
+    return None
 
 
 _Tool = Annotated[
-    Annotated[_ClientTool, Tag("#client")] | Annotated[_ServerTool, Tag("#server")],
+    Annotated[_ClientTool, Tag("#client")]
+    | Annotated[_AdvisorTool, Tag("#advisor")]
+    | Annotated[_ServerTool, Tag("#server")],
     Discriminator(
         _tool_kind,
         custom_error_type="tool_type",
         custom_error_message="must be an object with a name, and a string type if any",
     ),
 ]
+
+
+def _distinct(tools: list[Any]) -> list[Any]:
+    """Tool names are unique, and one advisor tool at most (the one the gateway runs)."""
+    names = [tool["name"] for tool in tools]
+    if len(set(names)) < len(names):
+        raise ValueError("tool names must be unique")
+    if sum(tool.get("type") == ADVISOR_TOOL_TYPE for tool in tools) > 1:
+        raise ValueError("a request may carry one advisor tool")
+    return tools
 
 
 class _AutoChoice(Checked):
@@ -337,7 +365,7 @@ class AnthropicBody(Checked):
     stop_sequences: NotRequired[list[str] | None]
     stream: NotRequired[bool | None]
     metadata: NotRequired[_Metadata | None]
-    tools: NotRequired[list[_Tool] | None]
+    tools: NotRequired[Annotated[list[_Tool], AfterValidator(_distinct)] | None]
     tool_choice: NotRequired[_ToolChoice | None]
     thinking: NotRequired[_Thinking | None]
     service_tier: NotRequired[str | None]
