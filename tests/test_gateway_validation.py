@@ -68,6 +68,14 @@ ANTHROPIC_BASE: dict[str, Any] = {
     "messages": [{"role": "user", "content": "Hi"}],
 }
 
+SURROGATES = (
+    '[{"role": "user", "content": "half an emoji: \\ud83d"}]',
+    '[{"role": "user", "content": "\\udfff"}]',
+    '[{"role": "user", "content": [{"type": "text", "text": "x\\udc00y"}]}]',
+    '[{"role": "user", "content": "x", "\\ud800": 1}]',
+)
+"""Lone UTF-16 surrogates, JSON-escaped: not text, so nothing can encode them to send on."""
+
 INTEGERS = ("0", "-1", "-0", "1.5", "16.0", '"16"', "true", "NaN", "Infinity", "1e309")
 HUGE = ("1" + "0" * 30, "-" + "1" + "0" * 30, "[]", "{}")
 """Bad values of a token count: 0 and below, not integers, not numbers, far too large."""
@@ -117,7 +125,6 @@ OPENAI_FIELDS: dict[str, tuple[str, ...]] = {
     "top_logprobs": ("-1", "21", "1.5"),
     "seed": ("1.5", '"1"'),
     "user": ("1", "[]"),
-    "metadata": ('"x"', "[]", '{"k": 1}'),
     "parallel_tool_calls": ('"no"',),
     "response_format": ('"json"', '{"type": "yaml"}', '{"type": "json_schema"}'),
     "top_k": ("-2", "1.5", '"5"'),
@@ -177,7 +184,10 @@ OPENAI_FIELDS: dict[str, tuple[str, ...]] = {
         '[{"role": "assistant", "tool_calls": "x"}]',
         '[{"role": "tool", "content": "x"}]',
         '[{"role": "tool", "tool_call_id": 1, "content": "x"}]',
+        *SURROGATES,
     ),
+    "x_vendor": ('"\\ud800"', '{"\\udfff": 1}', '["ok", {"k": "\\udbff"}]'),
+    "metadata": ('"x"', "[]", '{"k": 1}', '{"\\ud800": "v"}'),
 }
 
 ANTHROPIC_FIELDS: dict[str, tuple[str, ...]] = {
@@ -260,7 +270,9 @@ ANTHROPIC_FIELDS: dict[str, tuple[str, ...]] = {
         _assistant({"type": "tool_use", "name": "f", "input": {}}),
         _assistant({"type": "thinking", "signature": "s"}),
         _assistant({"type": "redacted_thinking"}),
+        *SURROGATES,
     ),
+    "x_vendor": ('"\\ud800"', '{"\\udfff": 1}'),
 }
 
 
@@ -570,3 +582,14 @@ def test_an_anthropic_client_gets_the_limit_of_the_model_it_is_routed_to(
             model=HAIKU, max_tokens=64001, messages=HELLO, stream=True
         )
     assert limits_gw.anthropic_fake.requests == [] and limits_gw.openai_fake.requests == []
+
+
+def test_an_escaped_emoji_is_text_and_reaches_the_upstream(gw: Served, http: httpx2.Client) -> None:
+    """A surrogate pair (as ``ensure_ascii`` JSON writes an emoji) is one character, not a lone
+    surrogate: it goes through."""
+    gw.openai_fake.reply_completion(ofx.completion("ok"))
+    emoji = '[{"role": "user", "content": "hi \\ud83d\\ude00"}]'
+    raw = _body(OPENAI_BASE, "messages", emoji)
+    assert _post(http, "/v1/chat/completions", raw).status_code == 200
+    assert gw.openai_fake.last_request.json()["messages"][0]["content"] == "hi \U0001f600"
+    gw.openai_fake.requests.clear()

@@ -18,7 +18,7 @@ import binascii
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Discriminator, ValidationError
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticSerializationError, to_json
 from typing_extensions import TypedDict
 
 from tierwise.errors import InvalidRequestError
@@ -132,6 +132,52 @@ def check_web_url(url: str) -> str:
     return url
 
 
+def _surrogate_at(value: Any, path: list[str | int]) -> list[str | int] | None:
+    """The path to the first string (or key) holding a lone surrogate, if any."""
+    if isinstance(value, str):
+        return None if value.isascii() or _encodes(value) else path
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        if isinstance(key, str) and not _encodes(key):
+            return [*path, key]
+        if (found := _surrogate_at(item, [*path, key])) is not None:
+            return found
+    return None
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(body: dict[str, Any], what: str, style: PathStyle) -> None:
+    """Refuse (400) a body with a lone UTF-16 surrogate in a string (JSON's ``"\\ud800"``):
+    not text, it cannot be encoded to send upstream or to store. One pass of pydantic's
+    serializer finds it (a few microseconds); only then is the body walked for the field."""
+    try:
+        to_json(body)
+    except PydanticSerializationError as exc:
+        if "surrogates not allowed" not in str(exc):
+            return  # anything else is not this check's business
+        path = _surrogate_at(body, []) or []
+        param = _render(path, style) or None
+        where = f"{param}: " if param else ""
+        raise InvalidRequestError(
+            f"invalid {what} request: {where}a string holds a lone UTF-16 surrogate "
+            "(\\ud800-\\udfff), which is not text",
+            param=param,
+        ) from None
+
+
 def _tag_field(error: ErrorDetails) -> str | None:
     """The field a tagged union chose by, when ``error`` is that choice failing on an object."""
     kind, _, field = error["type"].partition(":")
@@ -142,12 +188,17 @@ def _path(error: ErrorDetails, style: PathStyle) -> str:
     parts: list[str | int] = [p for p in error["loc"] if not str(p).startswith("#")]
     if (field := _tag_field(error)) is not None:
         parts.append(field)
+    return _render(parts, style)
+
+
+def _render(parts: list[str | int], style: PathStyle) -> str:
     out = ""
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]" if style == "brackets" else f".{part}"
-        else:
-            out += f".{part}" if out else part
+        else:  # a key is the client's: a lone surrogate in it is written as its escape
+            name = part.encode("utf-8", "backslashreplace").decode()
+            out += f".{name}" if out else name
     return out
 
 

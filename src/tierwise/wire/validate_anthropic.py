@@ -26,6 +26,7 @@ from tierwise.wire.validate import (
     ImageType,
     by,
     check_media,
+    check_text,
     check_web_url,
     invalid,
     str_or_list,
@@ -383,3 +384,4 @@ def validate_anthropic(body: dict[str, Any]) -> None:
         _BODY.validate_python(body)
     except ValidationError as exc:
         raise invalid(exc, "Anthropic Messages", "dots") from None
+    check_text(body, "Anthropic Messages", "dots")

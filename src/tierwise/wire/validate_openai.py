@@ -21,6 +21,7 @@ from tierwise.wire.validate import (
     Checked,
     by,
     check_media,
+    check_text,
     check_web_url,
     decoded,
     invalid,
@@ -322,3 +323,4 @@ def validate_openai(body: dict[str, Any]) -> None:
         _BODY.validate_python(body)
     except ValidationError as exc:
         raise invalid(exc, "Chat Completions", "brackets") from None
+    check_text(body, "Chat Completions", "brackets")
