@@ -126,6 +126,7 @@ OPENAI_FIELDS: dict[str, tuple[str, ...]] = {
     "seed": ("1.5", '"1"'),
     "user": ("1", "[]"),
     "parallel_tool_calls": ('"no"',),
+    "reasoning_effort": ('"ultra"', "1"),
     "response_format": ('"json"', '{"type": "yaml"}', '{"type": "json_schema"}'),
     "top_k": ("-2", "1.5", '"5"'),
     "logit_bias": ('{"50256": -101}', '{"50256": "x"}', "[]"),
@@ -273,6 +274,12 @@ ANTHROPIC_FIELDS: dict[str, tuple[str, ...]] = {
         *SURROGATES,
     ),
     "x_vendor": ('"\\ud800"', '{"\\udfff": 1}'),
+    # Chat Completions' own fields, which the Messages API refuses
+    "stream_options": ('"x"', '{"include_usage": true}'),
+    "n": ("1",),
+    "max_completion_tokens": ("16",),
+    "stop": ('["x"]',),
+    "response_format": ('{"type": "json_object"}',),
 }
 
 
@@ -593,3 +600,16 @@ def test_an_escaped_emoji_is_text_and_reaches_the_upstream(gw: Served, http: htt
     assert _post(http, "/v1/chat/completions", raw).status_code == 200
     assert gw.openai_fake.last_request.json()["messages"][0]["content"] == "hi \U0001f600"
     gw.openai_fake.requests.clear()
+
+
+@pytest.mark.parametrize("body", [{}, {"max_tokens": None}], ids=["missing", "null"])
+def test_messages_need_max_tokens_and_count_tokens_does_not(
+    gw: Served, http: httpx2.Client, body: dict[str, Any]
+) -> None:
+    base = {"model": HAIKU, "messages": HELLO, **body}
+    refused = _post(http, "/v1/messages", json.dumps(base))
+    assert refused.status_code == 400
+    assert "`max_tokens` is required" in refused.json()["error"]["message"]
+    counted = _post(http, "/v1/messages/count_tokens", json.dumps(base))
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
+    _assert_nothing_sent(gw)

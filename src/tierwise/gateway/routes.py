@@ -48,6 +48,7 @@ from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
 from tierwise.strategies.base import Strategy
 from tierwise.strategies.reach import reachable_models
+from tierwise.wire.validate_anthropic import require_max_tokens
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 TASK_KEY = "gateway_key"
@@ -225,6 +226,8 @@ class Routes:
         and reserve its budget; ``trace`` settles it at the end."""
         running, principal = self.gateway.running, admitted.principal
         limits = None if principal.admin else (principal.limits or Limits())
+        if admitted.dialect.api == "anthropic":
+            require_max_tokens(admitted.body)
         slots = running.budgets.slots(admitted.strategy, admitted.request)
         check_max_tokens(admitted.request, slots, self.gateway.config.default_output_limit)
         request, trace.hold = await running.budgets.admit(

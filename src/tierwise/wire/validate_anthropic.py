@@ -20,6 +20,7 @@ from annotated_types import Ge, Interval, MinLen
 from pydantic import AfterValidator, Discriminator, Tag, TypeAdapter, ValidationError
 
 from tierwise.advisor.tool import ADVISOR_TOOL_TYPE, MAX_USES
+from tierwise.errors import InvalidRequestError
 from tierwise.wire.validate import (
     MAX_TOKENS,
     Checked,
@@ -375,6 +376,26 @@ class AnthropicBody(Checked):
 
 
 _BODY = TypeAdapter(AnthropicBody)
+CHAT_COMPLETIONS_FIELDS = frozenset(
+    {
+        "stream_options",
+        "n",
+        "max_completion_tokens",
+        "stop",
+        "response_format",
+        "logit_bias",
+        "logprobs",
+        "top_logprobs",
+        "presence_penalty",
+        "frequency_penalty",
+        "seed",
+        "parallel_tool_calls",
+        "reasoning_effort",
+        "modalities",
+    }
+)
+"""Chat Completions' own fields, which the Messages API refuses (it takes no unknown field);
+sent here they would be dropped in silence on the way to an OpenAI-compatible model."""
 
 
 def validate_anthropic(body: dict[str, Any]) -> None:
@@ -384,4 +405,19 @@ def validate_anthropic(body: dict[str, Any]) -> None:
         _BODY.validate_python(body)
     except ValidationError as exc:
         raise invalid(exc, "Anthropic Messages", "dots") from None
+    if foreign := CHAT_COMPLETIONS_FIELDS.intersection(body):
+        field = min(foreign)
+        raise InvalidRequestError(
+            f"invalid Anthropic Messages request: `{field}` is a Chat Completions field, "
+            "not a Messages one",
+            param=field,
+        )
     check_text(body, "Anthropic Messages", "dots")
+
+
+def require_max_tokens(body: dict[str, Any]) -> None:
+    """``POST /v1/messages`` needs ``max_tokens`` (``count_tokens`` takes none)."""
+    if body.get("max_tokens") is None:
+        raise InvalidRequestError(
+            "invalid Anthropic Messages request: `max_tokens` is required", param="max_tokens"
+        )

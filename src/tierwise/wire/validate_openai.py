@@ -306,7 +306,9 @@ class OpenAIBody(Checked):
     store: NotRequired[bool | None]
     parallel_tool_calls: NotRequired[bool | None]
     response_format: NotRequired[Annotated[_ResponseFormat, AfterValidator(_schema_given)] | None]
-    reasoning_effort: NotRequired[str | None]
+    reasoning_effort: NotRequired[
+        Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None
+    ]
     service_tier: NotRequired[str | None]
     modalities: NotRequired[list[str] | None]
     tools: NotRequired[list[_FunctionTool] | None]
