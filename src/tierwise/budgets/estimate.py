@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
 from tierwise.advisor.tool import MAX_USES
@@ -188,21 +189,31 @@ def _limit_name(request: Request) -> str:
     return "max_completion_tokens" if "max_completion_tokens" in request.extra else "max_tokens"
 
 
-def output_limit(slots: Sequence[Sequence[ModelSpec]], unknown: int) -> int:
-    """The most ``max_tokens`` any model of ``slots`` takes (``unknown`` for a model whose
-    catalog entry gives no ``max_output_tokens``)."""
-    return max((s.max_output_tokens or unknown for slot in slots for s in slot), default=unknown)
+@dataclass(frozen=True)
+class OutputLimit:
+    """The most ``max_tokens`` a policy's calls take, and which model(s) say so."""
+
+    tokens: int
+    models: str
 
 
-def check_max_tokens(request: Request, slots: Sequence[Sequence[ModelSpec]], unknown: int) -> None:
+def output_limit(slots: Sequence[Sequence[ModelSpec]], unknown: int) -> OutputLimit:
+    """The largest ``max_output_tokens`` of the models of ``slots`` (``unknown`` for a model
+    whose catalog entry gives none)."""
+    tokens = max((s.max_output_tokens or unknown for slot in slots for s in slot), default=unknown)
+    models = sorted({spec.id for slot in slots for spec in slot})
+    return OutputLimit(
+        tokens, models[0] if len(models) == 1 else f"the largest of {len(models)} models"
+    )
+
+
+def check_max_tokens(request: Request, limit: OutputLimit) -> None:
     """Refuse (400) a ``max_tokens`` over the output limit of every model the policy may call."""
-    limit = output_limit(slots, unknown)
-    if request.max_tokens is not None and request.max_tokens > limit:
+    if request.max_tokens is not None and request.max_tokens > limit.tokens:
         name = _limit_name(request)
-        models = sorted({spec.id for slot in slots for spec in slot})
-        what = models[0] if len(models) == 1 else f"the largest of {len(models)} models"
         raise InvalidRequestError(
-            f"{name} is {request.max_tokens}, over the output limit of {what} ({limit})",
+            f"{name} is {request.max_tokens}, over the output limit of {limit.models} "
+            f"({limit.tokens})",
             param=name,
         )
 

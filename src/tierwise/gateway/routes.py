@@ -228,8 +228,8 @@ class Routes:
         limits = None if principal.admin else (principal.limits or Limits())
         if admitted.dialect.api == "anthropic":
             require_max_tokens(admitted.body)
-        slots = running.budgets.slots(admitted.strategy, admitted.request)
-        check_max_tokens(admitted.request, slots, self.gateway.config.default_output_limit)
+        unknown = self.gateway.config.default_output_limit
+        check_max_tokens(admitted.request, running.budgets.output_limit(admitted.strategy, unknown))
         request, trace.hold = await running.budgets.admit(
             principal.name, limits, admitted.request, admitted.strategy
         )

@@ -402,7 +402,7 @@ def validate_anthropic(body: dict[str, Any]) -> None:
     """Raise :class:`~tierwise.errors.InvalidRequestError` (``param``: the field at fault)
     unless ``body`` is a valid request."""
     try:
-        _BODY.validate_python(body)
+        _BODY.validator.validate_python(body)
     except ValidationError as exc:
         raise invalid(exc, "Anthropic Messages", "dots") from None
     if foreign := CHAT_COMPLETIONS_FIELDS.intersection(body):

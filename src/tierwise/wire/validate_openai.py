@@ -322,7 +322,7 @@ def validate_openai(body: dict[str, Any]) -> None:
     """Raise :class:`~tierwise.errors.InvalidRequestError` (``param``: the field at fault)
     unless ``body`` is a valid request."""
     try:
-        _BODY.validate_python(body)
+        _BODY.validator.validate_python(body)
     except ValidationError as exc:
         raise invalid(exc, "Chat Completions", "brackets") from None
     check_text(body, "Chat Completions", "brackets")
