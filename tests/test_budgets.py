@@ -20,13 +20,18 @@ import pytest
 import redis
 from psycopg import sql
 
-from tierwise.budgets.limits import Amount, Limits, Scope, to_nanousd
+from tierwise.budgets.config import BudgetSettings
+from tierwise.budgets.gate import BudgetGate
+from tierwise.budgets.limits import MAX_NANOUSD, Amount, Limits, Scope, to_nanousd
 from tierwise.budgets.rate import MemoryRateLimiter, RateLimiter, RateLimits, Windows, retry_after
 from tierwise.budgets.redis_store import RedisBudgetStore, RedisRateLimiter
 from tierwise.budgets.sql import SqlBudgetStore
 from tierwise.budgets.store import BudgetStore, MemoryBudgetStore, Rejection, Reservation
-from tierwise.errors import BudgetUnavailableError
+from tierwise.catalog import load_catalog
+from tierwise.errors import BudgetUnavailableError, InvalidRequestError
 from tierwise.ledger.store import Ledger
+from tierwise.messages import Request, Tool
+from tierwise.strategies.fixed import FixedStrategy
 
 POSTGRES_URL = os.environ.get("TIERWISE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
 REDIS_URL = os.environ.get("TIERWISE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -186,6 +191,91 @@ async def test_concurrent_reserves_admit_exactly_what_fits(stores: StoreFactory)
     counter = await instances[1].counter(cap.key)
     assert counter.spent.nanousd == fits * AMOUNT.nanousd and counter.reserved == Amount()
     assert await instances[0].held() == 0
+
+
+@pytest.mark.parametrize(
+    "amount",
+    [
+        Amount(-AMOUNT.nanousd, AMOUNT.tokens),
+        Amount(AMOUNT.nanousd, -1),
+        Amount(MAX_NANOUSD + 1, AMOUNT.tokens),
+        Amount(AMOUNT.nanousd, 10**30),  # past a BIGINT: SQLite raised, read as "store down"
+    ],
+    ids=["negative-usd", "negative-tokens", "past-max-usd", "past-bigint-tokens"],
+)
+async def test_a_negative_or_overflowing_amount_is_refused_not_reserved(
+    stores: StoreFactory, amount: Amount
+) -> None:
+    store = stores()
+    cap = scope(usd=AMOUNT.usd * 3, tokens=10_000)
+    with pytest.raises(InvalidRequestError, match="no budget can count"):
+        await store.reserve("r1", [cap], amount, TTL_S)
+    assert await store.reservation("r1") is None and await store.held() == 0
+    assert (await store.counter(cap.key)).reserved == Amount()
+
+
+async def test_a_refused_amount_in_flight_lets_nothing_past_the_cap(stores: StoreFactory) -> None:
+    """A negative reservation held would lower ``reserved`` and let others through."""
+    instances = [stores(), stores()]
+    fits = 3
+    cap = scope(usd=AMOUNT.usd * fits + AMOUNT.usd / 2)
+    with pytest.raises(InvalidRequestError):
+        await instances[0].reserve("negative", [cap], Amount(-AMOUNT.nanousd * 100, 0), TTL_S)
+    results = await asyncio.gather(
+        *(instances[i % 2].reserve(f"r{i}", [cap], AMOUNT, TTL_S) for i in range(12))
+    )
+    assert sum(isinstance(r, Reservation) for r in results) == fits
+    counter = await instances[1].counter(cap.key)
+    assert counter.reserved.nanousd == fits * AMOUNT.nanousd <= cap.limit_nanousd  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("max_tokens", [-1_000_000, -1, 0, 10**30])
+async def test_the_gate_refuses_a_token_limit_no_budget_can_take(
+    stores: StoreFactory, max_tokens: int
+) -> None:
+    """400, even with ``fail_open`` (an overflow once read as the store being down)."""
+    catalog = load_catalog()
+    gate = BudgetGate(
+        BudgetSettings(fail_open=True),
+        Limits(),
+        stores(),
+        MemoryRateLimiter(),
+        store_name="test",
+        catalog=catalog,
+    )
+    strategy = FixedStrategy(catalog.get("openai:gpt-4.1-mini"))
+    limits = Limits(usd_total=Decimal(1), tokens_per_minute=10_000)
+    request = Request.from_prompt("Hi", max_tokens=max_tokens)
+    with pytest.raises(InvalidRequestError) as refused:
+        await gate.admit("ci", limits, request, strategy)
+    assert refused.value.param == "max_tokens"
+    assert await gate.store.held() == 0  # type: ignore[union-attr]
+    assert gate.pending == 0 and gate.refusals["store_down"] == 0
+    await gate.aclose()
+
+
+async def test_an_advisor_tool_allowing_too_many_uses_is_refused_before_its_slots() -> None:
+    """The request's own advisor tool: each use is a slot; 100 at most (was: any number, a
+    list of that many slots)."""
+    catalog = load_catalog()
+    gate = BudgetGate(
+        BudgetSettings(),
+        Limits(),
+        MemoryBudgetStore(),
+        MemoryRateLimiter(),
+        store_name="memory",
+        catalog=catalog,
+    )
+    advisor = {"type": "advisor_20260301", "name": "advisor", "model": "claude-opus-4-7"}
+    strategy = FixedStrategy(catalog.get("anthropic:claude-haiku-4-5"))
+    limits = Limits(usd_total=Decimal(10_000))
+    allowed = Request.from_prompt("Hi", max_tokens=100, tools=[advisor | {"max_uses": 100}])
+    _, hold = await gate.admit("ci", limits, allowed, strategy)
+    assert hold is not None and hold.reserved
+    too_many = allowed.model_copy(update={"tools": [Tool(**advisor, max_uses=100_000)]})
+    with pytest.raises(InvalidRequestError, match="at most 100 uses"):
+        await gate.admit("ci", limits, too_many, strategy)
+    await gate.aclose()
 
 
 async def test_expired_reservations_are_reclaimed(stores: StoreFactory, clock: Clock) -> None:

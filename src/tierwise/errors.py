@@ -115,9 +115,14 @@ class PolicyError(TierwiseError):
 
 
 class InvalidRequestError(TierwiseError):
-    """A request that cannot be sent as it is."""
+    """A request that cannot be sent as it is; ``param``: the body field at fault, when one is
+    (``messages[0].content``), which an OpenAI client gets as the error's ``param``."""
 
     exit_code = 2
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class ArtifactError(TierwiseError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator, Sequence
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tierwise.errors import InvalidRequestError
 from tierwise.messages import (
@@ -34,6 +34,8 @@ from tierwise.messages import (
 
 ADVISOR_TOOL_TYPE = "advisor_20260301"
 ADVISOR_BETA = "advisor-tool-2026-03-01"
+MAX_USES = 100
+"""The most consults a request's advisor tool may allow (each is reserved in a key's budget)."""
 BETA_HEADER = "anthropic-beta"
 ERROR_CODES = frozenset(
     {
@@ -55,8 +57,8 @@ class AdvisorTool(BaseModel):
     type: str = ADVISOR_TOOL_TYPE
     name: str = "advisor"
     model: str
-    max_uses: int | None = None
-    max_tokens: int | None = None
+    max_uses: int | None = Field(default=None, ge=0, le=MAX_USES)
+    max_tokens: int | None = Field(default=None, ge=1)
     caching: JsonObject | None = None
 
     def as_tool(self) -> Tool:

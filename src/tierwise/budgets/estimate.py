@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 
+from tierwise.advisor.tool import MAX_USES
 from tierwise.budgets.limits import Amount, to_nanousd
 from tierwise.catalog import Catalog, ModelSpec
+from tierwise.errors import InvalidRequestError
 from tierwise.gateway.counting import estimate_request_tokens
 from tierwise.ledger.records import CallRecord
 from tierwise.messages import Request
@@ -151,6 +154,10 @@ def _request_advisor_slots(request: Request, catalog: Catalog) -> list[list[Mode
         model = (tool.model_extra or {}).get("model")
         found = catalog.find(str(model)) or catalog.find_upstream("anthropic", str(model))
         uses = _max_uses(tool)
+        if uses > MAX_USES:  # the client's own number, a slot each: bounded before listing
+            raise InvalidRequestError(
+                f"an advisor tool allows at most {MAX_USES} uses", param="tools"
+            )
         if found is not None:
             slots += [[found]] * uses
     return slots
@@ -177,10 +184,52 @@ def _call_price(spec: ModelSpec, input_tokens: int, output_tokens: int) -> Decim
     return (input_tokens * dearest + output_tokens * prices.output) / MILLION
 
 
+def _limit_name(request: Request) -> str:
+    """The body field the client gave its token limit in."""
+    return "max_completion_tokens" if "max_completion_tokens" in request.extra else "max_tokens"
+
+
+@dataclass(frozen=True)
+class OutputLimit:
+    """The most ``max_tokens`` a policy's calls take, and which model(s) say so."""
+
+    tokens: int
+    models: str
+
+
+def output_limit(slots: Sequence[Sequence[ModelSpec]], unknown: int) -> OutputLimit:
+    """The largest ``max_output_tokens`` of the models of ``slots`` (``unknown`` for a model
+    whose catalog entry gives none)."""
+    tokens = max((s.max_output_tokens or unknown for slot in slots for s in slot), default=unknown)
+    models = sorted({spec.id for slot in slots for spec in slot})
+    return OutputLimit(
+        tokens, models[0] if len(models) == 1 else f"the largest of {len(models)} models"
+    )
+
+
+def check_max_tokens(request: Request, limit: OutputLimit) -> None:
+    """Refuse (400) a ``max_tokens`` over the output limit of every model the policy may call."""
+    if request.max_tokens is not None and request.max_tokens > limit.tokens:
+        name = _limit_name(request)
+        raise InvalidRequestError(
+            f"{name} is {request.max_tokens}, over the output limit of {limit.models} "
+            f"({limit.tokens})",
+            param=name,
+        )
+
+
 def worst_case(
     request: Request, slots: Sequence[Sequence[ModelSpec]], margin: float
 ) -> tuple[Amount, list[str]]:
-    """What ``request`` can cost at most over ``slots``, and the models of unknown price."""
+    """What ``request`` can cost at most over ``slots``, and the models of unknown price.
+
+    A ``max_tokens`` below 1 is refused (400): it would make the worst case smaller than
+    the input alone, or negative, and let other requests past a budget."""
+    if request.max_tokens is not None and request.max_tokens < 1:
+        raise InvalidRequestError(
+            f"{_limit_name(request)} must be at least 1, not {request.max_tokens}",
+            param=_limit_name(request),
+        )
     input_tokens = math.ceil(estimate_request_tokens(request) * margin)
     output_tokens = request.max_tokens or 0
     usd, unknown = Decimal(0), []

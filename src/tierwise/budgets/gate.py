@@ -23,11 +23,11 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from tierwise.budgets.config import BudgetSettings
-from tierwise.budgets.estimate import call_slots, spent, worst_case
-from tierwise.budgets.limits import Amount, Limits, Scope, to_usd
+from tierwise.budgets.estimate import OutputLimit, call_slots, output_limit, spent, worst_case
+from tierwise.budgets.limits import Amount, Limits, Scope, bounded, to_usd
 from tierwise.budgets.rate import RateLimiter, RateLimits
 from tierwise.budgets.store import BudgetStore, Rejection
-from tierwise.catalog import Catalog
+from tierwise.catalog import Catalog, ModelSpec
 from tierwise.errors import (
     BudgetExhaustedError,
     BudgetUnavailableError,
@@ -39,6 +39,8 @@ from tierwise.messages import Request
 
 T = TypeVar("T")
 log = logging.getLogger("tierwise.budgets")
+_KEPT_LIMITS = 4096
+"""Strategies whose output limit is kept (the engine keeps at most 1024 built)."""
 _FAIL_OPEN_HINT = "set gateway.budgets.fail_open = true to admit requests and record spend later"
 
 
@@ -102,6 +104,8 @@ class BudgetGate:
         """Holds of requests still running here, renewed by the sweeper; a hold dropped
         unsettled (its request vanished on a path that never finished) stops being renewed
         and its reservation expires."""
+        self._output_limits: dict[int, tuple[object, OutputLimit]] = {}
+        """By strategy (its id, and the strategy itself to tell a reused id apart)."""
         self.refusals: collections.Counter[str] = collections.Counter()
         """Requests refused, by reason (``/metrics``)."""
 
@@ -120,8 +124,9 @@ class BudgetGate:
             return request, None
         if budgeted and request.max_tokens is None:
             request = request.model_copy(update={"max_tokens": self.settings.default_max_tokens})
-        slots = call_slots(strategy, self._catalog, self._chains, request)
+        slots = self.slots(strategy, request)
         amount, unknown = worst_case(request, slots, self.settings.input_margin)
+        bounded(amount)
         _check_request(key, effective, amount, unknown)
         rate_tokens = await self._rate(key, effective, amount.tokens)
         scopes = effective.scopes(key, datetime.now(UTC)) if self.store is not None else []
@@ -136,6 +141,24 @@ class BudgetGate:
                     await self._untake_rate(key, rate_tokens)
                 raise
         return request, hold
+
+    def slots(self, strategy: object, request: Request | None = None) -> list[list[ModelSpec]]:
+        """The calls ``strategy`` (and ``request``'s advisor tool) may make, failover chains
+        included (:func:`call_slots`)."""
+        return call_slots(strategy, self._catalog, self._chains, request)
+
+    def output_limit(self, strategy: object, unknown: int) -> OutputLimit:
+        """:func:`~tierwise.budgets.estimate.output_limit` of ``strategy``'s own calls (an
+        advisor tool's consults have their own ``max_tokens``); kept per strategy, which the
+        engine builds once per policy."""
+        found = self._output_limits.get(id(strategy))
+        if found is not None and found[0] is strategy:
+            return found[1]
+        if len(self._output_limits) >= _KEPT_LIMITS:
+            self._output_limits.clear()
+        limit = output_limit(self.slots(strategy), unknown)
+        self._output_limits[id(strategy)] = (strategy, limit)
+        return limit
 
     async def _rate(self, key: str, limits: Limits, tokens: int) -> int:
         """Count the request against the key's per-minute limits; the tokens counted."""

@@ -15,10 +15,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tierwise.errors import InvalidRequestError
+
 Period = Literal["day", "month", "total"]
 NANO = Decimal(1_000_000_000)
 MAX_NANOUSD = 2**53 - 1
 """Counters stay exact in Lua's doubles below this (about $9 million)."""
+MAX_TOKENS = 2**53 - 1
+"""The same bound for token counters (both fit the stores' BIGINT columns)."""
 
 
 def to_nanousd(usd: Decimal) -> int:
@@ -40,6 +44,19 @@ class Amount:
     @property
     def usd(self) -> Decimal:
         return to_usd(self.nanousd)
+
+
+def bounded(amount: Amount) -> Amount:
+    """``amount`` if a budget can count it: neither negative nor past :data:`MAX_NANOUSD` /
+    :data:`MAX_TOKENS`. Otherwise the request is refused (400), never taken for a store
+    failure (a counter overflowing its column) and never admitted by ``fail_open``."""
+    if 0 <= amount.nanousd <= MAX_NANOUSD and 0 <= amount.tokens <= MAX_TOKENS:
+        return amount
+    raise InvalidRequestError(
+        f"this request may cost up to ${amount.usd:.6f} ({amount.tokens} tokens), which no "
+        "budget can count; lower max_tokens or shorten the input",
+        param="max_tokens",
+    )
 
 
 class Limits(BaseModel):

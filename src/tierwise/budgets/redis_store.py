@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar, cast
 
-from tierwise.budgets.limits import Amount, Scope
+from tierwise.budgets.limits import Amount, Scope, bounded
 from tierwise.budgets.rate import RateLimits, Windows, retry_after, window_index
 from tierwise.budgets.store import KEEP_FINISHED_S, Clock, Counter, Rejection, Reservation
 from tierwise.errors import BudgetUnavailableError, ConfigError
@@ -222,6 +222,7 @@ class RedisBudgetStore:
     async def reserve(
         self, request_id: str, scopes: Sequence[Scope], amount: Amount, ttl_s: float
     ) -> Reservation | Rejection:
+        bounded(amount)  # Lua's doubles are exact only this far
         ordered = sorted(scopes, key=lambda s: s.key)
         expires = self._clock() + ttl_s
         keys = [self._res(request_id), self._held_key(), *(self._budget(s.key) for s in ordered)]

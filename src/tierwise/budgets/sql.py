@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from tierwise.budgets.limits import Amount, Scope
+from tierwise.budgets.limits import Amount, Scope, bounded
 from tierwise.budgets.store import (
     KEEP_FINISHED_S,
     Clock,
@@ -74,6 +74,7 @@ class SqlBudgetStore:
     async def reserve(
         self, request_id: str, scopes: Sequence[Scope], amount: Amount, ttl_s: float
     ) -> Reservation | Rejection:
+        bounded(amount)  # a counter past its column would read as the store being down
         try:
             return await self._run(self._reserve, request_id, scopes, amount, ttl_s)
         except _Rejected as rejected:

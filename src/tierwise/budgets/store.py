@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
-from tierwise.budgets.limits import Amount, Scope
+from tierwise.budgets.limits import Amount, Scope, bounded
 
 State = Literal["held", "committed", "released", "expired"]
 Clock = Callable[[], float]
@@ -139,6 +139,7 @@ class MemoryBudgetStore:
     async def reserve(
         self, request_id: str, scopes: Sequence[Scope], amount: Amount, ttl_s: float
     ) -> Reservation | Rejection:
+        bounded(amount)
         with self._lock:
             book = self._book
             if (found := book.reservations.get(request_id)) is not None:

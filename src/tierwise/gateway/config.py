@@ -34,6 +34,9 @@ class GatewayConfig(BaseModel):
     """Deepest nesting of objects and arrays a request body may have (the body is level 1;
     a Claude Code body with its tool schemas reaches about 10); deeper is a 400. At most 256:
     far below the depth where Python's own recursion limit would stop the parser."""
+    default_output_limit: int = Field(default=128_000, ge=1)
+    """The most ``max_tokens`` a request may ask of a model whose catalog entry gives no
+    ``max_output_tokens`` (a model's own limit bounds it otherwise; past it, a 400)."""
     key_cache_s: float = Field(default=10.0, ge=0)
     """How long a verified key is trusted without asking the database again (revocation lag)."""
     metrics: bool = True

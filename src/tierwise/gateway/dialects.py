@@ -173,7 +173,7 @@ class OpenAIDialect:
         code = failure.code or code  # a gateway refusal's own reason (e.g. task_not_found)
         if failure.code == QUOTA_CODE:
             kind = code = QUOTA_CODE
-        error = {"message": failure.message, "type": kind, "param": None, "code": code}
+        error = {"message": failure.message, "type": kind, "param": failure.param, "code": code}
         return {"error": error}
 
     def models_body(self, models: Sequence[ListedModel]) -> JsonObject:

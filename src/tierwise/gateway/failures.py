@@ -59,6 +59,8 @@ class Failure:
     retry_after_s: int | None = None
     code: str | None = None
     """A gateway refusal's machine-readable reason (:attr:`GatewayError.code`)."""
+    param: str | None = None
+    """The request field at fault (:attr:`~tierwise.errors.InvalidRequestError.param`)."""
 
 
 def _retry_later(exc: RateLimitError | CircuitOpenError) -> Failure:
@@ -118,7 +120,8 @@ def _local(exc: TierwiseError) -> Failure:
         return Failure(404, f"unknown model {exc.model!r}{hint}; GET /v1/models lists them")
     for kinds, status, prefix in _LOCAL:
         if isinstance(exc, kinds):
-            return Failure(status, prefix + exc.message)
+            param = exc.param if isinstance(exc, InvalidRequestError) else None
+            return Failure(status, prefix + exc.message, param=param)
     return Failure(500, exc.message)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
+from tierwise.budgets.estimate import check_max_tokens
 from tierwise.budgets.limits import Limits
 from tierwise.errors import (
     ForbiddenError,
@@ -47,6 +48,7 @@ from tierwise.gateway.trace import Trace
 from tierwise.messages import JsonObject, MessageStart, Request, StreamEvent
 from tierwise.strategies.base import Strategy
 from tierwise.strategies.reach import reachable_models
+from tierwise.wire.validate_anthropic import require_max_tokens
 
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 TASK_KEY = "gateway_key"
@@ -220,9 +222,14 @@ class Routes:
             raise
 
     async def _reserve(self, admitted: Admitted, trace: Trace) -> Admitted:
-        """Check the key's rate limits and reserve its budget; ``trace`` settles it at the end."""
+        """Check ``max_tokens`` against the models the policy may call, the key's rate limits,
+        and reserve its budget; ``trace`` settles it at the end."""
         running, principal = self.gateway.running, admitted.principal
         limits = None if principal.admin else (principal.limits or Limits())
+        if admitted.dialect.api == "anthropic":
+            require_max_tokens(admitted.body)
+        unknown = self.gateway.config.default_output_limit
+        check_max_tokens(admitted.request, running.budgets.output_limit(admitted.strategy, unknown))
         request, trace.hold = await running.budgets.admit(
             principal.name, limits, admitted.request, admitted.strategy
         )

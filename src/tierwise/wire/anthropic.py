@@ -55,6 +55,7 @@ from tierwise.messages import (
     Usage,
     UsageIteration,
 )
+from tierwise.wire.validate_anthropic import validate_anthropic
 
 STRING_CONTENT = "string_content"
 """Extra field on a :class:`TextBlock` that stood for a bare-string ``content`` / ``system``."""
@@ -171,8 +172,11 @@ def request_from_anthropic(body: Mapping[str, Any], *, model: str | None = None)
     """A canonical request from a ``POST /v1/messages`` body.
 
     ``model`` is the catalog id to record (the body's own ``model`` is the client's name for
-    it and is the caller's to resolve). Raises :class:`InvalidRequestError` on a malformed body.
+    it and is the caller's to resolve). Raises :class:`InvalidRequestError` on a malformed body
+    (checked by :func:`~tierwise.wire.validate_anthropic.validate_anthropic`, the error's
+    ``param`` naming the field).
     """
+    validate_anthropic(dict(body))
     try:
         return _request_from(body, model)
     except _PARSE_ERRORS as exc:

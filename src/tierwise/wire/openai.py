@@ -75,6 +75,7 @@ from tierwise.messages import (
     ToolUseBlock,
     Usage,
 )
+from tierwise.wire.validate_openai import validate_openai
 
 FINISH_TO_STOP: dict[str, str] = {
     "stop": "end_turn",
@@ -450,10 +451,13 @@ def _request_from_openai(body: JsonObject) -> Request:
 def request_from_openai(body: JsonObject) -> Request:
     """The canonical form of a Chat Completions request body.
 
-    Raises :class:`InvalidRequestError` for a body that is not a valid request, or that uses
-    what tierwise cannot carry (custom tools, the deprecated ``function`` role). Content parts
-    it does not model (``input_audio``, ``file``) are kept verbatim as :class:`OtherBlock`.
+    Raises :class:`InvalidRequestError` for a body that is not a valid request (checked by
+    :func:`~tierwise.wire.validate_openai.validate_openai`, the error's ``param`` naming the
+    field), or that uses what tierwise cannot carry (custom tools, the deprecated
+    ``function`` role, ``n`` > 1). Content parts it does not model (``input_audio``,
+    ``file``) are kept verbatim as :class:`OtherBlock`.
     """
+    validate_openai(body)
     try:
         return _request_from_openai(body)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
