@@ -34,8 +34,8 @@ from tests.gateway_harness import (
 )
 from tierwise.budgets.limits import Limits
 from tierwise.config import Settings
-from tierwise.errors import InvalidRequestError
-from tierwise.gateway import idempotency
+from tierwise.errors import InvalidRequestError, RequestTooLargeError
+from tierwise.gateway import idempotency, reading
 from tierwise.gateway.admission import AdmissionControl
 from tierwise.gateway.app import create_app
 from tierwise.gateway.idempotency import MemoryStore, Stored
@@ -435,6 +435,17 @@ def test_the_depth_limit_counts_the_body_as_level_one() -> None:
     assert parse_json(objects.encode(), 9) and not check_depth(json.loads(objects), 9)
     with pytest.raises(InvalidRequestError):
         check_depth(json.loads(objects), 8)
+
+
+def test_a_body_of_too_many_values_is_refused_before_it_is_parsed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reading, "MAX_JSON_VALUES", 1000)
+    empties = b'{"model": "m", "x": [' + b"[]," * 2000 + b"[]]}"
+    with pytest.raises(RequestTooLargeError, match="more than 1000 JSON values"):
+        parse_json(empties, 64)
+    prose = json.dumps({"model": "m", "text": "word " * 2000}).encode()  # long, few values
+    assert parse_json(prose, 64)["model"] == "m"
 
 
 def test_brackets_inside_strings_do_not_count() -> None:

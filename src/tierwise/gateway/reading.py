@@ -4,8 +4,10 @@
 limit is a 413 before a byte is read; a chunked body is counted as it arrives and cut at
 the limit. :func:`parse_json` refuses JSON nested deeper than ``[gateway] max_json_depth``
 (400), which also keeps every later walk of the body (canonical form, validation, the
-wire translation) far from Python's recursion limit. :func:`request_json` does both once per
-request and keeps the result in the scope (``tierwise.body``) for the layers after it.
+wire translation) far from Python's recursion limit, and a body of more than
+:data:`MAX_JSON_VALUES` values (413), which bounds the memory its parse takes.
+:func:`request_json` does both once per request and keeps the result in the scope
+(``tierwise.body``) for the layers after it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,11 @@ from starlette.types import Receive, Scope
 
 from tierwise.errors import ClientDisconnectedError, InvalidRequestError, RequestTooLargeError
 from tierwise.messages import JsonObject
+
+MAX_JSON_VALUES = 1_000_000
+"""Most values (counted as commas and opening brackets, an upper bound) a body may hold: a
+32 MB body of ``[]`` or ``1.5,`` parses to ~20x its size in Python objects, so the body limit
+alone does not bound memory. A million is several times any model's context window."""
 
 BODY = "tierwise.body"
 """The scope key of the parsed body (a layer that read it hands it on this way)."""
@@ -78,8 +85,22 @@ def check_depth(value: object, max_depth: int) -> None:
         level = inner
 
 
+def check_values(raw: bytes | bytearray) -> None:
+    """RequestTooLargeError (413) when ``raw`` may hold more than :data:`MAX_JSON_VALUES`
+    values; a body shorter than that cannot, and is not scanned."""
+    if len(raw) <= MAX_JSON_VALUES:
+        return
+    values = raw.count(b",") + raw.count(b"[") + raw.count(b"{")
+    if values > MAX_JSON_VALUES:
+        raise RequestTooLargeError(
+            f"request body holds more than {MAX_JSON_VALUES} JSON values ({values})"
+        )
+
+
 def parse_json(raw: bytes | bytearray, max_depth: int) -> JsonObject:
-    """``raw`` as a JSON object nested at most ``max_depth`` deep; 400 otherwise."""
+    """``raw`` as a JSON object nested at most ``max_depth`` deep and holding at most
+    :data:`MAX_JSON_VALUES` values; 400 (413 for too many values) otherwise."""
+    check_values(raw)
     try:
         body = json.loads(raw)
     except RecursionError:  # far deeper than any limit: the parser gave up
