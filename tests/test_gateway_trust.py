@@ -7,6 +7,7 @@ policy may call, before the first call and on every call (failover included).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -309,3 +310,17 @@ def test_keys_create_inline_policies_and_a_pattern_that_matches_no_id(ledger_url
     assert not keys["stale"].inline_policies
     listed = runner.invoke(app, ["--ledger", ledger_url, "keys", "list"]).stdout
     assert "+inline" in listed
+
+
+def test_the_gateway_warns_of_stored_patterns_that_match_no_model_id(
+    ledger_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _key(ledger_url, "bare-name", ["claude-haiku-4-5"])
+    _key(ledger_url, "by-id", ["anthropic:*haiku*"])
+    with (
+        caplog.at_level(logging.WARNING, logger="tierwise.gateway"),
+        running_gateway(_settings(ledger_url)),
+    ):
+        pass
+    warned = [r.getMessage() for r in caplog.records if "matches no model id" in r.getMessage()]
+    assert len(warned) == 1 and "'bare-name'" in warned[0] and "'claude-haiku-4-5'" in warned[0]

@@ -8,8 +8,10 @@ An engine handed in by the caller is used as it is and left for the caller to cl
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from starlette.types import Scope
@@ -17,6 +19,7 @@ from starlette.types import Scope
 from tierwise.budgets.factory import open_budget_gate
 from tierwise.budgets.gate import BudgetGate
 from tierwise.budgets.metrics import BudgetCollector
+from tierwise.catalog import Catalog
 from tierwise.config import Settings
 from tierwise.engine import Engine
 from tierwise.gateway.auth import Authenticator
@@ -33,6 +36,8 @@ from tierwise.ledger.store import Ledger
 from tierwise.ledger.writebehind import WriteBehindOptions
 from tierwise.providers.factory import direct_by_default
 from tierwise.redaction import install_log_filter
+
+log = logging.getLogger("tierwise.gateway")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,21 @@ def _resolver(engine: Engine) -> ModelResolver:
         policies=settings.policies,
         provider_kinds={name: row.kind for name, row in settings.providers.items()},
     )
+
+
+def warn_unmatched_patterns(keys: KeyStore, catalog: Catalog) -> None:
+    """Log each active key's allow-list pattern that matches no catalog model id: patterns
+    match ids only, so a key made with a bare name or a policy name now allows nothing."""
+    ids = [spec.id for spec in catalog]
+    for key in keys.list_keys():
+        for pattern in key.models if key.active else ():
+            if not any(fnmatchcase(model_id, pattern) for model_id in ids):
+                log.warning(
+                    "key %r: allow-list pattern %r matches no model id (patterns match ids "
+                    "such as anthropic:claude-haiku-4-5), so it allows nothing",
+                    key.name,
+                    pattern,
+                )
 
 
 class Gateway:
@@ -105,6 +125,7 @@ class Gateway:
             behind = ledger.write_behind
             self.metrics.ledger_pending.set_function(lambda: behind.pending if behind else 0)
         keys = KeyStore(ledger)
+        await asyncio.to_thread(warn_unmatched_patterns, keys, engine.catalog)
         budgets = await asyncio.to_thread(self._budget_gate, engine, ledger)
         admin = self.settings.admin_key
         auth = Authenticator(
